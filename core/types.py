@@ -1,0 +1,288 @@
+"""The event store's shared vocabulary: events, expected versions, outcomes and errors.
+
+Everything here is plain data, shared by storage, the node's actors, the wire codec and the
+client. Record types are NamedTuples rather than dataclasses on purpose: reads decode hundreds
+of thousands of records per second and ``tuple.__new__`` is several times cheaper than a
+dataclass ``__init__``; requests and outcomes are frozen, slotted dataclasses validated on
+construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+# --- expected versions (Event Store's numeric codes, so they travel as plain ints) -----------
+ANY = -2
+"""No concurrency check."""
+NO_STREAM = -1
+"""The stream must not exist (or be soft-deleted)."""
+STREAM_EXISTS = -4
+"""The stream (or its metadata stream) must exist."""
+
+EXPECTED_VERSION_NAMES = {ANY: "any", NO_STREAM: "no_stream", STREAM_EXISTS: "stream_exists"}
+
+ALL_STREAM = "$all"
+METADATA_PREFIX = "$$"
+TOMBSTONE_TYPE = "$streamDeleted"
+METADATA_TYPE = "$metadata"
+EPOCH_STREAM = "$epoch-information"
+TRUNCATE_BEFORE_DELETED = 9223372036854775807
+"""``$tb`` value written by a soft delete (Event Store's Int64.MaxValue)."""
+
+
+def expected_version_name(expected: int) -> str:
+    """Human form of an expected version, for error messages."""
+    return EXPECTED_VERSION_NAMES.get(expected, str(expected))
+
+
+def metadata_stream_of(stream: str) -> str:
+    return METADATA_PREFIX + stream
+
+
+def is_system_stream(stream: str) -> bool:
+    return stream.startswith("$")
+
+
+# --- events ---------------------------------------------------------------------------------
+class EventData(NamedTuple):
+    """An event proposed by a client. ``event_id`` is a canonical lowercase UUID string."""
+
+    event_id: str
+    event_type: str
+    data: bytes = b""
+    metadata: bytes = b""
+    is_json: bool = True
+
+
+class RecordedEvent(NamedTuple):
+    """An event as stored: ``position`` is its place in the global log ($all order);
+    ``created`` is the server's UTC creation time in microseconds since the Unix epoch."""
+
+    event_id: str
+    stream: str
+    version: int
+    event_type: str
+    data: bytes
+    metadata: bytes
+    is_json: bool
+    created: int
+    position: int
+
+
+# --- requests handed to storage (one group commit takes many of them) ----------------------
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    stream: str
+    expected_version: int
+    events: tuple[EventData, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRequest:
+    """Soft delete (``tombstone=False``) or hard delete of a stream."""
+
+    stream: str
+    expected_version: int
+    tombstone: bool = False
+
+
+WriteRequest = AppendRequest | DeleteRequest
+
+
+# --- outcomes ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AppendSuccess:
+    """``first_version``/``last_version`` of the batch and ``position`` of its last record.
+    ``idempotent`` is True when the batch had been written before and nothing new was written."""
+
+    first_version: int
+    last_version: int
+    position: int
+    idempotent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteSuccess:
+    position: int
+
+
+# --- errors: each has a stable wire code and carries what the caller needs ------------------
+class EsError(Exception):
+    """Base of every error esnode reports to a caller. ``code`` is stable and goes on the wire."""
+
+    code = "error"
+
+    def details(self) -> dict:
+        return {}
+
+
+class WrongExpectedVersion(EsError):
+    code = "wrong_expected_version"
+
+    def __init__(self, stream: str, expected: int, current: int):
+        super().__init__(
+            f"wrong expected version for stream {stream!r}: expected "
+            f"{expected_version_name(expected)}, current {expected_version_name(current)}"
+        )
+        self.stream, self.expected, self.current = stream, expected, current
+
+    def details(self) -> dict:
+        return {"stream": self.stream, "expected": self.expected, "current": self.current}
+
+
+class StreamDeleted(EsError):
+    code = "stream_deleted"
+
+    def __init__(self, stream: str):
+        super().__init__(f"stream {stream!r} is deleted")
+        self.stream = stream
+
+    def details(self) -> dict:
+        return {"stream": self.stream}
+
+
+class StreamNotFound(EsError):
+    code = "stream_not_found"
+
+    def __init__(self, stream: str):
+        super().__init__(f"stream {stream!r} not found")
+        self.stream = stream
+
+    def details(self) -> dict:
+        return {"stream": self.stream}
+
+
+class IdempotencyConflict(EsError):
+    """A batch whose event ids partly match an earlier write: neither a clean retry nor new."""
+
+    code = "idempotency_conflict"
+
+    def __init__(self, stream: str, message: str):
+        super().__init__(f"stream {stream!r}: {message}")
+        self.stream = stream
+
+    def details(self) -> dict:
+        return {"stream": self.stream}
+
+
+class BadRequest(EsError):
+    code = "bad_request"
+
+
+class TooLarge(EsError):
+    code = "too_large"
+
+
+class StorageFull(EsError):
+    """The disk is full: the write was not made and the store is consistent."""
+
+    code = "storage_full"
+
+
+class NotLeader(EsError):
+    code = "not_leader"
+
+    def __init__(self, leader: tuple[str, int] | None, message: str = "this node is not the leader"):
+        super().__init__(message)
+        self.leader = leader
+
+    def details(self) -> dict:
+        return {"leader": list(self.leader) if self.leader else None}
+
+
+class NotReady(EsError):
+    code = "not_ready"
+
+
+class NoQuorum(EsError):
+    code = "no_quorum"
+
+
+class OutcomeUnknown(EsError):
+    """The request may or may not have taken effect (timeout, leader change, lost connection).
+    Retrying an append with the same event ids is safe."""
+
+    code = "outcome_unknown"
+
+
+class Unavailable(EsError):
+    """No node could be reached."""
+
+    code = "unavailable"
+
+
+ERRORS_BY_CODE: dict[str, type[EsError]] = {
+    cls.code: cls
+    for cls in (
+        EsError, WrongExpectedVersion, StreamDeleted, StreamNotFound, IdempotencyConflict,
+        BadRequest, TooLarge, StorageFull, NotLeader, NotReady, NoQuorum, OutcomeUnknown,
+        Unavailable,
+    )
+}
+
+AppendOutcome = AppendSuccess | EsError
+DeleteOutcome = DeleteSuccess | EsError
+WriteOutcome = AppendSuccess | DeleteSuccess | EsError
+
+
+# --- read results ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class StreamSlice:
+    """A page of a stream. ``next_version`` is where to continue in the same direction;
+    ``is_end`` says the read reached the end (forwards: the head; backwards: version 0);
+    ``last_version`` is the stream's current last version."""
+
+    stream: str
+    events: list[RecordedEvent]
+    next_version: int
+    last_version: int
+    is_end: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AllSlice:
+    """A page of the global log. ``next_position`` is where to continue (forwards: inclusive,
+    backwards: exclusive, as Event Store's $all reads)."""
+
+    events: list[RecordedEvent]
+    next_position: int
+    is_end: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMetadata:
+    """A stream's metadata: reserved keys parsed, every custom key kept as given in ``raw``."""
+
+    stream: str
+    version: int  # version of the metadata stream, -1 when none was ever written
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def max_count(self) -> int | None:
+        return self.raw.get("$maxCount")
+
+    @property
+    def max_age(self) -> int | None:
+        return self.raw.get("$maxAge")
+
+    @property
+    def truncate_before(self) -> int | None:
+        return self.raw.get("$tb")
+
+
+# --- replication support -----------------------------------------------------------------------
+class Epoch(NamedTuple):
+    """A leader term: ``number`` increases with every elected leader; ``start_position`` is
+    the log position of the epoch's first record."""
+
+    number: int
+    start_position: int
+    leader_id: str
+
+
+class Vote(NamedTuple):
+    """The last election vote a node cast, made durable before it is sent."""
+
+    term: int
+    candidate_id: str

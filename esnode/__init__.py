@@ -1,0 +1,1 @@
+"""esnode: a clustered, durable event store."""
