@@ -1,0 +1,239 @@
+"""Typed client-facing messages (the external protocol's vocabulary).
+
+Requests are validated on construction (``BadRequest`` on a wrong field) so nothing malformed
+travels past the codec. Replies are typed too; the codec maps each to its wire form
+(docs/protocol.md). Internal messages between actors live next to the actors that use them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from esnode.core.types import (
+    ALL_STREAM,
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    BadRequest,
+    EsError,
+    EventData,
+    RecordedEvent,
+)
+
+PROTOCOL_VERSION = 1
+
+MAX_READ_COUNT = 10_000
+"""Largest page a single read may ask for."""
+
+MAX_SUBSCRIPTION_CREDIT = 10_000
+"""Largest number of events a subscriber may have outstanding (unacknowledged) at once."""
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise BadRequest(message)
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _check_stream(stream: Any, allow_all: bool = False) -> None:
+    _check(type(stream) is str and stream != "", "stream must be a non-empty string")
+    if not allow_all:
+        _check(stream != ALL_STREAM, "'$all' cannot be written or deleted")
+
+
+def _check_expected(expected: Any) -> None:
+    _check(_is_int(expected) and (expected >= NO_STREAM or expected in (ANY, STREAM_EXISTS)),
+           "expected_version must be an integer >= -1, or -2 (any), or -4 (stream exists)")
+
+
+def _check_count(count: Any) -> None:
+    _check(_is_int(count) and 1 <= count <= MAX_READ_COUNT,
+           f"max_count must be an integer between 1 and {MAX_READ_COUNT}")
+
+
+# --- requests ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Append:
+    stream: str
+    expected_version: int
+    events: tuple[EventData, ...]
+    requires_leader: bool = False
+
+    def __post_init__(self) -> None:
+        _check_stream(self.stream)
+        _check_expected(self.expected_version)
+        _check(isinstance(self.events, tuple) and len(self.events) > 0,
+               "an append needs at least one event")
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    stream: str
+    expected_version: int = ANY
+    tombstone: bool = False
+    requires_leader: bool = False
+
+    def __post_init__(self) -> None:
+        _check_stream(self.stream)
+        _check_expected(self.expected_version)
+        _check(type(self.tombstone) is bool, "tombstone must be a boolean")
+
+
+@dataclass(frozen=True, slots=True)
+class SetMetadata:
+    stream: str
+    metadata: dict
+    expected_version: int = ANY
+    requires_leader: bool = False
+
+    def __post_init__(self) -> None:
+        _check_stream(self.stream)
+        _check_expected(self.expected_version)
+        _check(isinstance(self.metadata, dict) and all(type(k) is str for k in self.metadata),
+               "metadata must be a map with string keys")
+
+
+@dataclass(frozen=True, slots=True)
+class ReadStream:
+    stream: str
+    from_version: int = 0
+    max_count: int = 500
+    backwards: bool = False
+    requires_leader: bool = False
+
+    def __post_init__(self) -> None:
+        _check_stream(self.stream)
+        _check(_is_int(self.from_version) and self.from_version >= -1,
+               "from_version must be an integer >= 0 (or -1: from the end, backwards)")
+        _check_count(self.max_count)
+        _check(type(self.backwards) is bool, "backwards must be a boolean")
+
+
+@dataclass(frozen=True, slots=True)
+class ReadAll:
+    from_position: int = 0
+    max_count: int = 1000
+    backwards: bool = False
+    requires_leader: bool = False
+
+    def __post_init__(self) -> None:
+        _check(_is_int(self.from_position) and self.from_position >= -1,
+               "from_position must be an integer >= 0 (or -1: from the end, backwards)")
+        _check_count(self.max_count)
+        _check(type(self.backwards) is bool, "backwards must be a boolean")
+
+
+@dataclass(frozen=True, slots=True)
+class GetMetadata:
+    stream: str
+    requires_leader: bool = False
+
+    def __post_init__(self) -> None:
+        _check_stream(self.stream)
+
+
+FROM_START = "start"
+FROM_END = "end"
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """Catch-up subscription to a stream or ``$all``. ``from_`` is ``"start"``, ``"end"`` or a
+    version/position: delivery starts AFTER it (exclusive, as Event Store). ``credit`` is how
+    many events the server may send before the client grants more."""
+
+    stream: str
+    from_: int | str = FROM_START
+    credit: int = 1000
+
+    def __post_init__(self) -> None:
+        _check_stream(self.stream, allow_all=True)
+        _check(self.from_ in (FROM_START, FROM_END) or (_is_int(self.from_) and self.from_ >= 0),
+               "from must be 'start', 'end' or an integer >= 0")
+        _check(_is_int(self.credit) and 1 <= self.credit <= MAX_SUBSCRIPTION_CREDIT,
+               f"credit must be an integer between 1 and {MAX_SUBSCRIPTION_CREDIT}")
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """Grant a subscription ``n`` more events (flow control)."""
+
+    subscription: int
+    n: int
+
+    def __post_init__(self) -> None:
+        _check(_is_int(self.subscription), "subscription must be an integer")
+        _check(_is_int(self.n) and 1 <= self.n <= MAX_SUBSCRIPTION_CREDIT,
+               f"n must be an integer between 1 and {MAX_SUBSCRIPTION_CREDIT}")
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    subscription: int
+
+    def __post_init__(self) -> None:
+        _check(_is_int(self.subscription), "subscription must be an integer")
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterInfo:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+ClientRequest = (Append | Delete | SetMetadata | ReadStream | ReadAll | GetMetadata | Subscribe
+                 | Credit | Unsubscribe | ClusterInfo | Ping)
+WRITE_REQUESTS = (Append, Delete, SetMetadata)
+
+
+# --- replies ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A successful answer: ``body`` is the operation's result map (docs/protocol.md)."""
+
+    body: dict
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    error: EsError
+
+
+@dataclass(frozen=True, slots=True)
+class EventsPushed:
+    """Events delivered to a subscription (each costs one credit)."""
+
+    events: list[RecordedEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class CaughtUp:
+    """The subscription has delivered everything that existed and is now live."""
+
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionDropped:
+    error: EsError
+
+
+ServerMessage = Reply | ErrorReply | EventsPushed | CaughtUp | SubscriptionDropped
+
+
+@dataclass(frozen=True, slots=True)
+class ClientEnvelope:
+    """A request with its reply address: the transport-level peer and the client's
+    correlation id."""
+
+    peer: bytes
+    corr: int
+    request: Any

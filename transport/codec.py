@@ -1,0 +1,153 @@
+"""msgpack wire codec for the external (client) protocol, version 1 (docs/protocol.md).
+
+Decoding is strict and bounded: a frame is at most ``max_message_size`` bytes (also enforced
+by the socket's ZMQ_MAXMSGSIZE), must be a msgpack array ``[version, op, corr, args]``, and
+``op`` must be on the allow-list below. Anything else raises ``BadRequest`` (with the
+correlation id when it could be read) and never crashes the node.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from esnode.core import messages as m
+from esnode.core.types import BadRequest, EsError, EventData, RecordedEvent, TooLarge
+
+DEFAULT_MAX_MESSAGE_SIZE = 80 * 1024 * 1024
+"""Largest frame accepted on the external socket (an append of up to 64 MiB plus framing)."""
+
+_packb = msgpack.Packer(use_bin_type=True).pack
+
+
+def _events(raw: Any) -> tuple[EventData, ...]:
+    if type(raw) is not list:
+        raise BadRequest("events must be an array")
+    out = []
+    for ev in raw:
+        if type(ev) is not list or len(ev) != 5:
+            raise BadRequest("each event must be [id, type, data, metadata, is_json]")
+        eid, etype, data, meta, is_json = ev
+        if (type(eid) is not str or type(etype) is not str or not etype or type(data) is not bytes
+                or type(meta) is not bytes or type(is_json) is not bool):
+            raise BadRequest("event fields must be [str id, non-empty str type, bin data, "
+                             "bin metadata, bool is_json]")
+        out.append(EventData(eid, etype, data, meta, is_json))
+    return tuple(out)
+
+
+def _build(cls: type, args: dict, **fields: Any) -> Any:
+    try:
+        return cls(**fields)
+    except TypeError as exc:
+        raise BadRequest(f"bad arguments: {exc}") from None
+
+
+def _arg(args: dict, name: str, default: Any = ...) -> Any:
+    if name in args:
+        return args[name]
+    if default is ...:
+        raise BadRequest(f"missing argument {name!r}")
+    return default
+
+
+def _decode_append(a: dict) -> m.Append:
+    return m.Append(_arg(a, "stream"), _arg(a, "expected_version", m.ANY),
+                    _events(_arg(a, "events")), _arg(a, "requires_leader", False))
+
+
+# One decoder per allowed op: the external allow-list.
+CLIENT_OPS: dict[str, Any] = {
+    "append": _decode_append,
+    "read_stream": lambda a: m.ReadStream(_arg(a, "stream"), _arg(a, "from_version", 0),
+                                          _arg(a, "max_count", 500), _arg(a, "backwards", False),
+                                          _arg(a, "requires_leader", False)),
+    "read_all": lambda a: m.ReadAll(_arg(a, "from_position", 0), _arg(a, "max_count", 1000),
+                                    _arg(a, "backwards", False), _arg(a, "requires_leader", False)),
+    "delete": lambda a: m.Delete(_arg(a, "stream"), _arg(a, "expected_version", m.ANY),
+                                 _arg(a, "tombstone", False), _arg(a, "requires_leader", False)),
+    "get_metadata": lambda a: m.GetMetadata(_arg(a, "stream"), _arg(a, "requires_leader", False)),
+    "set_metadata": lambda a: m.SetMetadata(_arg(a, "stream"), _arg(a, "metadata"),
+                                            _arg(a, "expected_version", m.ANY),
+                                            _arg(a, "requires_leader", False)),
+    "subscribe": lambda a: m.Subscribe(_arg(a, "stream"), _arg(a, "from", m.FROM_START),
+                                       _arg(a, "credit", 1000)),
+    "credit": lambda a: m.Credit(_arg(a, "subscription"), _arg(a, "n")),
+    "unsubscribe": lambda a: m.Unsubscribe(_arg(a, "subscription")),
+    "cluster_info": lambda a: m.ClusterInfo(),
+    "ping": lambda a: m.Ping(),
+}
+
+
+class DecodeError(BadRequest):
+    """A frame that could not be decoded; ``corr`` is set when the correlation id was read."""
+
+    def __init__(self, message: str, corr: int | None = None):
+        super().__init__(message)
+        self.corr = corr
+
+
+def decode_request(frame: bytes, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+                   ) -> tuple[int, Any]:
+    """Decode one client frame into ``(corr, request)`` or raise ``DecodeError``."""
+    if len(frame) > max_message_size:
+        raise DecodeError(f"message of {len(frame)} bytes exceeds the limit of {max_message_size}")
+    try:
+        msg = msgpack.unpackb(frame, raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise DecodeError(f"malformed msgpack: {type(exc).__name__}") from None
+    if type(msg) is not list or len(msg) != 4:
+        raise DecodeError("a request must be an array [version, op, corr, args]")
+    version, op, corr, args = msg
+    if type(corr) is not int:
+        raise DecodeError("corr must be an integer")
+    if version != m.PROTOCOL_VERSION:
+        raise DecodeError(f"unsupported protocol version {version!r}; this node speaks "
+                          f"{m.PROTOCOL_VERSION}", corr)
+    decoder = CLIENT_OPS.get(op) if type(op) is str else None
+    if decoder is None:
+        raise DecodeError(f"unknown operation {op!r}", corr)
+    if type(args) is not dict:
+        raise DecodeError("args must be a map", corr)
+    try:
+        return corr, decoder(args)
+    except BadRequest as exc:
+        raise DecodeError(f"{op}: {exc}", corr) from None
+    except (TypeError, ValueError) as exc:
+        raise DecodeError(f"{op}: bad arguments ({exc})", corr) from None
+
+
+def encode_request(op: str, corr: int, args: dict) -> bytes:
+    return _packb([m.PROTOCOL_VERSION, op, corr, args])
+
+
+def encode_events(events: list[RecordedEvent]) -> list:
+    # RecordedEvent is a tuple: msgpack packs it as an array of its fields, in order.
+    return events
+
+
+def error_body(error: EsError) -> dict:
+    body = {"code": error.code, "message": str(error)}
+    body.update(error.details())
+    return body
+
+
+def encode_reply(corr: int, message: Any) -> bytes:
+    """Encode a server message (``core.messages.ServerMessage``) for the wire."""
+    cls = type(message)
+    if cls is m.Reply:
+        return _packb([corr, "ok", message.body])
+    if cls is m.ErrorReply:
+        return _packb([corr, "error", error_body(message.error)])
+    if cls is m.EventsPushed:
+        return _packb([corr, "events", message.events])
+    if cls is m.CaughtUp:
+        return _packb([corr, "caught_up", {"position": message.position}])
+    if cls is m.SubscriptionDropped:
+        return _packb([corr, "dropped", error_body(message.error)])
+    raise TypeError(f"not a server message: {cls.__name__}")
+
+
+def too_large(size: int, limit: int) -> TooLarge:
+    return TooLarge(f"message of {size} bytes exceeds the limit of {limit}")
