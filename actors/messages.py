@@ -1,0 +1,61 @@
+"""Messages between the node's actors (never on the wire)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from esnode.core.messages import ClientEnvelope
+from esnode.core.types import WriteRequest
+
+
+@dataclass(frozen=True, slots=True)
+class ClientBatch:
+    """Requests decoded by the transport in one burst."""
+
+    envelopes: list[ClientEnvelope]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingWrite:
+    """A write waiting for group commit, with the address its outcome goes back to."""
+
+    peer: bytes
+    corr: int
+    request: WriteRequest
+
+
+@dataclass(frozen=True, slots=True)
+class WriteBatch:
+    writes: list[PendingWrite]
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """Storage's note to itself: commit everything queued so far in one transaction."""
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """The log is committed (readable by clients) up to ``position``."""
+
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRequest:
+    envelope: ClientEnvelope
+
+
+@dataclass(frozen=True, slots=True)
+class PeerGone:
+    peer: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    """Answer or fail everything in flight, then stop."""
+
+
+@dataclass(frozen=True, slots=True)
+class StopAccepting:
+    """The node is shutting down: refuse new client work with ``not_ready``."""

@@ -1,0 +1,153 @@
+"""Subscriptions actor: catch-up subscriptions that turn live without gaps or duplicates.
+
+A subscription is only a cursor over the committed log (a stream version or a ``$all``
+position) plus the credit its client granted. Catching up and staying live are the same loop:
+read after the cursor up to the commit position, push at most ``credit`` events, advance. A
+new commit position just runs the loop again. Nothing is buffered per subscriber, so a client
+that stops granting credit only stalls itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pykka
+
+from esnode.actors.messages import Committed, PeerGone, Shutdown, SubscriptionRequest
+from esnode.core import messages as m
+from esnode.core.clock import Clock
+from esnode.core.types import (
+    ALL_STREAM,
+    BadRequest,
+    EsError,
+    NotReady,
+    StreamDeleted,
+    StreamNotFound,
+)
+from esnode.storage.port import EventStore
+from esnode.transport.port import Transport
+
+log = logging.getLogger("esnode.subscriptions")
+
+PAGE = 500
+"""Most events read from the store in one go for one subscriber."""
+
+
+@dataclass(slots=True)
+class Subscription:
+    peer: bytes
+    id: int
+    stream: str
+    next: int  # next version (stream) or position ($all) to deliver
+    credit: int
+    caught_up: bool = False
+
+
+class SubscriptionsActor(pykka.ThreadingActor):
+    def __init__(self, store: EventStore, transport: Transport, clock: Clock,
+                 on_failure: Callable[[str], None] | None = None) -> None:
+        super().__init__()
+        self._store = store
+        self._transport = transport
+        self._clock = clock
+        self._on_fatal = on_failure
+        self._committed = store.writer_position
+        self._subs: dict[tuple[bytes, int], Subscription] = {}
+
+    def on_receive(self, message: object) -> None:
+        cls = type(message)
+        if cls is Committed:
+            if message.position > self._committed:
+                self._committed = message.position
+                for sub in list(self._subs.values()):
+                    self._pump(sub)
+        elif cls is SubscriptionRequest:
+            self._handle(message.envelope)
+        elif cls is PeerGone:
+            for key in [k for k in self._subs if k[0] == message.peer]:
+                del self._subs[key]
+        elif cls is Shutdown:
+            self._transport.send_client(
+                [(s.peer, s.id, m.SubscriptionDropped(NotReady("the node is shutting down")))
+                 for s in self._subs.values()])
+            self._subs.clear()
+        else:
+            log.error("subscriptions actor got an unknown message %r", message)
+
+    def _reply(self, peer: bytes, corr: int, message: object) -> None:
+        self._transport.send_client([(peer, corr, message)])
+
+    def _handle(self, env: m.ClientEnvelope) -> None:
+        request = env.request
+        cls = type(request)
+        if cls is m.Subscribe:
+            key = (env.peer, env.corr)
+            if key in self._subs:
+                self._reply(env.peer, env.corr, m.ErrorReply(BadRequest(
+                    f"subscription {env.corr} already exists on this connection")))
+                return
+            sub = Subscription(env.peer, env.corr, request.stream,
+                               self._start(request.stream, request.from_), request.credit)
+            self._subs[key] = sub
+            self._reply(env.peer, env.corr, m.Reply({"subscription": env.corr}))
+            self._pump(sub)
+        elif cls is m.Credit:
+            sub = self._subs.get((env.peer, request.subscription))
+            if sub is not None:
+                sub.credit += request.n
+                self._pump(sub)
+        elif cls is m.Unsubscribe:
+            self._subs.pop((env.peer, request.subscription), None)
+            self._reply(env.peer, env.corr, m.Reply({}))
+
+    def _start(self, stream: str, from_: int | str) -> int:
+        if from_ == m.FROM_START:
+            return 0
+        if isinstance(from_, int):
+            return from_ + 1  # delivery starts after the given version/position
+        if stream == ALL_STREAM:
+            return self._committed + 1
+        return self._store.stream_version(stream) + 1
+
+    def _pump(self, sub: Subscription) -> None:
+        """Deliver what the subscriber has credit for, then report caught-up once."""
+        try:
+            while sub.credit > 0:
+                count = min(sub.credit, PAGE)
+                if sub.stream == ALL_STREAM:
+                    page = self._store.read_all(sub.next, count, up_to_position=self._committed)
+                    events, sub.next = page.events, page.next_position
+                else:
+                    try:
+                        page = self._store.read_stream(
+                            sub.stream, sub.next, count, up_to_position=self._committed,
+                            now_us=self._clock.now_us())
+                    except StreamNotFound:
+                        break  # nothing yet: wait for it to be written
+                    events, sub.next = page.events, max(sub.next, page.next_version)
+                if events:
+                    sub.credit -= len(events)
+                    self._reply(sub.peer, sub.id, m.EventsPushed(events))
+                if page.is_end:
+                    break
+            else:
+                return
+            if not sub.caught_up:
+                sub.caught_up = True
+                self._reply(sub.peer, sub.id, m.CaughtUp(self._committed))
+        except StreamDeleted as exc:
+            self._drop(sub, exc)
+        except EsError as exc:
+            self._drop(sub, exc)
+
+    def _drop(self, sub: Subscription, error: EsError) -> None:
+        self._subs.pop((sub.peer, sub.id), None)
+        self._reply(sub.peer, sub.id, m.SubscriptionDropped(error))
+
+    def on_failure(self, exception_type, exception_value, traceback) -> None:
+        log.critical("subscriptions actor crashed: %s: %s", exception_type.__name__,
+                     exception_value)
+        if self._on_fatal is not None:
+            self._on_fatal(f"subscriptions actor crashed: {exception_value}")

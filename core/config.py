@@ -1,0 +1,212 @@
+"""Topology: the cluster description in ``topology.toml``, loaded and validated.
+
+Every key is documented in docs/topology.md. Validation fails with a ``TopologyError`` whose
+message names the key and the problem, so an operator can fix the file without reading code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+
+class TopologyError(ValueError):
+    """The topology file is invalid; the message names the key and the problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSection:
+    name: str = "esnode"
+    size: int = 1
+    allow_even_size: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoverySection:
+    """Gossip seeds (internal ``host:port`` of other nodes), or a DNS name resolved to every
+    node's address plus ``gossip_port``. Empty: the internal endpoints of ``[[nodes]]``."""
+
+    seeds: tuple[str, ...] = ()
+    dns: str = ""
+    gossip_port: int = 0
+    dns_server: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TimersSection:
+    gossip_interval_ms: int = 200
+    gossip_timeout_ms: int = 1000
+    dead_member_ms: int = 2000
+    heartbeat_interval_ms: int = 100
+    election_timeout_ms: int = 1000
+    write_timeout_ms: int = 5000
+    shutdown_timeout_ms: int = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSection:
+    name: str
+    internal_host: str
+    internal_port: int
+    external_host: str
+    external_port: int
+    data_dir: str = ""
+    mem_db: bool = False
+    log_dir: str = ""
+    internal_advertise_host: str = ""
+    internal_advertise_port: int = 0
+    external_advertise_host: str = ""
+    external_advertise_port: int = 0
+    priority: int = 0
+
+    @property
+    def internal_bind(self) -> tuple[str, int]:
+        return (self.internal_host, self.internal_port)
+
+    @property
+    def external_bind(self) -> tuple[str, int]:
+        return (self.external_host, self.external_port)
+
+    @property
+    def internal_advertise(self) -> tuple[str, int]:
+        return (self.internal_advertise_host or self.internal_host,
+                self.internal_advertise_port or self.internal_port)
+
+    @property
+    def external_advertise(self) -> tuple[str, int]:
+        return (self.external_advertise_host or self.external_host,
+                self.external_advertise_port or self.external_port)
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    cluster: ClusterSection
+    discovery: DiscoverySection
+    timers: TimersSection
+    nodes: tuple[NodeSection, ...]
+    source: str = field(default="", compare=False)
+
+    def node(self, name: str) -> NodeSection:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        names = ", ".join(n.name for n in self.nodes)
+        raise TopologyError(f"nodes: no node named {name!r} (known: {names})")
+
+    @property
+    def majority(self) -> int:
+        return self.cluster.size // 2 + 1
+
+
+def _section(cls: type, raw: Any, where: str) -> Any:
+    """Build a section dataclass from a TOML table: unknown keys, missing keys and wrong types
+    are errors that name ``where.key``."""
+    if not isinstance(raw, dict):
+        raise TopologyError(f"{where}: must be a table")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            raise TopologyError(f"{where}.{key}: unknown key (known: {', '.join(fields)})")
+    values = {}
+    for name, f in fields.items():
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise TopologyError(f"{where}.{name}: missing (required)")
+            continue
+        value, hint = raw[name], hints[name]
+        if hint == tuple[str, ...]:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise TopologyError(f"{where}.{name}: must be a list of strings")
+            value = tuple(value)
+        elif hint is int and (type(value) is not int):
+            raise TopologyError(f"{where}.{name}: must be an integer, got {value!r}")
+        elif hint is bool and type(value) is not bool:
+            raise TopologyError(f"{where}.{name}: must be true or false, got {value!r}")
+        elif hint is str and not isinstance(value, str):
+            raise TopologyError(f"{where}.{name}: must be a string, got {value!r}")
+        values[name] = value
+    return cls(**values)
+
+
+def _check_port(value: int, where: str) -> None:
+    if not 1 <= value <= 65535:
+        raise TopologyError(f"{where}: port {value} is not between 1 and 65535")
+
+
+def parse_topology(raw: dict, source: str = "") -> Topology:
+    known = {"cluster", "discovery", "timers", "nodes"}
+    for key in raw:
+        if key not in known:
+            raise TopologyError(f"{key}: unknown section (known: {', '.join(sorted(known))})")
+    cluster = _section(ClusterSection, raw.get("cluster", {}), "cluster")
+    discovery = _section(DiscoverySection, raw.get("discovery", {}), "discovery")
+    timers = _section(TimersSection, raw.get("timers", {}), "timers")
+    raw_nodes = raw.get("nodes")
+    if not isinstance(raw_nodes, list) or not raw_nodes:
+        raise TopologyError("nodes: missing; describe each node in a [[nodes]] table")
+    nodes = tuple(_section(NodeSection, n, f"nodes[{i}]") for i, n in enumerate(raw_nodes))
+
+    if cluster.size < 1:
+        raise TopologyError(f"cluster.size: must be at least 1, got {cluster.size}")
+    if cluster.size % 2 == 0 and not cluster.allow_even_size:
+        raise TopologyError(
+            f"cluster.size: {cluster.size} is even; an even cluster tolerates no more failures "
+            "than the odd one below it. Use an odd size, or set allow_even_size = true")
+    if len(nodes) != cluster.size:
+        raise TopologyError(f"cluster.size: is {cluster.size} but {len(nodes)} [[nodes]] are "
+                            "described; describe every member")
+    for name, value in dataclasses.asdict(timers).items():
+        if value <= 0:
+            raise TopologyError(f"timers.{name}: must be positive, got {value}")
+    if discovery.dns and not discovery.gossip_port:
+        raise TopologyError("discovery.gossip_port: required when discovery.dns is set")
+    seen_names: set[str] = set()
+    seen_binds: dict[tuple[str, int], str] = {}
+    for i, node in enumerate(nodes):
+        where = f"nodes[{i}]"
+        if not node.name:
+            raise TopologyError(f"{where}.name: must not be empty")
+        if node.name in seen_names:
+            raise TopologyError(f"{where}.name: duplicate node name {node.name!r}")
+        seen_names.add(node.name)
+        if node.mem_db == bool(node.data_dir):
+            raise TopologyError(f"{where}: set exactly one of data_dir or mem_db = true")
+        for key in ("internal_port", "external_port"):
+            _check_port(getattr(node, key), f"{where}.{key}")
+        if node.internal_port == node.external_port and node.internal_host == node.external_host:
+            raise TopologyError(f"{where}.external_port: same address as internal_port; the "
+                                "internal and external networks need separate endpoints")
+        for key, bind in (("internal_port", node.internal_bind),
+                          ("external_port", node.external_bind)):
+            if bind in seen_binds:
+                raise TopologyError(f"{where}.{key}: duplicate port {bind[0]}:{bind[1]}, "
+                                    f"already used by {seen_binds[bind]}")
+            seen_binds[bind] = f"{where}.{key}"
+    return Topology(cluster, discovery, timers, nodes, source)
+
+
+def load_topology(path: str | Path) -> Topology:
+    """Load and validate a topology file. Relative ``data_dir``/``log_dir`` are resolved
+    against the file's folder, so a topology works from any working directory."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise TopologyError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise TopologyError(f"{path}: not valid TOML ({exc})") from None
+    topology = parse_topology(raw, str(path))
+    base = path.resolve().parent
+    nodes = tuple(
+        dataclasses.replace(
+            n,
+            data_dir=str(base / n.data_dir) if n.data_dir else "",
+            log_dir=str(base / n.log_dir) if n.log_dir else "",
+        )
+        for n in topology.nodes
+    )
+    return dataclasses.replace(topology, nodes=nodes)

@@ -1,0 +1,63 @@
+"""Shared fixtures: free ports, topologies, a running in-process node, actor hygiene."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+import pykka
+import pytest
+
+from esnode.core.config import Topology, parse_topology
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.01,
+             message: str = "condition") -> object:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def single_node_topology(data_dir: str = "", **node: object) -> Topology:
+    entry = {"name": "node1", "internal_host": "127.0.0.1", "internal_port": free_port(),
+             "external_host": "127.0.0.1", "external_port": free_port()}
+    entry.update({"data_dir": data_dir} if data_dir else {"mem_db": True})
+    entry.update(node)
+    return parse_topology({"cluster": {"name": "test", "size": 1}, "nodes": [entry]})
+
+
+@pytest.fixture(autouse=True)
+def _stop_all_actors() -> Iterator[None]:
+    yield
+    pykka.ActorRegistry.stop_all(timeout=10)
+
+
+@pytest.fixture(params=["memory", "lmdb"])
+def running_node(request, tmp_path):
+    """A started single node (memory and LMDB stores); stopped after the test."""
+    from esnode.actors.node import Node
+
+    data_dir = str(tmp_path / "data") if request.param == "lmdb" else ""
+    node = Node(single_node_topology(data_dir), "node1").start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def node_endpoint(running_node) -> str:
+    return running_node.transport.external_endpoint

@@ -1,0 +1,116 @@
+"""Garbage sent to a live node: each gets a clear error or the peer is dropped, the node keeps
+serving everyone else, and nothing is lost."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+import zmq
+
+from esnode.actors.node import Factories, Node
+from esnode.transport.zmq_transport import ZmqTransport
+from tests.conftest import single_node_topology, wait_for
+from tests.node.rawclient import RawClient, event
+
+BAD_FRAMES = {
+    "not msgpack": b"\xc1\xc1\xc1garbage",
+    "truncated msgpack": msgpack.packb([1, "append", 5, {"stream": "x"}])[:-3],
+    "not an array": msgpack.packb({"op": "append"}),
+    "wrong arity": msgpack.packb([1, "ping", 5]),
+    "unknown op": msgpack.packb([1, "drop_database", 5, {}]),
+    "wrong version": msgpack.packb([99, "ping", 5, {}]),
+    "corr not int": msgpack.packb([1, "ping", "x", {}]),
+    "args not map": msgpack.packb([1, "ping", 5, [1, 2]]),
+    "stream wrong type": msgpack.packb([1, "append", 5, {"stream": 7, "events": []}]),
+    "events wrong shape": msgpack.packb([1, "append", 5, {"stream": "s", "events": [[1, 2]]}]),
+    "data not bytes": msgpack.packb(
+        [1, "append", 5, {"stream": "s", "events": [["id", "T", "text", b"", True]]}]),
+    "event id not a uuid": msgpack.packb(
+        [1, "append", 5, {"stream": "s", "events": [["nope", "T", b"{}", b"", True]]}]),
+    "count too big": msgpack.packb([1, "read_all", 5, {"max_count": 10**9}]),
+    "append to $all": msgpack.packb(
+        [1, "append", 5, {"stream": "$all", "events": [event()]}], use_bin_type=True),
+    "deep nesting": b"\x91" * 100_000 + b"\xc0",
+    "huge map header": b"\xdf\xff\xff\xff\xff",
+}
+
+
+@pytest.fixture
+def node():
+    small = Factories().replace(
+        transport=lambda cfg: ZmqTransport(cfg.external_bind, max_message_size=64 * 1024))
+    n = Node(single_node_topology(), "node1", small).start()
+    yield n
+    n.stop()
+
+
+@pytest.fixture
+def client(node):
+    c = RawClient(node.transport.external_endpoint)
+    yield c
+    c.close()
+
+
+def assert_serving(client):
+    _, kind, body = client.call("append", {"stream": "alive", "events": [event()]})
+    assert kind == "ok", body
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FRAMES))
+def test_bad_frame_gets_a_clear_error_and_node_keeps_serving(client, name):
+    client.send_raw(BAD_FRAMES[name])
+    reply = client.recv()
+    assert reply[1] == "error", reply
+    assert reply[2]["code"] in ("bad_request", "too_large"), reply
+    assert reply[2]["message"]
+    assert_serving(client)
+
+
+def test_too_many_frames_is_rejected(client):
+    client.send_raw(msgpack.packb([1, "ping", 5, {}]), b"extra", b"frames")
+    reply = client.recv()
+    assert reply[1] == "error" and "one frame" in reply[2]["message"]
+    assert_serving(client)
+
+
+def test_oversized_frame_drops_only_that_peer(node, client):
+    other = RawClient(node.transport.external_endpoint)
+    try:
+        before = client.call("append", {"stream": "keep", "events": [event()]})
+        other.send_raw(b"\x00" * (256 * 1024))  # over ZMQ_MAXMSGSIZE: libzmq drops the peer
+        with pytest.raises(TimeoutError):
+            other.recv(timeout=0.3)
+        assert_serving(client)
+        _, _, body = client.call("read_stream", {"stream": "keep"})
+        assert before[1] == "ok" and len(body["events"]) == 1
+    finally:
+        other.close()
+
+
+def test_client_that_vanishes_mid_request_loses_nothing(node, client):
+    ghost = RawClient(node.transport.external_endpoint)
+    ghost.send("append", {"stream": "ghost", "events": [event() for _ in range(3)]})
+    ghost.close()  # gone before the reply
+    wait_for(lambda: client.call("read_stream", {"stream": "ghost"})[1] == "ok",
+             message="the ghost's append to be committed")
+    _, _, body = client.call("read_stream", {"stream": "ghost"})
+    assert len(body["events"]) == 3
+    assert_serving(client)
+
+
+def test_subscriber_that_never_reads_does_not_hurt_others(node, client):
+    ctx = zmq.Context.instance()
+    lazy = ctx.socket(zmq.DEALER)
+    lazy.setsockopt(zmq.RCVHWM, 1)
+    lazy.setsockopt(zmq.LINGER, 0)
+    lazy.connect(node.transport.external_endpoint)
+    try:
+        lazy.send(msgpack.packb([1, "subscribe", 1, {"stream": "$all", "credit": 10_000}]))
+        for i in range(200):
+            _, kind, _ = client.call("append", {"stream": f"busy-{i % 10}",
+                                                "events": [event(data=b"x" * 2000)]})
+            assert kind == "ok"
+        _, _, body = client.call("read_all", {"max_count": 1000})
+        assert len(body["events"]) >= 200
+    finally:
+        lazy.close(linger=0)
