@@ -180,8 +180,10 @@ def parse_topology(raw: dict, source: str = "") -> Topology:
         if node.internal_port == node.external_port and node.internal_host == node.external_host:
             raise TopologyError(f"{where}.external_port: same address as internal_port; the "
                                 "internal and external networks need separate endpoints")
-        for key, bind in (("internal_port", node.internal_bind),
-                          ("external_port", node.external_bind)):
+        # Nodes on separate machines may bind the same host:port (0.0.0.0:2114); what must
+        # be unique is where each endpoint is reached: the advertised addresses.
+        for key, bind in (("internal_port", node.internal_advertise),
+                          ("external_port", node.external_advertise)):
             if bind in seen_binds:
                 raise TopologyError(f"{where}.{key}: duplicate port {bind[0]}:{bind[1]}, "
                                     f"already used by {seen_binds[bind]}")
