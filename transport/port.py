@@ -14,6 +14,9 @@ from esnode.core.messages import ClientEnvelope
 ClientHandler = Callable[[list[ClientEnvelope]], None]
 """Receives a batch of decoded client requests (called on the transport's thread)."""
 
+NodeHandler = Callable[[list[tuple[str, Any]]], None]
+"""Receives a batch of ``(sender_node_name, cluster_message)`` from the internal network."""
+
 PeerGoneHandler = Callable[[bytes], None]
 """Told when a client peer can no longer be reached (its subscriptions can be dropped)."""
 

@@ -24,7 +24,9 @@ from esnode.transport.codec import (
     decode_request,
     encode_reply,
 )
-from esnode.transport.port import ClientHandler, PeerGoneHandler
+from esnode.core.types import BadRequest
+from esnode.transport.internal_codec import InternalCodec
+from esnode.transport.port import ClientHandler, NodeHandler, PeerGoneHandler
 
 log = logging.getLogger("esnode.transport")
 
@@ -33,6 +35,9 @@ MAX_BURST = 1024
 
 SEND_HWM = 100_000
 """Per-peer queued outgoing messages; subscriptions are bounded by credit well below it."""
+
+PEER_HWM = 10_000
+"""Queued messages to one cluster peer before new ones are dropped (and retried above)."""
 
 
 class Waker:
@@ -65,12 +70,24 @@ class Waker:
 
 
 class ZmqTransport:
+    """External ROUTER for clients; optionally an internal ROUTER (cluster traffic in) and one
+    DEALER per peer node (cluster traffic out, identified by this node's name)."""
+
     def __init__(self, external_bind: tuple[str, int],
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None,
+                 internal_bind: tuple[str, int] | None = None,
+                 node_name: str = "",
+                 peers: dict[str, tuple[str, int]] | None = None,
+                 internal_codec: InternalCodec | None = None) -> None:
         self._bind = external_bind
         self._max_message_size = max_message_size
         self._ctx = context or zmq.Context.instance()
+        self._internal_bind = internal_bind
+        self._node_name = node_name
+        self._peers = dict(peers or {})
+        self._internal_codec = internal_codec
+        self._node_outbox: collections.deque = collections.deque()
         self._outbox: collections.deque = collections.deque()
         self._waker = Waker()
         self._stopping = threading.Event()
@@ -83,8 +100,9 @@ class ZmqTransport:
     def external_endpoint(self) -> str:
         return self._endpoint
 
-    def start(self, on_client: ClientHandler, on_peer_gone: PeerGoneHandler) -> None:
-        self._on_client, self._on_peer_gone = on_client, on_peer_gone
+    def start(self, on_client: ClientHandler, on_peer_gone: PeerGoneHandler,
+              on_node: NodeHandler | None = None) -> None:
+        self._on_client, self._on_peer_gone, self._on_node = on_client, on_peer_gone, on_node
         self._thread = threading.Thread(target=self._run, name="transport", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -96,6 +114,12 @@ class ZmqTransport:
         self._outbox.extend(replies)
         self._waker.wake()
 
+    def send_node(self, messages: Iterable[tuple[str, Any]]) -> None:
+        """Queue ``(peer_name, cluster_message)``; thread-safe. Messages to an unreachable
+        peer are dropped: cluster protocols carry their own acks and retries."""
+        self._node_outbox.extend(messages)
+        self._waker.wake()
+
     def stop(self) -> None:
         self._stopping.set()
         self._waker.wake()
@@ -104,47 +128,76 @@ class ZmqTransport:
         self._waker.close()
 
     # --- the poller thread ---------------------------------------------------------------
-    def _open(self) -> zmq.Socket:
+    def _router(self, bind: tuple[str, int], which: str) -> zmq.Socket:
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, self._max_message_size)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.SNDHWM, SEND_HWM)
         sock.setsockopt(zmq.RCVHWM, SEND_HWM)
-        host, port = self._bind
+        host, port = bind
         try:
             sock.bind(f"tcp://{host}:{port}")
         except zmq.ZMQError as exc:
             sock.close()
-            raise OSError(f"cannot bind the external endpoint {host}:{port}: {exc}") from None
-        self._endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            raise OSError(f"cannot bind the {which} endpoint {host}:{port}: {exc}") from None
+        return sock
+
+    def _dealer(self, host: str, port: int) -> zmq.Socket:
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTING_ID, self._node_name.encode())
+        sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a peer that is not connected
+        sock.setsockopt(zmq.SNDHWM, PEER_HWM)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        sock.connect(f"tcp://{host}:{port}")
         return sock
 
     def _run(self) -> None:
+        sockets: list[zmq.Socket] = []
         try:
-            sock = self._open()
+            sock = self._router(self._bind, "external")
+            sockets.append(sock)
+            self._endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            internal = None
+            if self._internal_bind is not None:
+                internal = self._router(self._internal_bind, "internal")
+                sockets.append(internal)
+                self.internal_endpoint = internal.getsockopt_string(zmq.LAST_ENDPOINT)
+            dealers = {name: self._dealer(*addr) for name, addr in self._peers.items()}
+            sockets.extend(dealers.values())
         except BaseException as exc:  # reported to start()'s caller
+            for s in sockets:
+                s.close(linger=0)
             self._error = exc
             self._ready.set()
             return
         self._ready.set()
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        if internal is not None:
+            poller.register(internal, zmq.POLLIN)
         poller.register(self._waker.read_fd, zmq.POLLIN)
         try:
             while not self._stopping.is_set():
                 events = dict(poller.poll())
                 if sock in events:
                     self._receive(sock)
+                if internal is not None and internal in events:
+                    self._receive_internal(internal)
                 if self._waker.read_fd in events:
                     self._waker.clear()
                 self._flush(sock)
+                self._flush_nodes(dealers)
             self._flush(sock)
+            self._flush_nodes(dealers)
         except Exception:
             log.exception("transport thread failed")
             raise
         finally:
-            sock.close(linger=0)
+            for s in sockets:
+                s.close(linger=0)
 
     def _receive(self, sock: zmq.Socket) -> None:
         batch: list[ClientEnvelope] = []
@@ -184,3 +237,45 @@ class ZmqTransport:
                     self._on_peer_gone(peer)
                 else:
                     raise
+
+    def _receive_internal(self, sock: zmq.Socket) -> None:
+        batch: list[tuple[str, Any]] = []
+        for _ in range(MAX_BURST):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            peer = frames[0]
+            sender = peer.decode(errors="replace")
+            try:
+                if len(frames) != 2 or self._internal_codec is None:
+                    raise BadRequest("a cluster message is exactly one frame")
+                message = self._internal_codec.decode(frames[1])
+                if sender not in self._peers:
+                    raise BadRequest(f"unknown cluster member {sender!r}")
+                batch.append((sender, message))
+            except BadRequest as exc:
+                # Refuse clearly (in the client protocol's error shape, which is what a
+                # misdirected client understands) and carry on.
+                log.warning("refused a message on the internal endpoint from %r: %s",
+                            sender, exc)
+                try:
+                    sock.send_multipart((peer, encode_reply(0, ErrorReply(exc))), zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass
+        if batch and self._on_node is not None:
+            self._on_node(batch)
+
+    def _flush_nodes(self, dealers: dict[str, zmq.Socket]) -> None:
+        outbox = self._node_outbox
+        codec = self._internal_codec
+        while outbox:
+            name, message = outbox.popleft()
+            dealer = dealers.get(name)
+            if dealer is None or codec is None:
+                log.error("no connection to cluster member %r", name)
+                continue
+            try:
+                dealer.send(codec.encode(message), zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # peer down or too far behind: the protocol above retries
