@@ -216,7 +216,6 @@ class ZmqTransport:
             try:
                 corr, request = decode_request(frames[1], max_size)
             except DecodeError as exc:
-                log.warning("bad request from client %s: %s", peer.hex(), exc)
                 errors.append((peer, exc.corr or 0, ErrorReply(exc)))
                 continue
             batch.append(ClientEnvelope(peer, corr, request))
@@ -229,6 +228,9 @@ class ZmqTransport:
         outbox = self._outbox
         while outbox:
             peer, corr, message = outbox.popleft()
+            if type(message) is ErrorReply:
+                log.info("client %s request %d: %s: %s", peer.hex(), corr,
+                         message.error.code, message.error)
             try:
                 sock.send_multipart((peer, encode_reply(corr, message)), zmq.NOBLOCK)
             except zmq.ZMQError as exc:

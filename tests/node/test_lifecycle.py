@@ -1,0 +1,134 @@
+"""Running a node as a user does: ``esnode run``, signals, graceful shutdown, logs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from esnode.actors.node import Node
+from tests.conftest import free_port, single_node_topology, wait_for
+from tests.node.rawclient import RawClient, event
+
+
+def write_topology(tmp_path: Path, ext: int, internal: int) -> Path:
+    path = tmp_path / "topology.toml"
+    path.write_text(f"""
+[cluster]
+name = "t"
+size = 1
+
+[[nodes]]
+name = "solo"
+data_dir = "data"
+log_dir = "logs"
+internal_host = "127.0.0.1"
+internal_port = {internal}
+external_host = "127.0.0.1"
+external_port = {ext}
+""")
+    return path
+
+
+def serving(endpoint: str) -> bool:
+    c = RawClient(endpoint)
+    try:
+        return c.call("ping", timeout=0.5)[1] == "ok"
+    except TimeoutError:
+        return False
+    finally:
+        c.close()
+
+
+def test_esnode_run_serves_and_stops_on_sigterm(tmp_path):
+    ext = free_port()
+    config = write_topology(tmp_path, ext, free_port())
+    proc = subprocess.Popen([sys.executable, "-m", "esnode.cli", "run", "--config", str(config)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        endpoint = f"tcp://127.0.0.1:{ext}"
+        wait_for(lambda: serving(endpoint), timeout=20, message="the node to serve")
+        c = RawClient(endpoint)
+        try:
+            assert c.call("append", {"stream": "s", "events": [event()]})[1] == "ok"
+        finally:
+            c.close()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        assert "state Initializing -> Leader" in err and "stopped" in err
+        log_text = (tmp_path / "logs" / "solo.log").read_text()
+        assert "state Leader -> ShuttingDown" in log_text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # The data survived the stop, and the port was released.
+    node = Node(single_node_topology(str(tmp_path / "data"), external_port=ext), "node1").start()
+    try:
+        c = RawClient(node.transport.external_endpoint)
+        try:
+            assert len(c.call("read_stream", {"stream": "s"})[2]["events"]) == 1
+        finally:
+            c.close()
+    finally:
+        node.stop()
+
+
+def test_invalid_topology_fails_with_the_key_named(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text('[cluster]\nsize = 2\n[[nodes]]\nname = "a"\n')
+    proc = subprocess.run([sys.executable, "-m", "esnode.cli", "run", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "cluster.size: 2 is even" in proc.stderr
+
+
+@pytest.mark.parametrize("running_node", ["lmdb"], indirect=True)
+def test_graceful_stop_answers_in_flight_writes(running_node):
+    endpoint = running_node.transport.external_endpoint
+    c = RawClient(endpoint)
+    try:
+        corrs = [c.send("append", {"stream": f"f-{i}", "events": [event()]}) for i in range(200)]
+        stopper = threading.Thread(target=running_node.stop)
+        stopper.start()
+        replies = []
+        try:
+            while len(replies) < len(corrs):
+                replies.append(c.recv(timeout=5))
+        except TimeoutError:
+            pass
+        stopper.join()
+        # Every request got an answer: committed, or refused because the node was stopping.
+        assert sorted(r[0] for r in replies) == sorted(corrs)
+        assert {r[1] for r in replies} <= {"ok", "error"}
+        assert all(r[2]["code"] == "not_ready" for r in replies if r[1] == "error")
+    finally:
+        c.close()
+
+
+def test_crashed_actor_takes_the_node_down_loudly(caplog):
+    from esnode.actors.gateway import GatewayActor
+    from esnode.actors.node import Factories
+
+    class ExplodingGateway(GatewayActor):
+        """A test double: crashes on the first client batch."""
+
+        def _route(self, envelopes):
+            raise RuntimeError("boom")
+
+    node = Node(single_node_topology(), "node1",
+                Factories().replace(gateway_actor=ExplodingGateway)).start()
+    c = RawClient(node.transport.external_endpoint)
+    try:
+        c.send("ping")
+        assert node.wait(timeout=20) == 1
+        assert "fatal: gateway actor crashed: boom" in caplog.text
+    finally:
+        c.close()
+        node.stop()
