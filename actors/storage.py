@@ -1,8 +1,9 @@
 """Storage actor: the node's only writer. Group-commits every queued write in one transaction.
 
-Group commit works with the actor's FIFO inbox: the first write batch that arrives schedules a
-``Flush`` note to itself; the note lands behind every batch already queued, so all of them go
-into one LMDB transaction and one fsync. Outcomes are sent straight to the transport from this
+Group commit works with the actor's FIFO inbox: a write batch that finds more messages queued
+schedules a ``Flush`` note to itself; the note lands behind every batch already queued, so all
+of them go into one LMDB transaction and one fsync. A batch that finds the inbox empty is
+committed at once. Outcomes are sent straight to the transport from this
 thread (no extra hop), and subscribers are told the new commit position.
 """
 
@@ -42,7 +43,9 @@ class StorageActor(pykka.ThreadingActor):
         cls = type(message)
         if cls is WriteBatch:
             self._pending.extend(message.writes)
-            if not self._flush_scheduled:
+            if self.actor_inbox.empty():
+                self._flush()  # nothing else queued: commit now, skip a thread hop
+            elif not self._flush_scheduled:
                 self._flush_scheduled = True
                 self.actor_ref.tell(_FLUSH)
         elif cls is Flush:
