@@ -1,1 +1,65 @@
+"""The esnode Python client (docs/client.md).
 
+    from esnode.client import connect, new_event
+
+    with connect("tcp://127.0.0.1:2113") as client:
+        client.append("order-1", [new_event("OrderPlaced", {"total": 12})])
+        for event in client.iter_stream("order-1"):
+            print(event.version, event.event_type, event.data)
+
+``connect_async`` gives the asyncio flavour with the same methods as coroutines. Both share one
+protocol implementation (``esnode.client._core``).
+"""
+
+from esnode.client.aio import AsyncClient, AsyncSubscription, connect_async
+from esnode.client.errors import (
+    BadRequest,
+    ClientClosed,
+    EsError,
+    IdempotencyConflict,
+    NoQuorum,
+    NotLeader,
+    NotReady,
+    OperationTimeout,
+    OutcomeUnknown,
+    ProtocolError,
+    StorageFull,
+    StreamDeleted,
+    StreamNotFound,
+    TooLarge,
+    Unavailable,
+    WriteTimeout,
+    WrongExpectedVersion,
+)
+from esnode.client.model import ClusterInfo, MemberInfo, Pong, new_event
+from esnode.client.settings import (
+    ConnectionSettings,
+    InvalidConnectionString,
+    parse_connection_string,
+)
+from esnode.client.sync import Client, Subscription, connect
+from esnode.core.messages import FROM_END, FROM_START
+from esnode.core.types import (
+    ALL_STREAM,
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AllSlice,
+    AppendSuccess,
+    DeleteSuccess,
+    EventData,
+    RecordedEvent,
+    StreamMetadata,
+    StreamSlice,
+)
+
+__all__ = [
+    "ALL_STREAM", "ANY", "FROM_END", "FROM_START", "NO_STREAM", "STREAM_EXISTS",
+    "AllSlice", "AppendSuccess", "AsyncClient", "AsyncSubscription", "BadRequest", "Client",
+    "ClientClosed", "ClusterInfo", "ConnectionSettings", "DeleteSuccess", "EsError",
+    "EventData", "IdempotencyConflict", "InvalidConnectionString", "MemberInfo", "NoQuorum",
+    "NotLeader", "NotReady", "OperationTimeout", "OutcomeUnknown", "Pong", "ProtocolError",
+    "RecordedEvent", "StorageFull", "StreamDeleted", "StreamMetadata", "StreamNotFound",
+    "StreamSlice", "Subscription", "TooLarge", "Unavailable", "WriteTimeout",
+    "WrongExpectedVersion", "connect", "connect_async", "new_event", "parse_connection_string",
+]

@@ -1,0 +1,105 @@
+"""The operations of both client flavours, written once.
+
+Each method builds its ``Call`` (``_core``) and hands it to ``_op``: the threaded client's
+``_op`` returns the result, the asyncio client's returns an awaitable of it. So
+``client.append(...)`` and ``await aclient.append(...)`` are the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from esnode.client import _core as core
+from esnode.client.model import ClusterInfo, Pong
+from esnode.client.settings import ConnectionSettings
+from esnode.core.types import (
+    ANY,
+    AllSlice,
+    AppendSuccess,
+    DeleteSuccess,
+    EventData,
+    RecordedEvent,
+    StreamMetadata,
+    StreamSlice,
+)
+
+
+class Operations:
+    settings: ConnectionSettings
+
+    def _op(self, call: core.Call, timeout: float | None, inbox: Any = None) -> Any:
+        raise NotImplementedError
+
+    @property
+    def _rl(self) -> bool:
+        return self.settings.requires_leader
+
+    def append(self, stream: str, events: Iterable[EventData] | EventData,
+               expected_version: int = ANY, *, timeout: float | None = None) -> AppendSuccess:
+        """Append events (``EventData``, e.g. from ``new_event``) to a stream, atomically.
+        ``expected_version``: ``ANY``, ``NO_STREAM``, ``STREAM_EXISTS`` or the stream's
+        last version. A timeout raises ``WriteTimeout`` (outcome unknown: retry with the same
+        events, which carry the same ids, is safe)."""
+        return self._op(core.append(stream, events, expected_version, self._rl), timeout)
+
+    def read_stream(self, stream: str, from_version: int = 0, max_count: int = 500,
+                    backwards: bool = False, *, timeout: float | None = None) -> StreamSlice:
+        """One page of a stream (``from_version=-1`` with ``backwards``: from the end).
+        Raises ``StreamNotFound`` / ``StreamDeleted``."""
+        return self._op(core.read_stream(stream, from_version, max_count, backwards, self._rl),
+                        timeout)
+
+    def read_all(self, from_position: int = 0, max_count: int = 1000, backwards: bool = False,
+                 *, timeout: float | None = None) -> AllSlice:
+        """One page of the global log ``$all`` (``from_position=-1`` with ``backwards``:
+        from the end)."""
+        return self._op(core.read_all(from_position, max_count, backwards, self._rl), timeout)
+
+    def delete(self, stream: str, expected_version: int = ANY, tombstone: bool = False,
+               *, timeout: float | None = None) -> DeleteSuccess:
+        """Soft-delete a stream (it can be written again), or tombstone it for good."""
+        return self._op(core.delete(stream, expected_version, tombstone, self._rl), timeout)
+
+    def get_metadata(self, stream: str, *, timeout: float | None = None) -> StreamMetadata:
+        """The stream's metadata (``version`` -1 and empty when never set)."""
+        return self._op(core.get_metadata(stream, self._rl), timeout)
+
+    def set_metadata(self, stream: str, metadata: dict, expected_version: int = ANY,
+                     *, timeout: float | None = None) -> AppendSuccess:
+        """Replace a stream's metadata (``$maxCount``, ``$maxAge``, ``$tb`` and your keys);
+        ``expected_version`` is that of the metadata stream."""
+        return self._op(core.set_metadata(stream, metadata, expected_version, self._rl),
+                        timeout)
+
+    def cluster_info(self, *, timeout: float | None = None) -> ClusterInfo:
+        """The answering node's view of the cluster: members, states, epochs, positions."""
+        return self._op(core.cluster_info(), timeout)
+
+    def ping(self, *, timeout: float | None = None) -> Pong:
+        return self._op(core.ping(), timeout)
+
+
+class SubscriptionView:
+    """What both subscription flavours show of their ``SubscriptionState``."""
+
+    _state: core.SubscriptionState
+
+    @property
+    def id(self) -> int:
+        return self._state.id
+
+    @property
+    def caught_up(self) -> bool:
+        """True once the history (everything before the subscription went live) was
+        delivered."""
+        return self._state.caught_up
+
+    @property
+    def caught_up_position(self) -> int | None:
+        return self._state.caught_up_position
+
+    @property
+    def last_event(self) -> RecordedEvent | None:
+        """The last event handed out (where to resume from)."""
+        return self._state.last_event

@@ -1,0 +1,295 @@
+"""The asyncio client: the same protocol core as the threaded one, on ``zmq.asyncio``.
+
+Everything runs on the event loop that connected: coroutines send on the DEALER directly, one
+reader task routes replies to futures and pushes to subscription queues, and one loop timer
+(re-armed to the earliest deadline) enforces per-operation timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from esnode.client import _core as core
+from esnode.client._api import Operations, SubscriptionView
+from esnode.client.errors import ClientClosed, EsError, OperationTimeout
+from esnode.client.settings import ConnectionSettings, settings_from
+from esnode.client.sync import CLOSE_LINGER_MS, configure_socket
+from esnode.core.messages import FROM_START
+from esnode.core.types import RecordedEvent
+
+log = logging.getLogger("esnode.client")
+
+
+async def probe(ctx: zmq.asyncio.Context, effect: core.Probe) -> Any:
+    """Ask ``effect.endpoint`` one question on a throwaway socket (discovery)."""
+    sock = ctx.socket(zmq.DEALER)
+    try:
+        configure_socket(sock, effect.endpoint)
+        pc = core.ProtocolCore(effect.endpoint)
+        _, frame = pc.start(effect.call, True, 0.0, None)
+        await sock.send(frame)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + effect.timeout
+        while (left := deadline - loop.time()) > 0 and await sock.poll(int(left * 1000) + 1):
+            done = pc.receive(await sock.recv())
+            if done is not None:
+                _, kind, payload = done
+                if kind == core.ERROR:
+                    raise payload
+                return payload
+        raise OperationTimeout(f"{effect.call.op} got no answer from {effect.endpoint} within "
+                               f"{effect.timeout:g}s")
+    finally:
+        sock.close(linger=0)
+
+
+class AsyncClient(Operations):
+    """An asyncio connection to an esnode node. Create it with ``await connect_async(...)``;
+    use it from the event loop that created it, as ``async with`` or ``await close()``."""
+
+    def __init__(self, settings: ConnectionSettings) -> None:
+        self.settings = settings
+        self.endpoint = ""
+        self._ctx = zmq.asyncio.Context()
+        self._sock: zmq.asyncio.Socket | None = None
+        self._core = core.ProtocolCore()
+        self._reader: asyncio.Task | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def _open(self) -> AsyncClient:
+        self._loop = asyncio.get_running_loop()
+        try:
+            self.endpoint = await self._drive(core.discover(self.settings))
+            self._core.endpoint = self.endpoint
+            self._sock = self._ctx.socket(zmq.DEALER)
+            configure_socket(self._sock, self.endpoint)
+            self._reader = asyncio.create_task(self._read_loop(), name="esnode-client-reader")
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    # --- operations beyond esnode.client._api.Operations (the rest return awaitables) --------
+    def iter_stream(self, stream: str, from_version: int = 0, backwards: bool = False,
+                    limit: int | None = None, page_size: int = 500,
+                    *, timeout: float | None = None) -> AsyncIterator[RecordedEvent]:
+        return self._pages(lambda start, n: self.read_stream(
+            stream, start, n, backwards, timeout=timeout), from_version, limit, page_size)
+
+    def iter_all(self, from_position: int = 0, backwards: bool = False,
+                 limit: int | None = None, page_size: int = 1000,
+                 *, timeout: float | None = None) -> AsyncIterator[RecordedEvent]:
+        return self._pages(lambda start, n: self.read_all(start, n, backwards, timeout=timeout),
+                           from_position, limit, page_size)
+
+    async def subscribe(self, stream: str, from_: int | str = FROM_START, *,
+                        window: int = core.DEFAULT_SUBSCRIPTION_WINDOW,
+                        on_caught_up: Callable[[int | None], Any] | None = None,
+                        timeout: float | None = None) -> AsyncSubscription:
+        inbox: asyncio.Queue = asyncio.Queue()
+        sub_id = await self._op(core.subscribe(stream, from_, window), timeout, inbox)
+        return AsyncSubscription(self, core.SubscriptionState(sub_id, window, on_caught_up),
+                                 inbox)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        linger = 0
+        if self._sock is not None:
+            for sub in list(self._core._subs):
+                frame = self._core.unsubscribe(sub)
+                if frame is not None:
+                    linger = CLOSE_LINGER_MS
+                    await self._sock.send(frame)
+        self._finish("the client was closed")
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        if self._sock is not None:
+            self._sock.close(linger=linger)
+        self._ctx.term()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<esnode AsyncClient {self.endpoint}{' closed' if self._closed else ''}>"
+
+    # --- plumbing ---------------------------------------------------------------------------
+    def _op(self, call: core.Call, timeout: float | None, inbox: Any = None) -> Awaitable[Any]:
+        if timeout is None:
+            timeout = self.settings.operation_timeout
+        return self._drive(core.perform(call, timeout, self.settings), inbox)
+
+    async def _drive(self, flow: core.Flow, inbox: Any = None) -> Any:
+        send, value, error = flow.send, None, None
+        while True:
+            try:
+                effect = flow.throw(error) if error is not None else send(value)
+            except StopIteration as stop:
+                return stop.value
+            value = error = None
+            try:
+                if type(effect) is core.Request:
+                    value = await self._roundtrip(effect.call, effect.timeout, inbox)
+                elif type(effect) is core.Sleep:
+                    await asyncio.sleep(effect.seconds)
+                else:
+                    value = await probe(self._ctx, effect)
+            except EsError as exc:
+                error = exc
+
+    async def _roundtrip(self, call: core.Call, timeout: float | None, inbox: Any) -> Any:
+        if self._closed or self._sock is None:
+            raise ClientClosed(f"{call.what or call.op}: the client is closed")
+        loop = self._loop
+        fut = loop.create_future()
+        now = loop.time()
+        corr, frame = self._core.start(call, fut, now, timeout, inbox)
+        if timeout is not None and now + timeout < self._timer_at:
+            self._arm(now + timeout)
+        try:
+            await self._sock.send(frame)
+            return await fut
+        except asyncio.CancelledError:
+            self._core.forget(corr)
+            raise
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer, self._timer_at = None, float("inf")
+        for fut, error in self._core.expire(self._loop.time()):
+            if not fut.done():
+                fut.set_exception(error)
+        when = self._core.next_deadline()
+        if when is not None:
+            self._arm(when)
+
+    async def _read_loop(self) -> None:
+        recv, receive = self._sock.recv, self._core.receive
+        ok, err = core.OK, core.ERROR
+        try:
+            while True:
+                done = receive(await recv())
+                if done is not None:
+                    target, kind, payload = done
+                    if kind == ok:
+                        if not target.done():
+                            target.set_result(payload)
+                    elif kind == err:
+                        if not target.done():
+                            target.set_exception(payload)
+                    else:
+                        target.put_nowait((kind, payload))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - fail everyone rather than hang them
+            log.exception("esnode async client reader crashed")
+            self._finish(f"the client's reader crashed ({exc!r})")
+
+    def _finish(self, reason: str) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        failed, inboxes = self._core.close(reason)
+        for fut, error in failed:
+            if not fut.done():
+                fut.set_exception(error)
+        for inbox in inboxes:
+            inbox.put_nowait((core.CLOSED, None))
+
+    async def _send_credit(self, subscription: int, n: int) -> None:
+        if not self._closed:
+            await self._sock.send(self._core.credit(subscription, n))
+
+    async def _pages(self, read: Callable[[int, int], Awaitable[Any]], start: int,
+                     limit: int | None, size: int) -> AsyncIterator[RecordedEvent]:
+        delivered = 0
+        while start is not None:
+            page = await read(start, core.page_size(size, delivered, limit))
+            for event in page.events[:None if limit is None else limit - delivered]:
+                delivered += 1
+                yield event
+            start = core.next_page(page, delivered, limit)
+
+
+class AsyncSubscription(SubscriptionView):
+    """``async for event in subscription``; see ``esnode.client.Subscription``."""
+
+    def __init__(self, client: AsyncClient, state: core.SubscriptionState,
+                 inbox: asyncio.Queue) -> None:
+        self._client = client
+        self._state = state
+        self._inbox = inbox
+
+    def __aiter__(self) -> AsyncSubscription:
+        return self
+
+    async def __anext__(self) -> RecordedEvent:
+        event = await self.get()
+        if event is None:
+            raise StopAsyncIteration
+        return event
+
+    async def get(self, timeout: float | None = None) -> RecordedEvent | None:
+        """The next event, waiting at most ``timeout`` seconds; None on timeout or once
+        closed."""
+        state = self._state
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            event, credit = state.take()
+            if credit:
+                await self._client._send_credit(state.id, credit)
+            if event is core.END:
+                return None
+            if event is not None:
+                return event
+            try:
+                if deadline is None:
+                    item = await self._inbox.get()
+                else:
+                    item = await asyncio.wait_for(self._inbox.get(),
+                                                  max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                return None
+            state.feed(*item)
+
+    async def close(self) -> None:
+        client = self._client
+        frame = None if client._closed else client._core.unsubscribe(self._state.id)
+        if frame is not None:
+            await client._sock.send(frame)
+        self._inbox.put_nowait((core.CLOSED, None))
+
+    async def __aenter__(self) -> AsyncSubscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def connect_async(target: str | ConnectionSettings = "tcp://127.0.0.1:2113", *,
+                        timeout: float | None = None, **options: Any) -> AsyncClient:
+    """The asyncio twin of ``esnode.client.connect``."""
+    if timeout is not None:
+        options["operation_timeout"] = timeout
+    return await AsyncClient(settings_from(target, **options))._open()

@@ -1,0 +1,209 @@
+"""Connection strings and the settings they carry (docs/client.md, "Connection strings").
+
+Accepted forms::
+
+    tcp://host:port                       one node, as a ZeroMQ endpoint
+    host:port                             the same, without the scheme
+    esnode://host:port[,host:port...][?option=value&...]
+                                          one or more nodes (gossip seeds = external endpoints)
+
+The port defaults to 2113. Option keys are case-insensitive (``nodePreference`` and
+``nodepreference`` are the same key); durations are in milliseconds, as in Event Store's
+connection strings. A bad string raises ``InvalidConnectionString`` naming the bad part.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields, replace
+from urllib.parse import parse_qsl
+
+DEFAULT_PORT = 2113
+NODE_PREFERENCES = ("leader", "follower", "random")
+
+
+class InvalidConnectionString(ValueError):
+    """The connection string cannot be used; the message names the bad part."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    """Where to connect and how the client behaves. Durations are in seconds here (the
+    connection string gives them in milliseconds)."""
+
+    endpoints: tuple[tuple[str, int], ...] = (("127.0.0.1", DEFAULT_PORT),)
+    node_preference: str = "leader"
+    requires_leader: bool = False
+    discovery_attempts: int = 3
+    discovery_interval: float = 0.1
+    gossip_timeout: float = 1.0
+    operation_timeout: float = 5.0
+    max_retries: int = 3
+    retry_delay: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not self.endpoints:
+            raise InvalidConnectionString("no host given")
+        if self.node_preference not in NODE_PREFERENCES:
+            raise InvalidConnectionString(
+                f"nodePreference={self.node_preference!r}: expected one of "
+                + ", ".join(NODE_PREFERENCES))
+        for name, low, rule in _LIMITS:
+            if getattr(self, name) < low or (rule == "positive" and getattr(self, name) == 0):
+                raise InvalidConnectionString(f"{_KEY_OF[name]} must be {rule}")
+
+    @property
+    def zmq_endpoints(self) -> list[str]:
+        return [zmq_endpoint(host, port) for host, port in self.endpoints]
+
+    def with_options(self, **changes: object) -> ConnectionSettings:
+        return replace(self, **changes)
+
+    def to_uri(self) -> str:
+        """The ``esnode://`` form of these settings (options that differ from the defaults)."""
+        hosts = ",".join(_host_text(h) + f":{p}" for h, p in self.endpoints)
+        default = ConnectionSettings()
+        opts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "endpoints" or value == getattr(default, f.name):
+                continue
+            kind = _OPTIONS[_KEY_OF[f.name].lower()][1]
+            text = (str(value).lower() if kind is bool
+                    else str(round(value * 1000)) if kind is float else str(value))
+            opts.append(f"{_KEY_OF[f.name]}={text}")
+        return f"esnode://{hosts}" + ("?" + "&".join(opts) if opts else "")
+
+
+# option key (as documented) -> (field name, type); durations are milliseconds on the wire
+_OPTION_LIST = [
+    ("nodePreference", "node_preference", str),
+    ("requiresLeader", "requires_leader", bool),
+    ("maxDiscoverAttempts", "discovery_attempts", int),
+    ("discoveryInterval", "discovery_interval", float),
+    ("gossipTimeout", "gossip_timeout", float),
+    ("operationTimeout", "operation_timeout", float),
+    ("maxRetries", "max_retries", int),
+    ("retryDelay", "retry_delay", float),
+]
+_OPTIONS = {key.lower(): (name, kind) for key, name, kind in _OPTION_LIST}
+_OPTIONS["defaultdeadline"] = ("operation_timeout", float)  # Event Store's name for it
+_KEY_OF = {name: key for key, name, _ in _OPTION_LIST}
+_LIMITS = [("discovery_attempts", 1, "at least 1"), ("max_retries", 0, "0 or more"),
+           ("discovery_interval", 0, "0 or more"), ("retry_delay", 0, "0 or more"),
+           ("gossip_timeout", 0, "positive"), ("operation_timeout", 0, "positive")]
+
+_HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
+
+
+def _host_text(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def zmq_endpoint(host: str, port: int) -> str:
+    return f"tcp://{_host_text(host)}:{port}"
+
+
+def _parse_host_port(text: str, whole: str) -> tuple[str, int]:
+    if not text:
+        raise InvalidConnectionString(f"empty host in {whole!r}")
+    if text.startswith("["):  # [ipv6]:port
+        end = text.find("]")
+        if end < 0:
+            raise InvalidConnectionString(f"unclosed '[' in host {text!r} of {whole!r}")
+        host, rest = text[1:end], text[end + 1:]
+        if not host or not all(c in "0123456789abcdefABCDEF:." for c in host):
+            raise InvalidConnectionString(f"bad IPv6 address {host!r} in {whole!r}")
+        if rest and not rest.startswith(":"):
+            raise InvalidConnectionString(f"unexpected {rest!r} after {text[:end + 1]!r} "
+                                          f"in {whole!r}")
+        port_text = rest[1:] if rest else None
+    else:
+        host, sep, port_text = text.partition(":")
+        if not sep:
+            port_text = None
+        if not _HOSTNAME.match(host):
+            raise InvalidConnectionString(f"bad host {host!r} in {whole!r}")
+    if port_text is None:
+        return host, DEFAULT_PORT
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
+        raise InvalidConnectionString(f"bad port {port_text!r} for host {host!r} in {whole!r} "
+                                      "(expected 1-65535)")
+    return host, int(port_text)
+
+
+def _parse_option(key: str, value: str, whole: str) -> tuple[str, object]:
+    entry = _OPTIONS.get(key.lower())
+    if entry is None:
+        known = ", ".join(k for k, _, _ in _OPTION_LIST)
+        raise InvalidConnectionString(f"unknown option {key!r} in {whole!r} (known: {known})")
+    name, kind = entry
+    if kind is bool:
+        if value.lower() not in ("true", "false"):
+            raise InvalidConnectionString(f"option {key}={value!r}: expected true or false")
+        return name, value.lower() == "true"
+    if kind is str:
+        return name, value.lower()
+    try:
+        number = int(value)
+    except ValueError:
+        unit = " (milliseconds)" if kind is float else ""
+        raise InvalidConnectionString(
+            f"option {key}={value!r}: expected a whole number{unit}") from None
+    return name, (number / 1000 if kind is float else number)
+
+
+def parse_connection_string(text: str, **overrides: object) -> ConnectionSettings:
+    """Parse any accepted form into ``ConnectionSettings``; ``overrides`` (field names, e.g.
+    ``operation_timeout=2.0``) are applied on top."""
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidConnectionString("empty connection string")
+    whole = text = text.strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "tcp", text
+    scheme = scheme.lower()
+    options: dict[str, object] = {}
+    if scheme == "tcp":
+        if "?" in rest or "," in rest or "/" in rest:
+            raise InvalidConnectionString(
+                f"{whole!r}: a tcp:// endpoint names one host:port; use esnode://host:port,"
+                "host:port?option=value for several hosts or options")
+        endpoints = (_parse_host_port(rest, whole),)
+    elif scheme == "esnode":
+        hosts, _, query = rest.partition("?")
+        hosts = hosts.rstrip("/")
+        if "@" in hosts:
+            raise InvalidConnectionString(f"{whole!r}: user names and passwords are not "
+                                          "supported yet")
+        endpoints = tuple(_parse_host_port(h.strip(), whole) for h in hosts.split(","))
+        if len(set(endpoints)) != len(endpoints):
+            raise InvalidConnectionString(f"a host is given twice in {whole!r}")
+        try:
+            pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+        except ValueError:
+            raise InvalidConnectionString(f"bad option syntax {query!r} in {whole!r} "
+                                          "(expected option=value&option=value)") from None
+        for key, value in pairs:
+            name, parsed = _parse_option(key, value, whole)
+            if name in options:
+                raise InvalidConnectionString(f"option {key!r} is given twice in {whole!r}")
+            options[name] = parsed
+    elif scheme == "esnode+dns":
+        raise InvalidConnectionString(f"{whole!r}: DNS discovery (esnode+dns://) is not "
+                                      "supported yet; list the nodes with esnode://h1:p1,h2:p2")
+    else:
+        raise InvalidConnectionString(f"unknown scheme {scheme + '://'!r} in {whole!r} "
+                                      "(expected tcp:// or esnode://)")
+    options.update(overrides)
+    return ConnectionSettings(endpoints=endpoints, **options)
+
+
+def settings_from(target: str | ConnectionSettings, **overrides: object) -> ConnectionSettings:
+    if isinstance(target, ConnectionSettings):
+        return replace(target, **overrides) if overrides else target
+    return parse_connection_string(target, **overrides)
+
+
+__all__ = ["ConnectionSettings", "InvalidConnectionString", "parse_connection_string",
+           "settings_from", "zmq_endpoint", "DEFAULT_PORT"]

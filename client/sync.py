@@ -1,0 +1,401 @@
+"""The threaded client: any number of threads call it; one I/O thread owns the socket.
+
+Callers build the request in their own thread, put it on a deque and wake the I/O thread
+through a pipe (only when it is not already awake). The I/O thread sends, receives, routes each
+reply to the waiting caller's one-shot lock and each subscription push to that
+subscription's queue, and enforces deadlines — all through the shared ``ProtocolCore``. So a
+request costs one thread hop each way and any number of them are pipelined on one connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import zmq
+
+from esnode.client import _core as core
+from esnode.client._api import Operations, SubscriptionView
+from esnode.client.errors import ClientClosed, EsError, OperationTimeout
+from esnode.client.settings import ConnectionSettings, settings_from
+from esnode.core.messages import FROM_START
+from esnode.core.types import RecordedEvent
+
+log = logging.getLogger("esnode.client")
+
+SEND_HWM = 100_000
+CLOSE_LINGER_MS = 200
+"""How long closing waits to flush unsubscribes to the node."""
+_GRACE = 5.0
+"""Extra wait past a deadline before a caller gives up on the I/O thread itself."""
+
+
+def configure_socket(sock: zmq.Socket, endpoint: str) -> None:
+    """Options every client DEALER gets (both flavours)."""
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+    sock.setsockopt(zmq.RCVHWM, SEND_HWM)
+    if endpoint.startswith("tcp://["):
+        sock.setsockopt(zmq.IPV6, 1)
+    sock.connect(endpoint)
+
+
+class _Waiter:
+    """A one-shot result slot: a pre-acquired lock released once by the I/O thread."""
+
+    __slots__ = ("_lock", "value", "error")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self.value: Any = None
+        self.error: EsError | None = None
+
+    def set(self, kind: str, payload: Any) -> None:
+        if kind == core.OK:
+            self.value = payload
+        else:
+            self.error = payload
+        self._lock.release()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._lock.acquire(timeout=-1 if timeout is None else timeout)
+
+
+def probe(ctx: zmq.Context, effect: core.Probe) -> Any:
+    """Ask ``effect.endpoint`` one question on a throwaway socket (discovery)."""
+    sock = ctx.socket(zmq.DEALER)
+    try:
+        configure_socket(sock, effect.endpoint)
+        pc = core.ProtocolCore(effect.endpoint)
+        _, frame = pc.start(effect.call, True, 0.0, None)
+        sock.send(frame)
+        deadline = time.monotonic() + effect.timeout
+        while (left := deadline - time.monotonic()) > 0 and sock.poll(int(left * 1000) + 1):
+            done = pc.receive(sock.recv())
+            if done is not None:
+                _, kind, payload = done
+                if kind == core.ERROR:
+                    raise payload
+                return payload
+        raise OperationTimeout(f"{effect.call.op} got no answer from {effect.endpoint} within "
+                               f"{effect.timeout:g}s")
+    finally:
+        sock.close(linger=0)
+
+
+class Client(Operations):
+    """A connection to an esnode node. Thread-safe; use as a context manager or ``close()``.
+
+    Create it with ``esnode.client.connect(...)``.
+    """
+
+    def __init__(self, settings: ConnectionSettings) -> None:
+        self.settings = settings
+        self._ctx = zmq.Context()
+        self._queue: deque = deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._awake = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        try:
+            self.endpoint: str = self._drive(core.discover(settings))
+            self._core = core.ProtocolCore(self.endpoint)
+            self._thread = threading.Thread(target=self._io_main, name="esnode-client-io",
+                                            daemon=True)
+            self._thread.start()
+            self._ready.wait()
+        except BaseException:
+            self.close()
+            raise
+
+    # --- operations beyond esnode.client._api.Operations ------------------------------------
+    def iter_stream(self, stream: str, from_version: int = 0, backwards: bool = False,
+                    limit: int | None = None, page_size: int = 500,
+                    *, timeout: float | None = None) -> Iterator[RecordedEvent]:
+        """Every event of a stream (or the first ``limit``), read page by page."""
+        return self._pages(lambda start, n: self.read_stream(
+            stream, start, n, backwards, timeout=timeout), from_version, limit, page_size)
+
+    def iter_all(self, from_position: int = 0, backwards: bool = False,
+                 limit: int | None = None, page_size: int = 1000,
+                 *, timeout: float | None = None) -> Iterator[RecordedEvent]:
+        """Every event of ``$all`` (or the first ``limit``), read page by page."""
+        return self._pages(lambda start, n: self.read_all(start, n, backwards, timeout=timeout),
+                           from_position, limit, page_size)
+
+    def subscribe(self, stream: str, from_: int | str = FROM_START, *,
+                  window: int = core.DEFAULT_SUBSCRIPTION_WINDOW,
+                  on_caught_up: Callable[[int | None], Any] | None = None,
+                  timeout: float | None = None) -> Subscription:
+        """Catch-up subscription to a stream or ``"$all"``: first the history after
+        ``from_`` (``"start"``, ``"end"`` or a version/position, exclusive), then live events.
+        Iterate it; ``caught_up`` turns True (and ``on_caught_up`` is called) once the
+        history is delivered. At most ``window`` events are in flight or buffered."""
+        inbox: queue.SimpleQueue = queue.SimpleQueue()
+        sub_id = self._op(core.subscribe(stream, from_, window), timeout, inbox)
+        return Subscription(self, core.SubscriptionState(sub_id, window, on_caught_up), inbox)
+
+    def close(self) -> None:
+        """Fail what is in flight, end subscriptions, close the socket and stop the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            self._queue.append(("close",))
+            self._wake()
+            self._thread.join()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self._ctx.term()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<esnode Client {getattr(self, 'endpoint', '?')}{' closed' if self._closed else ''}>"
+
+    # --- plumbing ---------------------------------------------------------------------------
+    def _op(self, call: core.Call, timeout: float | None, inbox: Any = None) -> Any:
+        if timeout is None:
+            timeout = self.settings.operation_timeout
+        return self._drive(core.perform(call, timeout, self.settings), inbox)
+
+    def _drive(self, flow: core.Flow, inbox: Any = None) -> Any:
+        """Perform a flow's effects until it returns."""
+        send, value, error = flow.send, None, None
+        while True:
+            try:
+                effect = flow.throw(error) if error is not None else send(value)
+            except StopIteration as stop:
+                return stop.value
+            value = error = None
+            try:
+                if type(effect) is core.Request:
+                    value = self._roundtrip(effect.call, effect.timeout, inbox)
+                elif type(effect) is core.Sleep:
+                    time.sleep(effect.seconds)
+                else:
+                    value = probe(self._ctx, effect)
+            except EsError as exc:
+                error = exc
+
+    def _roundtrip(self, call: core.Call, timeout: float | None, inbox: Any) -> Any:
+        if self._closed:
+            raise ClientClosed(f"{call.what or call.op}: the client is closed")
+        waiter = _Waiter()
+        self._queue.append(("call", call, waiter, timeout, inbox))
+        if not self._awake:
+            self._wake()
+        if not waiter.wait(None if timeout is None else timeout + _GRACE):
+            raise OperationTimeout(f"{call.what or call.op}: the client's I/O thread is stuck")
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.value
+
+    def _post(self, command: tuple) -> None:
+        if not self._closed:
+            self._queue.append(command)
+            if not self._awake:
+                self._wake()
+
+    def _wake(self) -> None:
+        self._awake = True
+        try:
+            os.write(self._wake_w, b"!")
+        except (BlockingIOError, OSError):
+            pass
+
+    def _pages(self, read: Callable[[int, int], Any], start: int, limit: int | None,
+               size: int) -> Iterator[RecordedEvent]:
+        delivered = 0
+        while start is not None:
+            page = read(start, core.page_size(size, delivered, limit))
+            for event in page.events[:None if limit is None else limit - delivered]:
+                delivered += 1
+                yield event
+            start = core.next_page(page, delivered, limit)
+
+    # --- the I/O thread ---------------------------------------------------------------------
+    def _io_main(self) -> None:
+        sock = self._ctx.socket(zmq.DEALER)
+        reason = "the client was closed"
+        try:
+            configure_socket(sock, self.endpoint)
+            self._ready.set()
+            self._io_loop(sock)
+        except BaseException as exc:  # noqa: BLE001 - report, fail everyone, stop
+            log.exception("esnode client I/O thread crashed")
+            reason = f"the client's I/O thread crashed ({exc!r})"
+        finally:
+            self._closed = True
+            self._ready.set()
+            failed, inboxes = self._core.close(reason)
+            for waiter, error in failed:
+                waiter.set(core.ERROR, error)
+            for inbox in inboxes:
+                inbox.put((core.CLOSED, None))
+            for cmd in self._queue:
+                if cmd[0] == "call":
+                    cmd[2].set(core.ERROR, ClientClosed(f"{cmd[1].what}: {reason}"))
+            self._queue.clear()
+            sock.close(linger=CLOSE_LINGER_MS)
+
+    def _io_loop(self, sock: zmq.Socket) -> None:
+        pc = self._core
+        commands = self._queue
+        backlog: deque[bytes] = deque()
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        monotonic, noblock, again = time.monotonic, zmq.NOBLOCK, zmq.Again
+        send, recv = sock.send, sock.recv
+
+        def out(frame: bytes) -> None:
+            if backlog:
+                backlog.append(frame)
+                return
+            try:
+                send(frame, noblock)
+            except again:
+                backlog.append(frame)
+                poller.modify(sock, zmq.POLLIN | zmq.POLLOUT)
+
+        while True:
+            deadline = pc.next_deadline()
+            wait_ms = None if deadline is None else max(0, (deadline - monotonic()) * 1000)
+            if commands:
+                wait_ms = 0
+            ready = dict(poller.poll(wait_ms))
+            if self._wake_r in ready:
+                try:
+                    os.read(self._wake_r, 4096)
+                except BlockingIOError:
+                    pass
+                self._awake = False  # after the read: a wake written from here on is kept
+            while commands:
+                cmd = commands.popleft()
+                kind = cmd[0]
+                if kind == "call":
+                    _, call, waiter, timeout, inbox = cmd
+                    out(pc.start(call, waiter, monotonic(), timeout, inbox)[1])
+                elif kind == "credit":
+                    out(pc.credit(cmd[1], cmd[2]))
+                elif kind == "unsubscribe":
+                    frame = pc.unsubscribe(cmd[1])
+                    if frame is not None:
+                        out(frame)
+                    cmd[2].put((core.CLOSED, None))
+                elif kind == "close":
+                    for sub in list(pc._subs):
+                        frame = pc.unsubscribe(sub)
+                        if frame is not None:
+                            out(frame)
+                    while backlog:
+                        try:
+                            send(backlog.popleft(), noblock)
+                        except again:
+                            break
+                    return
+            if backlog and ready.get(sock, 0) & zmq.POLLOUT:
+                while backlog:
+                    try:
+                        send(backlog[0], noblock)
+                    except again:
+                        break
+                    backlog.popleft()
+                if not backlog:
+                    poller.modify(sock, zmq.POLLIN)
+            while True:
+                try:
+                    frame = recv(noblock)
+                except again:
+                    break
+                done = pc.receive(frame)
+                if done is not None:
+                    target, kind, payload = done
+                    if kind == core.OK or kind == core.ERROR:
+                        target.set(kind, payload)
+                    else:
+                        target.put((kind, payload))
+            if deadline is not None:
+                for waiter, error in pc.expire(monotonic()):
+                    waiter.set(core.ERROR, error)
+
+
+class Subscription(SubscriptionView):
+    """An iterator of ``RecordedEvent``s; ends (StopIteration) after ``close()``, raises the
+    node's error if the node drops it (e.g. ``StreamDeleted``). ``caught_up`` says the
+    history has been delivered; ``last_event`` is the last event handed out."""
+
+    def __init__(self, client: Client, state: core.SubscriptionState,
+                 inbox: queue.SimpleQueue) -> None:
+        self._client = client
+        self._state = state
+        self._inbox = inbox
+
+    def __iter__(self) -> Subscription:
+        return self
+
+    def __next__(self) -> RecordedEvent:
+        event = self.get()
+        if event is None or event is core.END:
+            raise StopIteration
+        return event
+
+    def get(self, timeout: float | None = None) -> RecordedEvent | None:
+        """The next event, waiting at most ``timeout`` seconds (None: as long as it takes);
+        None on timeout or once the subscription is closed."""
+        state = self._state
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            event, credit = state.take()
+            if credit:
+                self._client._post(("credit", state.id, credit))
+            if event is core.END:
+                return None
+            if event is not None:
+                return event
+            try:
+                if deadline is None:
+                    item = self._inbox.get()
+                else:
+                    item = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return None
+            state.feed(*item)
+
+    def close(self) -> None:
+        """Unsubscribe; iteration ends once the events already received are consumed."""
+        if self._client._closed:
+            self._inbox.put((core.CLOSED, None))
+        else:
+            self._client._post(("unsubscribe", self._state.id, self._inbox))
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(target: str | ConnectionSettings = "tcp://127.0.0.1:2113", *,
+            timeout: float | None = None, **options: Any) -> Client:
+    """Connect to a node: ``target`` is a connection string (``tcp://host:port``,
+    ``host:port`` or ``esnode://host:port,...?option=value``) or ``ConnectionSettings``.
+    ``timeout`` is the default per-operation timeout in seconds; ``options`` override any
+    other ``ConnectionSettings`` field. Raises ``Unavailable`` if no node answers."""
+    if timeout is not None:
+        options["operation_timeout"] = timeout
+    return Client(settings_from(target, **options))

@@ -1,0 +1,233 @@
+"""A FAKE node for client tests: one ROUTER socket in a thread answering protocol v1
+(docs/protocol.md) from an in-memory dict. It is not the server — it exists to drive the
+client through situations a real node does not produce on demand (silence, scripted errors)
+and to test the client before the real node could run.
+
+It decodes requests with the node's own codec (``transport/codec.py``), so a malformed request
+from the client is answered ``bad_request`` exactly as the node would.
+
+Knobs (set from the test thread):
+- ``silent``: ops that are never answered (to test timeouts);
+- ``errors``: op -> list of ``EsError``s, answered (one per request) before normal service;
+- ``requests``: every decoded request, in arrival order.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+
+import zmq
+
+from esnode.core import messages as m
+from esnode.core.types import (
+    ALL_STREAM,
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AllSlice,
+    AppendSuccess,
+    EsError,
+    RecordedEvent,
+    StreamDeleted,
+    StreamNotFound,
+    StreamSlice,
+    WrongExpectedVersion,
+)
+from esnode.transport.codec import DecodeError, decode_request, encode_reply
+
+
+class FakeNode:
+    def __init__(self) -> None:
+        self.silent: set[str] = set()
+        self.errors: dict[str, list[EsError]] = defaultdict(list)
+        self.requests: list[object] = []
+        self.log: list[RecordedEvent] = []
+        self.streams: dict[str, list[RecordedEvent]] = defaultdict(list)
+        self.tombstoned: set[str] = set()
+        self.metadata: dict[str, tuple[int, dict]] = {}
+        self.subs: dict[tuple[bytes, int], dict] = {}
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.ROUTER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        port = self._sock.bind_to_random_port("tcp://127.0.0.1")
+        self.endpoint = f"tcp://127.0.0.1:{port}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fake-node", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sock.close(linger=0)
+        self._ctx.term()
+
+    # --- the loop (the socket belongs to this thread from here on) ---------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self._sock.poll(20):
+                continue
+            peer, frame = self._sock.recv_multipart()
+            try:
+                corr, request = decode_request(frame)
+            except DecodeError as exc:
+                if exc.corr is not None:
+                    self._send(peer, exc.corr, m.ErrorReply(exc))
+                continue
+            self.requests.append(request)
+            op = _OPS[type(request)]
+            if op in self.silent:
+                continue
+            if self.errors.get(op):
+                self._send(peer, corr, m.ErrorReply(self.errors[op].pop(0)))
+                continue
+            try:
+                self._handle(peer, corr, request)
+            except EsError as exc:
+                self._send(peer, corr, m.ErrorReply(exc))
+
+    def _send(self, peer: bytes, corr: int, message: object) -> None:
+        self._sock.send_multipart([peer, encode_reply(corr, message)])
+
+    def _handle(self, peer: bytes, corr: int, req: object) -> None:
+        cls = type(req)
+        if cls is m.Append:
+            result = self._append(req.stream, req.expected_version, req.events)
+            self._send(peer, corr, m.Reply({
+                "first_version": result.first_version, "last_version": result.last_version,
+                "position": result.position, "idempotent": False}))
+            self._pump_all()
+        elif cls is m.ReadStream:
+            page = self._read_stream(req.stream, req.from_version, req.max_count, req.backwards)
+            self._send(peer, corr, m.Reply({"events": page.events, "next_version":
+                                            page.next_version, "last_version": page.last_version,
+                                            "is_end": page.is_end}))
+        elif cls is m.ReadAll:
+            page = self._read_all(req.from_position, req.max_count, req.backwards)
+            self._send(peer, corr, m.Reply({"events": page.events, "next_position":
+                                            page.next_position, "is_end": page.is_end}))
+        elif cls is m.Delete:
+            self._check(req.stream, req.expected_version)
+            if req.tombstone:
+                self.tombstoned.add(req.stream)
+            else:
+                self.streams.pop(req.stream, None)
+            self._send(peer, corr, m.Reply({"position": len(self.log) - 1}))
+        elif cls is m.GetMetadata:
+            version, meta = self.metadata.get(req.stream, (-1, {}))
+            self._send(peer, corr, m.Reply({"stream": req.stream, "version": version,
+                                            "metadata": meta}))
+        elif cls is m.SetMetadata:
+            version, _ = self.metadata.get(req.stream, (-1, {}))
+            if req.expected_version not in (ANY, version):
+                raise WrongExpectedVersion("$$" + req.stream, req.expected_version, version)
+            self.metadata[req.stream] = (version + 1, req.metadata)
+            self._send(peer, corr, m.Reply({"first_version": version + 1, "last_version":
+                                            version + 1, "position": len(self.log) - 1,
+                                            "idempotent": False}))
+        elif cls is m.Subscribe:
+            start = {m.FROM_START: 0, m.FROM_END: None}.get(req.from_, req.from_)
+            if start is None:
+                start = len(self.log) if req.stream == ALL_STREAM \
+                    else len(self.streams.get(req.stream, []))
+            else:
+                start = start + 1 if req.from_ != m.FROM_START else 0
+            self.subs[(peer, corr)] = {"stream": req.stream, "next": start,
+                                       "credit": req.credit, "caught_up": False}
+            self._send(peer, corr, m.Reply({"subscription": corr}))
+            self._pump(peer, corr)
+        elif cls is m.Credit:
+            sub = self.subs.get((peer, req.subscription))
+            if sub is not None:
+                sub["credit"] += req.n
+                self._pump(peer, req.subscription)
+        elif cls is m.Unsubscribe:
+            self.subs.pop((peer, req.subscription), None)
+            self._send(peer, corr, m.Reply({}))
+        elif cls is m.ClusterInfo:
+            self._send(peer, corr, m.Reply(self.cluster_info()))
+        elif cls is m.Ping:
+            self._send(peer, corr, m.Reply({"node": "fake", "state": "Leader"}))
+
+    def cluster_info(self) -> dict:
+        host, port = self.endpoint[6:].rsplit(":", 1)
+        return {"cluster": "fake", "node": "fake", "state": "Leader", "leader": "fake",
+                "members": [{"name": "fake", "state": "Leader", "alive": True,
+                             "external": [host, int(port)], "epoch": 1,
+                             "writer_position": len(self.log) - 1,
+                             "commit_position": len(self.log) - 1, "priority": 0,
+                             "future_field": "ignored by clients"}]}
+
+    # --- a tiny store -------------------------------------------------------------------------
+    def _check(self, stream: str, expected: int) -> None:
+        if stream in self.tombstoned:
+            raise StreamDeleted(stream)
+        current = len(self.streams[stream]) - 1 if stream in self.streams else NO_STREAM
+        if expected == ANY or expected == current or (expected == STREAM_EXISTS
+                                                      and current >= 0):
+            return
+        raise WrongExpectedVersion(stream, expected, current)
+
+    def _append(self, stream: str, expected: int, events: tuple) -> AppendSuccess:
+        self._check(stream, expected)
+        events_of = self.streams[stream]
+        first = len(events_of)
+        for ev in events:
+            rec = RecordedEvent(ev.event_id, stream, len(events_of), ev.event_type, ev.data,
+                                ev.metadata, ev.is_json, int(time.time() * 1e6), len(self.log))
+            events_of.append(rec)
+            self.log.append(rec)
+        return AppendSuccess(first, len(events_of) - 1, len(self.log) - 1)
+
+    def _read_stream(self, stream: str, start: int, count: int, backwards: bool) -> StreamSlice:
+        if stream in self.tombstoned:
+            raise StreamDeleted(stream)
+        if stream not in self.streams:
+            raise StreamNotFound(stream)
+        events = self.streams[stream]
+        last = len(events) - 1
+        if backwards:
+            start = last if start == -1 else min(start, last)
+            page = events[max(0, start - count + 1):start + 1][::-1]
+            nxt = start - len(page)
+            return StreamSlice(stream, page, nxt, last, nxt < 0)
+        page = events[start:start + count]
+        nxt = start + len(page)
+        return StreamSlice(stream, page, nxt, last, nxt > last)
+
+    def _read_all(self, start: int, count: int, backwards: bool) -> AllSlice:
+        if backwards:
+            end = len(self.log) if start == -1 else start
+            page = self.log[max(0, end - count):end][::-1]
+            nxt = end - len(page)
+            return AllSlice(page, nxt, nxt <= 0)
+        page = self.log[start:start + count]
+        nxt = start + len(page)
+        return AllSlice(page, nxt, nxt >= len(self.log))
+
+    def _pump_all(self) -> None:
+        for key in list(self.subs):
+            self._pump(*key)
+
+    def _pump(self, peer: bytes, corr: int) -> None:
+        sub = self.subs[(peer, corr)]
+        source = self.log if sub["stream"] == ALL_STREAM else self.streams.get(sub["stream"], [])
+        if sub["stream"] in self.tombstoned:
+            del self.subs[(peer, corr)]
+            self._send(peer, corr, m.SubscriptionDropped(StreamDeleted(sub["stream"])))
+            return
+        batch = source[sub["next"]:sub["next"] + sub["credit"]]
+        if batch:
+            sub["next"] += len(batch)
+            sub["credit"] -= len(batch)
+            self._send(peer, corr, m.EventsPushed(batch))
+        if not sub["caught_up"] and sub["next"] >= len(source):
+            sub["caught_up"] = True
+            self._send(peer, corr, m.CaughtUp(len(self.log) - 1))
+
+
+_OPS = {m.Append: "append", m.ReadStream: "read_stream", m.ReadAll: "read_all",
+        m.Delete: "delete", m.GetMetadata: "get_metadata", m.SetMetadata: "set_metadata",
+        m.Subscribe: "subscribe", m.Credit: "credit", m.Unsubscribe: "unsubscribe",
+        m.ClusterInfo: "cluster_info", m.Ping: "ping"}
