@@ -1,0 +1,477 @@
+"""The ``esnode`` command: client commands (append, read, subscribe, ...) on one typer app.
+
+Every client command takes ``--connect`` (env ``ESNODE_CONNECT``; default: the external
+endpoints of ``./topology.toml``, else ``tcp://127.0.0.1:2113``), prints rich tables by
+default and one JSON document per line with ``--json``, and fails with one line on stderr and
+a non-zero exit code (1: the operation failed, 2: bad input). ``esnode run`` and
+``esnode bench`` live in their own modules and are registered at the bottom of this file.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import importlib
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from esnode.client import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    Client,
+    EsError,
+    InvalidConnectionString,
+    RecordedEvent,
+    connect,
+    new_event,
+)
+
+app = typer.Typer(
+    name="esnode",
+    help="esnode: a clustered, durable event store. Run a node with `esnode run`, then talk "
+         "to it with the other commands (each has `--help` with examples).",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+metadata_app = typer.Typer(help="Read or replace a stream's metadata (`$maxCount`, `$maxAge`, "
+                                "`$tb` and your own keys).", no_args_is_help=True,
+                           rich_markup_mode="markdown")
+app.add_typer(metadata_app, name="metadata")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:2113"
+TOPOLOGY_FILE = Path("topology.toml")
+
+# --- options shared by every client command ----------------------------------------------------
+Connect = Annotated[str | None, typer.Option(
+    "--connect", envvar="ESNODE_CONNECT", show_default=False,
+    help="Where the node is: `tcp://host:port`, `host:port` or "
+         "`esnode://host:port,host:port?option=value` (see docs/client.md). Default: the "
+         "external endpoints of ./topology.toml, else tcp://127.0.0.1:2113.")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON document per line.")]
+Timeout = Annotated[float, typer.Option("--timeout", min=0.001,
+                                        help="Seconds to wait for each answer.")]
+Expected = Annotated[str, typer.Option(
+    "--expected-version", "-e",
+    help="Optimistic concurrency check: `any`, `no-stream`, `stream-exists` or the stream's "
+         "last version N.")]
+Limit = Annotated[int, typer.Option("--limit", "-n", min=1, help="Most events to show.")]
+
+
+class UsageError(Exception):
+    """Bad input from the command line (exit code 2)."""
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"esnode: {message}", markup=False, highlight=False)
+    return typer.Exit(code)
+
+
+def default_connect() -> str:
+    """The external endpoints of ./topology.toml when present, else the local default."""
+    if not TOPOLOGY_FILE.exists():
+        return DEFAULT_ENDPOINT
+    from esnode.core.config import load_topology
+
+    try:
+        nodes = load_topology(TOPOLOGY_FILE).nodes
+    except Exception as exc:  # noqa: BLE001 - any problem with the file is reported as is
+        raise UsageError(f"cannot take the default --connect from {TOPOLOGY_FILE}: {exc}") \
+            from None
+    hosts = [node.external_advertise for node in nodes]
+    if len(hosts) == 1:
+        return f"tcp://{hosts[0][0]}:{hosts[0][1]}"
+    return "esnode://" + ",".join(f"{h}:{p}" for h, p in hosts)
+
+
+@contextlib.contextmanager
+def command_input() -> Iterator[None]:
+    """Parse the command line's values before connecting: bad input exits with code 2."""
+    try:
+        yield
+    except UsageError as exc:
+        raise fail(str(exc), 2) from None
+
+
+@contextlib.contextmanager
+def session(target: str | None, timeout: float) -> Iterator[Client]:
+    """A connected client; every failure inside becomes a one-line error and an exit code."""
+    try:
+        with connect(target or default_connect(), timeout=timeout) as client:
+            yield client
+    except (UsageError, InvalidConnectionString) as exc:
+        raise fail(str(exc), 2) from None
+    except EsError as exc:
+        raise fail(f"{exc.code}: {exc}") from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def parse_expected(text: str) -> int:
+    named = {"any": ANY, "no-stream": NO_STREAM, "stream-exists": STREAM_EXISTS}
+    key = text.strip().lower().replace("_", "-")
+    if key in named:
+        return named[key]
+    if key.isdigit():
+        return int(key)
+    raise UsageError(f"--expected-version {text!r}: expected any, no-stream, stream-exists or "
+                     "a version number >= 0")
+
+
+def parse_json(option: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{option} is not valid JSON ({exc.msg} at character {exc.pos}): "
+                         f"{text!r}") from None
+
+
+# --- rendering ---------------------------------------------------------------------------------
+def payload(raw: bytes, is_json: bool) -> Any:
+    """An event's data or metadata as JSON-friendly value: parsed JSON, text, or base64."""
+    if not raw:
+        return None
+    if is_json:
+        with contextlib.suppress(ValueError):
+            return json.loads(raw)
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(raw).decode()}
+
+
+def created_iso(us: int) -> str:
+    return dt.datetime.fromtimestamp(us / 1e6, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def event_doc(e: RecordedEvent) -> dict:
+    return {"stream": e.stream, "version": e.version, "type": e.event_type, "id": e.event_id,
+            "position": e.position, "created": created_iso(e.created),
+            "data": payload(e.data, e.is_json), "metadata": payload(e.metadata, e.is_json)}
+
+
+def brief(value: Any, width: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def print_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def print_events(events: Iterator[RecordedEvent], as_json: bool, title: str) -> int:
+    if as_json:
+        count = 0
+        for e in events:
+            print_json(event_doc(e))
+            count += 1
+        return count
+    table = Table(title=title, title_justify="left")
+    for column in ("position", "stream", "version", "type", "created", "data"):
+        table.add_column(column, justify="right" if column in ("position", "version") else "left")
+    for e in events:
+        doc = event_doc(e)
+        table.add_row(str(e.position), e.stream, str(e.version), e.event_type,
+                      doc["created"], brief(doc["data"]) if doc["data"] is not None else "")
+    out.print(table)
+    return table.row_count
+
+
+def print_record(doc: dict, as_json: bool, title: str) -> None:
+    if as_json:
+        print_json(doc)
+        return
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in doc.items():
+        table.add_row(key, value if isinstance(value, str) else json.dumps(value))
+    out.print(table)
+
+
+# --- commands ----------------------------------------------------------------------------------
+@app.command()
+def append(
+    stream: Annotated[str, typer.Argument(metavar="STREAM", help="Stream to append to.")],
+    event_type: Annotated[str, typer.Option("--type", "-t", help="Event type, e.g. OrderPlaced.")],
+    data: Annotated[str, typer.Option("--data", "-d", help="Event data as JSON.")] = "{}",
+    metadata: Annotated[str | None, typer.Option("--metadata", "-m",
+                                                 help="Event metadata as JSON.")] = None,
+    expected_version: Expected = "any",
+    event_id: Annotated[str | None, typer.Option(
+        "--id", help="Event id (a UUID). Default: a fresh one. Appending the same id again "
+                     "is idempotent.")] = None,
+    connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0,
+) -> None:
+    """Append one JSON event to a stream.
+
+    **Examples**
+
+    ```
+    esnode append order-1 --type OrderPlaced --data '{"total": 12}'
+    esnode append order-1 --type OrderShipped --expected-version 0
+    esnode append order-2 --type OrderPlaced --expected-version no-stream --json
+    ```
+    """
+    with command_input():
+        expected = parse_expected(expected_version)
+        body, meta = parse_json("--data", data), parse_json("--metadata", metadata or '""')
+        try:
+            event = new_event(event_type, body, b"" if metadata is None else meta, id=event_id)
+        except ValueError as exc:
+            raise UsageError(f"--id {event_id!r} is not a UUID" if event_id else str(exc)) \
+                from None
+    with session(connect_to, timeout) as client:
+        result = client.append(stream, [event], expected)
+        print_record({"stream": stream, "event_id": event.event_id,
+                      "version": result.last_version, "position": result.position,
+                      "idempotent": result.idempotent}, as_json, "appended")
+
+
+@app.command()
+def read(
+    stream: Annotated[str, typer.Argument(metavar="STREAM", help="Stream to read.")],
+    from_version: Annotated[int | None, typer.Option(
+        "--from", "-f", show_default=False,
+        help="First version to show (inclusive). Default: 0, or the end with --backwards.")
+    ] = None,
+    backwards: Annotated[bool, typer.Option("--backwards", "-b",
+                                            help="Newest first.")] = False,
+    limit: Limit = 100,
+    connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0,
+) -> None:
+    """Show the events of a stream.
+
+    **Examples**
+
+    ```
+    esnode read order-1
+    esnode read order-1 --from 10 --limit 5
+    esnode read order-1 --backwards --limit 1      # the last event
+    esnode read order-1 --json | jq .data
+    ```
+    """
+    start = from_version if from_version is not None else (-1 if backwards else 0)
+    with session(connect_to, timeout) as client:
+        print_events(client.iter_stream(stream, start, backwards, limit=limit), as_json,
+                     f"stream {stream}")
+
+
+@app.command("read-all")
+def read_all(
+    from_position: Annotated[int | None, typer.Option(
+        "--from", "-f", show_default=False,
+        help="Log position to start at. Default: the start, or the end with --backwards.")
+    ] = None,
+    backwards: Annotated[bool, typer.Option("--backwards", "-b",
+                                            help="Newest first.")] = False,
+    limit: Limit = 100,
+    connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0,
+) -> None:
+    """Show the global log (`$all`: every stream's events in commit order, system events
+    included).
+
+    **Examples**
+
+    ```
+    esnode read-all --limit 20
+    esnode read-all --backwards --limit 10     # the ten most recent events
+    ```
+    """
+    start = from_position if from_position is not None else (-1 if backwards else 0)
+    with session(connect_to, timeout) as client:
+        print_events(client.iter_all(start, backwards, limit=limit), as_json, "$all")
+
+
+@app.command()
+def subscribe(
+    stream: Annotated[str, typer.Argument(metavar="STREAM|$all",
+                                          help="A stream, or `$all` for every event.")],
+    from_: Annotated[str, typer.Option(
+        "--from", "-f",
+        help="`start` (all history first), `end` (new events only), or a version/position N "
+             "(events after N).")] = "start",
+    limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, show_default=False,
+                                              help="Stop after this many events.")] = None,
+    connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0,
+) -> None:
+    """Follow a stream or `$all` like `tail -f`: history first, then new events as they are
+    written, until Ctrl-C.
+
+    **Examples**
+
+    ```
+    esnode subscribe order-1
+    esnode subscribe '$all' --from end          # only what is written from now on
+    esnode subscribe '$all' --json | jq -c '{stream, type}'
+    ```
+    """
+    start: int | str = from_.strip().lower()
+    if start not in ("start", "end"):
+        if not (start.isascii() and start.isdigit()):
+            raise fail(f"--from {from_!r}: expected start, end or a number >= 0", 2)
+        start = int(start)
+
+    def caught_up(position: int | None) -> None:
+        err.print(f"-- caught up (log position {position}); waiting for new events, Ctrl-C "
+                  "to stop", style="dim", highlight=False)
+
+    with session(connect_to, timeout) as client:
+        count = 0
+        with client.subscribe(stream, start, on_caught_up=None if as_json else caught_up) as sub:
+            for event in sub:
+                if as_json:
+                    print_json(event_doc(event))
+                else:
+                    doc = event_doc(event)
+                    out.print(f"[bold]{event.stream}[/]@{event.version} [cyan]{event.event_type}"
+                              f"[/] pos {event.position}  "
+                              f"{'' if doc['data'] is None else brief(doc['data'], 100)}",
+                              highlight=False)
+                count += 1
+                if limit is not None and count >= limit:
+                    break
+
+
+@app.command()
+def delete(
+    stream: Annotated[str, typer.Argument(metavar="STREAM", help="Stream to delete.")],
+    tombstone: Annotated[bool, typer.Option(
+        "--tombstone", help="Delete for good: the stream can never be written again.")] = False,
+    expected_version: Expected = "any",
+    connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0,
+) -> None:
+    """Delete a stream. A soft delete hides its events (appending again revives it from the
+    next version); `--tombstone` is permanent.
+
+    **Examples**
+
+    ```
+    esnode delete order-1
+    esnode delete order-1 --expected-version 3 --tombstone
+    ```
+    """
+    with command_input():
+        expected = parse_expected(expected_version)
+    with session(connect_to, timeout) as client:
+        result = client.delete(stream, expected, tombstone)
+        print_record({"stream": stream, "deleted": "tombstone" if tombstone else "soft",
+                      "position": result.position}, as_json, "deleted")
+
+
+@metadata_app.command("get")
+def metadata_get(
+    stream: Annotated[str, typer.Argument(metavar="STREAM")],
+    connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0,
+) -> None:
+    """Show a stream's metadata.
+
+    **Example:** `esnode metadata get order-1`
+    """
+    with session(connect_to, timeout) as client:
+        meta = client.get_metadata(stream)
+        print_record({"stream": meta.stream, "version": meta.version, "metadata": meta.raw},
+                     as_json, f"metadata of {stream}")
+
+
+@metadata_app.command("set")
+def metadata_set(
+    stream: Annotated[str, typer.Argument(metavar="STREAM")],
+    metadata: Annotated[str, typer.Argument(metavar="JSON", help="The new metadata (a map).")],
+    expected_version: Expected = "any",
+    connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0,
+) -> None:
+    """Replace a stream's metadata.
+
+    **Examples**
+
+    ```
+    esnode metadata set order-1 '{"$maxCount": 100}'
+    esnode metadata set order-1 '{"$maxAge": 86400, "owner": "billing"}'
+    ```
+    """
+    with command_input():
+        expected = parse_expected(expected_version)
+        value = parse_json("JSON", metadata)
+        if not isinstance(value, dict):
+            raise UsageError("the metadata must be a JSON object, e.g. '{\"$maxCount\": 10}'")
+    with session(connect_to, timeout) as client:
+        result = client.set_metadata(stream, value, expected)
+        print_record({"stream": stream, "version": result.last_version, "metadata": value},
+                     as_json, f"metadata of {stream}")
+
+
+@app.command()
+def status(connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0) -> None:
+    """Show the cluster as the node sees it: each member's state, epoch, positions and
+    whether it is alive.
+
+    **Example:** `esnode status --connect tcp://127.0.0.1:2113`
+    """
+    with session(connect_to, timeout) as client:
+        info = client.cluster_info()
+    if as_json:
+        for m in info.members:
+            print_json({"cluster": info.cluster, "name": m.name, "state": m.state,
+                        "alive": m.alive, "leader": m.name == info.leader,
+                        "external": f"{m.external[0]}:{m.external[1]}" if m.external else None,
+                        "epoch": m.epoch, "writer_position": m.writer_position,
+                        "commit_position": m.commit_position, "priority": m.priority,
+                        "answered": m.name == info.node})
+        return
+    table = Table(title=f"cluster {info.cluster} (answered by {info.node}; leader: "
+                        f"{info.leader or 'none'})", title_justify="left")
+    for column in ("name", "state", "alive", "epoch", "writer pos", "commit pos", "clients on",
+                   "priority"):
+        table.add_column(column)
+    for m in info.members:
+        table.add_row(m.name, m.state, "yes" if m.alive else "[red]NO[/]", str(m.epoch),
+                      str(m.writer_position), str(m.commit_position),
+                      f"{m.external[0]}:{m.external[1]}" if m.external else "", str(m.priority))
+    out.print(table)
+
+
+@app.command()
+def ping(connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0) -> None:
+    """Check that a node answers, and how fast.
+
+    **Example:** `esnode ping --connect 127.0.0.1:2113`
+    """
+    with session(connect_to, timeout) as client:
+        started = time.perf_counter()
+        pong = client.ping()
+        rtt_ms = (time.perf_counter() - started) * 1000
+    if as_json:
+        print_json({"node": pong.node, "state": pong.state, "endpoint": client.endpoint,
+                    "rtt_ms": round(rtt_ms, 3)})
+    else:
+        out.print(f"{pong.node} ({pong.state}) at {client.endpoint} answered in "
+                  f"{rtt_ms:.2f} ms", highlight=False)
+
+
+# --- commands from other modules -----------------------------------------------------------------
+# `esnode run` (cli/run.py) and `esnode bench` (cli/bench.py) are added here: each module has a
+# `register(app)` function. A module that is not there yet is skipped; any other import error
+# is not hidden.
+for _name in ("run", "bench"):
+    try:
+        _module = importlib.import_module(f"esnode.cli.{_name}")
+    except ModuleNotFoundError as _exc:
+        if _exc.name != f"esnode.cli.{_name}":
+            raise
+        continue
+    _module.register(app)
