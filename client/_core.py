@@ -425,7 +425,7 @@ def discover(settings: ConnectionSettings) -> Flow:
         for endpoint in settings.zmq_endpoints:
             try:
                 yield Probe(endpoint, ping(), settings.gossip_timeout)
-            except EsError as exc:
+            except OperationTimeout as exc:  # any answer, even an error, means reachable
                 tried.append(f"{endpoint} ({exc})" if attempt == attempts else endpoint)
                 continue
             return endpoint

@@ -114,6 +114,7 @@ class FakeNode:
             else:
                 self.streams.pop(req.stream, None)
             self._send(peer, corr, m.Reply({"position": len(self.log) - 1}))
+            self._pump_all()
         elif cls is m.GetMetadata:
             version, meta = self.metadata.get(req.stream, (-1, {}))
             self._send(peer, corr, m.Reply({"stream": req.stream, "version": version,

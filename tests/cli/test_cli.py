@@ -1,0 +1,131 @@
+"""The esnode command's client commands, run with typer's CliRunner against the fake node
+(and the real node once its storage exists)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from esnode.cli import main as cli
+from esnode.cli.main import app
+from tests.client.conftest import endpoint, fake  # noqa: F401 - fixtures
+from tests.conftest import free_port
+
+
+@pytest.fixture
+def run(endpoint, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("ESNODE_CONNECT", endpoint)
+    runner = CliRunner()
+
+    def invoke(*args: str, code: int = 0):
+        result = runner.invoke(app, list(args), env={"COLUMNS": "200"})
+        assert result.exit_code == code, (result.output, result.stderr)
+        return result
+
+    return invoke
+
+
+def lines(result) -> list[dict]:
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def test_append_read_and_json_output(run):
+    run("append", "cli-1", "--type", "OrderPlaced", "--data", '{"total": 12}',
+        "--metadata", '{"by": "cli"}', "--expected-version", "no-stream")
+    [doc] = lines(run("append", "cli-1", "--type", "OrderShipped", "-e", "0", "--json"))
+    assert doc["version"] == 1 and doc["stream"] == "cli-1"
+    table = run("read", "cli-1").stdout
+    assert "OrderPlaced" in table and "OrderShipped" in table and "total" in table
+    docs = lines(run("read", "cli-1", "--json"))
+    assert [d["type"] for d in docs] == ["OrderPlaced", "OrderShipped"]
+    assert docs[0]["data"] == {"total": 12} and docs[0]["metadata"] == {"by": "cli"}
+    assert [d["version"] for d in lines(run("read", "cli-1", "--backwards", "--limit", "1",
+                                            "--json"))] == [1]
+    assert [d["version"] for d in lines(run("read", "cli-1", "--from", "1", "--json"))] == [1]
+    all_docs = lines(run("read-all", "--json", "--backwards", "--limit", "2"))
+    assert [d["type"] for d in all_docs] == ["OrderShipped", "OrderPlaced"]
+
+
+def test_given_event_id_makes_the_append_idempotent_in_output(run):
+    eid = "6f1c0c43-2b9f-4a59-9a51-2f4f1b7f8a11"
+    [doc] = lines(run("append", "cli-id", "--type", "T", "--id", eid, "--json"))
+    assert doc["event_id"] == eid
+
+
+def test_subscribe_prints_history_then_stops_at_the_limit(run):
+    for i in range(3):
+        run("append", "cli-sub", "--type", f"E{i}")
+    docs = lines(run("subscribe", "cli-sub", "--json", "--limit", "3"))
+    assert [d["type"] for d in docs] == ["E0", "E1", "E2"]
+    docs = lines(run("subscribe", "cli-sub", "--from", "0", "--json", "--limit", "2"))
+    assert [d["version"] for d in docs] == [1, 2]
+    text = run("subscribe", "cli-sub", "--limit", "3")
+    assert "cli-sub@2" in text.stdout
+
+
+def test_delete_metadata_status_and_ping(run):
+    run("append", "cli-del", "--type", "T")
+    run("metadata", "set", "cli-del", '{"$maxCount": 3, "owner": "me"}')
+    [doc] = lines(run("metadata", "get", "cli-del", "--json"))
+    assert doc["metadata"] == {"$maxCount": 3, "owner": "me"}
+    run("delete", "cli-del", "--tombstone")
+    failed = run("read", "cli-del", code=1)
+    assert failed.stderr.strip().startswith("esnode: stream_deleted:")
+    assert len(failed.stderr.strip().splitlines()) == 1
+    members = lines(run("status", "--json"))
+    assert members and all({"name", "state", "alive", "epoch", "writer_position",
+                            "commit_position"} <= m.keys() for m in members)
+    assert "state" in run("status").stdout
+    [pong] = lines(run("ping", "--json"))
+    assert pong["state"] == "Leader" and pong["rtt_ms"] >= 0
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["append", "s", "--type", "T", "--data", "{bad"], "--data is not valid JSON"),
+    (["append", "s", "--type", "T", "--id", "nope"], "not a UUID"),
+    (["append", "s", "--type", "T", "-e", "sometimes"], "--expected-version"),
+    (["metadata", "set", "s", "[1]"], "JSON object"),
+    (["subscribe", "s", "--from", "later"], "--from"),
+    (["ping", "--connect", "esnode://host:99999"], "bad port '99999'"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(run, args, message):
+    result = run(*args, code=2)
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_failed_operation_is_one_line_and_exit_code_1(run):
+    run("append", "cli-wev", "--type", "T")
+    result = run("append", "cli-wev", "--type", "T", "-e", "no-stream", code=1)
+    assert result.stderr.startswith("esnode: wrong_expected_version:")
+
+
+def test_unreachable_node(monkeypatch):
+    monkeypatch.delenv("ESNODE_CONNECT", raising=False)
+    target = f"esnode://127.0.0.1:{free_port()}?maxDiscoverAttempts=1&gossipTimeout=100"
+    result = CliRunner().invoke(app, ["ping", "--connect", target])
+    assert result.exit_code == 1 and "esnode: unavailable: no node answered" in result.stderr
+
+
+def test_default_connect_comes_from_topology_toml(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.default_connect() == "tcp://127.0.0.1:2113"
+    (tmp_path / "topology.toml").write_text(
+        '[cluster]\nname = "t"\nsize = 3\n' + "".join(
+            f'[[nodes]]\nname = "n{i}"\nmem_db = true\ninternal_host = "127.0.0.1"\n'
+            f'internal_port = {3000 + i}\nexternal_host = "0.0.0.0"\nexternal_port = {4000 + i}\n'
+            f'external_advertise_host = "10.0.0.{i}"\n' for i in (1, 2, 3)))
+    assert cli.default_connect() == "esnode://10.0.0.1:4001,10.0.0.2:4002,10.0.0.3:4003"
+
+
+def test_help_teaches_with_examples():
+    runner = CliRunner()
+    top = runner.invoke(app, ["--help"], env={"COLUMNS": "120"})
+    for command in ("append", "read", "read-all", "subscribe", "delete", "metadata", "status",
+                    "ping"):
+        assert command in top.stdout
+    for command in (["append"], ["read"], ["subscribe"], ["delete"], ["metadata", "set"]):
+        text = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "120"}).stdout
+        assert "Examples" in text and f"esnode {' '.join(command)}" in text and "--connect" in text

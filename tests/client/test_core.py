@@ -1,0 +1,320 @@
+"""The sans-I/O protocol core, driven by hand: no socket, no thread, no clock."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from esnode.client import _core as core
+from esnode.client import new_event
+from esnode.client.errors import (
+    ClientClosed,
+    EsError,
+    NotLeader,
+    NotReady,
+    OperationTimeout,
+    OutcomeUnknown,
+    ProtocolError,
+    Unavailable,
+    WriteTimeout,
+    WrongExpectedVersion,
+)
+from esnode.client.settings import ConnectionSettings
+from esnode.core.types import ERRORS_BY_CODE, AppendSuccess, BadRequest, RecordedEvent, StreamSlice
+from esnode.transport.codec import decode_request
+
+
+def reply(corr, kind, body):
+    return msgpack.packb([corr, kind, body], use_bin_type=True)
+
+
+def wire_event(version=0, position=0, stream="s"):
+    return [f"00000000-0000-0000-0000-{version:012d}", stream, version, "T", b"{}", b"", True,
+            1_700_000_000_000_000, position]
+
+
+def test_a_request_frame_is_what_the_node_decodes():
+    pc = core.ProtocolCore()
+    event = new_event("OrderPlaced", {"total": 1})
+    corr, frame = pc.start(core.append("order-1", [event], 3), "h", 0.0, 5.0)
+    got_corr, request = decode_request(frame)
+    assert got_corr == corr
+    assert (request.stream, request.expected_version, request.events) == ("order-1", 3, (event,))
+
+
+def test_invalid_arguments_fail_before_anything_is_sent():
+    with pytest.raises(BadRequest, match="max_count"):
+        core.read_stream("s", 0, 0)
+    with pytest.raises(BadRequest, match=r"\$all"):
+        core.append("$all", [new_event("T")])
+    with pytest.raises(BadRequest, match="at least one event"):
+        core.append("s", [])
+
+
+def test_ok_replies_decode_into_typed_results():
+    pc = core.ProtocolCore()
+    corr, _ = pc.start(core.read_stream("s"), "h", 0.0, 5.0)
+    body = {"events": [wire_event(0, 10), wire_event(1, 11)], "next_version": 2,
+            "last_version": 1, "is_end": True, "unknown_field": 1}
+    handle, kind, result = pc.receive(reply(corr, "ok", body))
+    assert (handle, kind) == ("h", core.OK)
+    assert type(result) is StreamSlice and result.is_end and result.next_version == 2
+    assert all(type(e) is RecordedEvent for e in result.events)
+    assert result.events[1].position == 11
+    corr, _ = pc.start(core.append("s", new_event("T")), "a", 0.0, 5.0)
+    assert pc.receive(reply(corr, "ok", {"first_version": 0, "last_version": 0, "position": 3,
+                                         "idempotent": True}))[2] == AppendSuccess(0, 0, 3, True)
+    assert len(pc) == 0
+
+
+@pytest.mark.parametrize("code", sorted(ERRORS_BY_CODE))
+def test_every_error_code_maps_to_its_class(code):
+    pc = core.ProtocolCore()
+    corr, _ = pc.start(core.ping(), "h", 0.0, 5.0)
+    _, kind, error = pc.receive(reply(corr, "error", {"code": code, "message": "boom"}))
+    assert kind == core.ERROR and type(error) is ERRORS_BY_CODE[code] and str(error) == "boom"
+
+
+def test_error_fields_become_attributes():
+    pc = core.ProtocolCore()
+    corr, _ = pc.start(core.append("s", new_event("T")), "h", 0.0, 5.0)
+    _, _, error = pc.receive(reply(corr, "error", {
+        "code": "wrong_expected_version", "message": "m", "stream": "s", "expected": 0,
+        "current": 4}))
+    assert isinstance(error, WrongExpectedVersion) and (error.expected, error.current) == (0, 4)
+    corr, _ = pc.start(core.ping(), "h", 0.0, 5.0)
+    _, _, error = pc.receive(reply(corr, "error", {"code": "not_leader", "message": "m",
+                                                   "leader": ["10.0.0.2", 2113]}))
+    assert isinstance(error, NotLeader) and error.leader == ("10.0.0.2", 2113)
+    corr, _ = pc.start(core.ping(), "h", 0.0, 5.0)
+    _, _, error = pc.receive(reply(corr, "error", {"code": "from_the_future", "message": "m"}))
+    assert type(error) is EsError and error.code == "from_the_future"
+
+
+def test_garbage_late_and_malformed_replies_never_raise():
+    pc = core.ProtocolCore()
+    assert pc.receive(b"\xc1 not msgpack") is None
+    assert pc.receive(msgpack.packb([1, 2])) is None
+    assert pc.receive(reply(99, "ok", {})) is None  # nobody waits for corr 99
+    corr, _ = pc.start(core.read_all(), "h", 0.0, 5.0)
+    _, kind, error = pc.receive(reply(corr, "ok", {"events": "nope"}))
+    assert kind == core.ERROR and isinstance(error, ProtocolError)
+
+
+def test_deadlines_fail_writes_as_outcome_unknown_and_reads_as_timeouts():
+    pc = core.ProtocolCore("tcp://n:1")
+    pc.start(core.append("s", new_event("T")), "w", 100.0, 1.0)
+    pc.start(core.read_all(), "r", 100.0, 2.0)
+    answered, _ = pc.start(core.ping(), "p", 100.0, 0.5)
+    pc.receive(reply(answered, "ok", {"node": "n", "state": "Leader"}))
+    assert pc.next_deadline() == 101.0
+    assert pc.expire(100.9) == []
+    [(handle, error)] = pc.expire(101.0)
+    assert handle == "w" and isinstance(error, WriteTimeout) and isinstance(error, OutcomeUnknown)
+    assert isinstance(error, TimeoutError) and "tcp://n:1" in str(error)
+    [(handle, error)] = pc.expire(150.0)
+    assert handle == "r" and isinstance(error, OperationTimeout)
+    assert pc.next_deadline() is None and len(pc) == 0
+
+
+def test_close_fails_everything_in_flight_and_hands_back_subscriptions():
+    pc = core.ProtocolCore()
+    pc.start(core.append("s", new_event("T")), "w", 0.0, None)
+    pc.start(core.read_all(), "r", 0.0, None)
+    pc.start(core.subscribe("s"), "sub", 0.0, None, inbox="inbox")
+    failed, inboxes = pc.close("closed by the test")
+    kinds = {handle: type(error) for handle, error in failed}
+    assert kinds == {"w": WriteTimeout, "r": ClientClosed, "sub": ClientClosed}
+    assert inboxes == ["inbox"]
+
+
+def test_subscription_pushes_go_to_the_inbox_until_dropped():
+    pc = core.ProtocolCore()
+    corr, _ = pc.start(core.subscribe("$all", "end", 10), "h", 0.0, 5.0, inbox="box")
+    assert pc.receive(reply(corr, "ok", {"subscription": corr}))[1:] == (core.OK, corr)
+    target, kind, events = pc.receive(reply(corr, "events", [wire_event(0, 5)]))
+    assert (target, kind, events[0].position) == ("box", core.EVENTS, 5)
+    assert pc.receive(reply(corr, "caught_up", {"position": 5}))[1:] == (core.CAUGHT_UP, 5)
+    _, kind, error = pc.receive(reply(corr, "dropped", {"code": "not_ready", "message": "bye"}))
+    assert kind == core.DROPPED and isinstance(error, NotReady)
+    assert pc.receive(reply(corr, "events", [wire_event(1, 6)])) is None
+
+
+def test_unsubscribe_stops_routing_and_ignores_its_reply():
+    pc = core.ProtocolCore()
+    corr, _ = pc.start(core.subscribe("s"), "h", 0.0, 5.0, inbox="box")
+    pc.receive(reply(corr, "ok", {"subscription": corr}))
+    frame = pc.unsubscribe(corr)
+    unsub_corr, request = decode_request(frame)
+    assert request.subscription == corr
+    assert pc.unsubscribe(corr) is None
+    assert pc.receive(reply(corr, "events", [wire_event()])) is None
+    assert pc.receive(reply(unsub_corr, "ok", {})) is None
+    assert len(pc) == 0
+
+
+def test_a_failed_subscribe_leaves_no_route():
+    pc = core.ProtocolCore()
+    corr, _ = pc.start(core.subscribe("s"), "h", 0.0, 5.0, inbox="box")
+    assert pc.receive(reply(corr, "error", {"code": "bad_request", "message": "no"}))[1] == \
+        core.ERROR
+    assert pc.receive(reply(corr, "events", [wire_event()])) is None
+
+
+# --- the consumer side -------------------------------------------------------------------------
+def events(n, start=0):
+    return [RecordedEvent._make(wire_event(i, i)) for i in range(start, start + n)]
+
+
+def test_caught_up_is_reported_in_order_with_the_events():
+    seen = []
+    state = core.SubscriptionState(1, 10, on_caught_up=seen.append)
+    state.feed(core.EVENTS, events(2))
+    state.feed(core.CAUGHT_UP, 1)
+    state.feed(core.EVENTS, events(1, 2))
+    assert state.next_event().version == 0
+    assert state.next_event().version == 1 and not state.caught_up and seen == []
+    assert state.next_event().version == 2 and state.caught_up and seen == [1]
+    assert state.next_event() is None
+
+
+def test_a_drop_is_raised_after_the_events_before_it():
+    state = core.SubscriptionState(1, 10)
+    state.feed(core.EVENTS, events(1))
+    state.feed(core.DROPPED, NotReady("shutting down"))
+    assert state.next_event().version == 0
+    with pytest.raises(NotReady):
+        state.next_event()
+    with pytest.raises(NotReady):
+        state.next_event()
+
+
+def test_close_ends_the_subscription():
+    state = core.SubscriptionState(1, 10)
+    state.feed(core.CLOSED, None)
+    assert state.next_event() is core.END and state.credit_due() == 0
+
+
+@given(window=st.integers(1, 50), script=st.lists(st.tuples(st.integers(0, 60),
+                                                              st.integers(0, 60)), max_size=30))
+def test_credit_never_lets_more_than_the_window_be_outstanding(window, script):
+    """Model the node: it sends at most the credit it holds. Whatever the consumer does, what
+    is in flight plus what is buffered never exceeds the window, and a consumer that keeps
+    reading is never starved."""
+    state = core.SubscriptionState(1, window)
+    node_credit, buffered, version = window, 0, 0
+    for send, consume in script:
+        n = min(send, node_credit)
+        node_credit -= n
+        state.feed(core.EVENTS, events(n, version))
+        version += n
+        buffered += n
+        for _ in range(consume):
+            event, credit = state.take()
+            if event is None:
+                break
+            buffered -= 1
+            node_credit += credit
+        assert node_credit + buffered <= window
+    while (event_credit := state.take())[0] is not None:
+        buffered -= 1
+        node_credit += event_credit[1]
+    assert buffered == 0 and node_credit >= window - window // 2 - 1 and node_credit > 0
+
+
+# --- flows -------------------------------------------------------------------------------------
+def run(flow, answers):
+    """Drive a flow: ``answers`` maps an effect type to a callable returning (or raising)."""
+    effects, value, error = [], None, None
+    while True:
+        try:
+            effect = flow.throw(error) if error is not None else flow.send(value)
+        except StopIteration as stop:
+            return stop.value, effects
+        effects.append(effect)
+        value = error = None
+        try:
+            value = answers[type(effect)](effect)
+        except EsError as exc:
+            error = exc
+
+
+def test_retryable_errors_are_retried_with_the_same_request():
+    settings = ConnectionSettings(max_retries=2, retry_delay=0.05)
+    call = core.append("s", new_event("T"))
+    outcomes = iter([NotReady("electing"), NotReady("electing"), "done"])
+
+    def answer(effect):
+        assert effect.call is call  # same event ids on every attempt
+        result = next(outcomes)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    result, effects = run(core.perform(call, 1.0, settings),
+                          {core.Request: answer, core.Sleep: lambda e: None})
+    assert result == "done"
+    assert [type(e) for e in effects] == [core.Request, core.Sleep] * 2 + [core.Request]
+
+
+def test_retries_are_bounded_and_other_errors_are_not_retried():
+    settings = ConnectionSettings(max_retries=1, retry_delay=0)
+    with pytest.raises(NotReady):
+        run(core.perform(core.ping(), 1.0, settings),
+            {core.Request: lambda e: (_ for _ in ()).throw(NotReady("x")),
+             core.Sleep: lambda e: None})
+    calls = []
+
+    def wrong(effect):
+        calls.append(effect)
+        raise WrongExpectedVersion("s", 1, 2)
+
+    with pytest.raises(WrongExpectedVersion):
+        run(core.perform(core.ping(), 1.0, settings), {core.Request: wrong})
+    assert len(calls) == 1
+
+
+def test_discovery_takes_the_first_endpoint_that_answers():
+    settings = ConnectionSettings(endpoints=(("a", 1), ("b", 2)), discovery_attempts=3)
+
+    def probe(effect):
+        if effect.endpoint == "tcp://a:1":
+            raise OperationTimeout("silence")
+        return "pong"
+
+    endpoint, effects = run(core.discover(settings), {core.Probe: probe})
+    assert endpoint == "tcp://b:2" and len(effects) == 2
+
+
+def test_discovery_gives_up_after_the_configured_attempts_saying_what_it_tried():
+    settings = ConnectionSettings(endpoints=(("a", 1), ("b", 2)), discovery_attempts=2,
+                                  discovery_interval=0.5)
+    probes = []
+
+    def probe(effect):
+        probes.append(effect.endpoint)
+        raise OperationTimeout("silence")
+
+    with pytest.raises(Unavailable) as info:
+        run(core.discover(settings), {core.Probe: probe, core.Sleep: lambda e: None})
+    assert probes == ["tcp://a:1", "tcp://b:2"] * 2
+    assert "2 attempt(s)" in str(info.value) and "tcp://a:1" in str(info.value) \
+        and "tcp://b:2" in str(info.value)
+
+
+@pytest.mark.parametrize(("limit", "pages", "expected"), [
+    (None, [(3, False), (3, False), (0, True)], [3, 3, 0]),
+    (4, [(3, False), (1, False)], [3, 1]),
+])
+def test_paging_stops_at_the_end_or_the_limit(limit, pages, expected):
+    delivered, sizes = 0, []
+    for n, is_end in pages:
+        sizes.append(core.page_size(3, delivered, limit))
+        page = StreamSlice("s", events(n, delivered), delivered + n, 99, is_end)
+        delivered += n
+        if core.next_page(page, delivered, limit) is None:
+            break
+    assert sizes == [3, 3, 3][:len(sizes)] if limit is None else sizes == [3, 1]
+    assert delivered == sum(expected)
