@@ -1,0 +1,211 @@
+"""The standard benchmark workload (shared/bench/WORKLOAD.md), driven through esnode's client.
+
+Phases: a (one sequential client, single-event appends), b (C concurrent single-event appends,
+C = 32 and 64, asyncio tasks on one connection), c (100-event appends), d (read a 10,000-event
+stream in pages of 500; scan ``$all`` in pages of 1,000). Each phase reports throughput and
+client-side latency (encode + round trip + decode) p50/p99.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from esnode.core.types import EventData
+
+N_STREAMS = 1000
+READ_STREAM = "read-0"
+READ_STREAM_EVENTS = 10_000
+BATCH = 100
+
+
+def _pad_json(obj: dict, key: str, size: int) -> bytes:
+    obj = dict(obj, **{key: ""})
+    base = len(json.dumps(obj, separators=(",", ":")).encode())
+    obj[key] = "x" * max(0, size - base)
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+DATA = _pad_json({"order_id": "ord-00000001", "customer_id": "cust-000001", "amount": 1234.56,
+                  "currency": "EUR", "items": [{"sku": "SKU-12345", "qty": 2},
+                                               {"sku": "SKU-67890", "qty": 1}], "note": ""},
+                 "note", 200)
+META = _pad_json({"corr": "0000000000000001", "user": "u-42", "p": ""}, "p", 50)
+
+
+def new_event() -> EventData:
+    """The standard event: a fresh UUID, 200 bytes of JSON data, 50 bytes of JSON metadata."""
+    return EventData(str(uuid.uuid4()), "OrderPlaced", DATA, META, True)
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    ops: int = 0
+    events: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def ops_per_s(self) -> float:
+        return self.ops / self.seconds if self.seconds else 0.0
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+    def percentile_ms(self, q: float) -> float | None:
+        if not self.latencies:
+            return None
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    def summary(self) -> dict:
+        return {"phase": self.name, "ops_per_s": round(self.ops_per_s),
+                "events_per_s": round(self.events_per_s),
+                "p50_ms": self.percentile_ms(0.50), "p99_ms": self.percentile_ms(0.99)}
+
+
+class Workload:
+    """Runs the phases against one endpoint; keeps each stream's version so every append
+    carries the right expected version (a conflict would fail the run)."""
+
+    def __init__(self, target: str, seconds: float = 5.0, concurrencies=(32, 64)):
+        self.target = target
+        self.seconds = seconds
+        self.concurrencies = concurrencies
+        self.versions: dict[str, int] = {}
+
+    def run(self, phases: str = "abcd") -> list[PhaseResult]:
+        from esnode.client import connect
+
+        results: list[PhaseResult] = []
+        with connect(self.target, timeout=30) as client:
+            if "a" in phases:
+                results.append(self.phase_a(client))
+            if "b" in phases:
+                for c in self.concurrencies:
+                    results.append(asyncio.run(self.phase_b(c)))
+            if "c" in phases:
+                results.append(self.phase_c(client))
+            if "d" in phases:
+                results.extend(self.phase_d(client))
+        return results
+
+    def _append(self, client, stream: str, events: list[EventData]) -> None:
+        result = client.append(stream, events, self.versions.get(stream, -1))
+        self.versions[stream] = result.last_version
+
+    def phase_a(self, client) -> PhaseResult:
+        names = [f"stream-{i}" for i in range(N_STREAMS)]
+        for s in names:  # warm-up: create every stream (not timed)
+            self._append(client, s, [new_event()])
+        res = PhaseResult("a single")
+        start = time.perf_counter()
+        deadline = start + self.seconds
+        i = 0
+        while time.perf_counter() < deadline:
+            s = names[i % N_STREAMS]
+            t0 = time.perf_counter()
+            self._append(client, s, [new_event()])
+            res.latencies.append(time.perf_counter() - t0)
+            i += 1
+        res.seconds = time.perf_counter() - start
+        res.ops = res.events = i
+        return res
+
+    async def phase_b(self, concurrency: int) -> PhaseResult:
+        from esnode.client import connect_async
+
+        client = await connect_async(self.target, timeout=30)
+        res = PhaseResult(f"b C={concurrency}")
+        try:
+            async def worker(k: int, until: float, record: bool) -> None:
+                owned = [f"stream-{s}" for s in range(k, N_STREAMS, concurrency)]
+                j = 0
+                while time.perf_counter() < until:
+                    s = owned[j % len(owned)]
+                    t0 = time.perf_counter()
+                    r = await client.append(s, [new_event()], self.versions.get(s, -1))
+                    self.versions[s] = r.last_version
+                    if record:
+                        res.latencies.append(time.perf_counter() - t0)
+                        res.ops += 1
+                    j += 1
+
+            warm = time.perf_counter() + 1.0
+            await asyncio.gather(*(worker(k, warm, False) for k in range(concurrency)))
+            start = time.perf_counter()
+            await asyncio.gather(*(worker(k, start + self.seconds, True)
+                                   for k in range(concurrency)))
+            res.seconds = time.perf_counter() - start
+            res.events = res.ops
+        finally:
+            await client.close()
+        return res
+
+    def phase_c(self, client) -> PhaseResult:
+        res = PhaseResult(f"c batch {BATCH}")
+        start = time.perf_counter()
+        deadline = start + self.seconds
+        i = 0
+        while time.perf_counter() < deadline:
+            s = f"stream-{i % N_STREAMS}"
+            t0 = time.perf_counter()
+            self._append(client, s, [new_event() for _ in range(BATCH)])
+            res.latencies.append(time.perf_counter() - t0)
+            i += 1
+        res.seconds = time.perf_counter() - start
+        res.ops, res.events = i, i * BATCH
+        return res
+
+    def phase_d(self, client) -> list[PhaseResult]:
+        for _ in range(READ_STREAM_EVENTS // BATCH):
+            self._append(client, READ_STREAM, [new_event() for _ in range(BATCH)])
+        stream = PhaseResult("d read stream")
+        start = time.perf_counter()
+        while time.perf_counter() - start < self.seconds / 2:
+            version = 0
+            while True:
+                t0 = time.perf_counter()
+                page = client.read_stream(READ_STREAM, version, 500)
+                stream.latencies.append(time.perf_counter() - t0)
+                stream.events += len(page.events)
+                stream.ops += 1
+                version = page.next_version
+                if page.is_end:
+                    break
+        stream.seconds = time.perf_counter() - start
+        scan = PhaseResult("d scan $all")
+        start = time.perf_counter()
+        position = 0
+        while scan.events < 300_000:
+            t0 = time.perf_counter()
+            page = client.read_all(position, 1000)
+            scan.latencies.append(time.perf_counter() - t0)
+            scan.events += len(page.events)
+            scan.ops += 1
+            position = page.next_position
+            if page.is_end:
+                break
+        scan.seconds = time.perf_counter() - start
+        return [stream, scan]
+
+
+def median_summaries(runs: list[list[PhaseResult]]) -> list[dict]:
+    """Per phase, the median of each figure over the runs (and the spread of throughput)."""
+    out = []
+    for phase_runs in zip(*runs):
+        rows = [r.summary() for r in phase_runs]
+        merged = {"phase": rows[0]["phase"], "runs": len(rows)}
+        for key in ("ops_per_s", "events_per_s", "p50_ms", "p99_ms"):
+            values = [r[key] for r in rows if r[key] is not None]
+            merged[key] = statistics.median(values) if values else None
+        merged["spread"] = (max(r["events_per_s"] for r in rows)
+                            - min(r["events_per_s"] for r in rows)) / max(1, merged["events_per_s"])
+        out.append(merged)
+    return out

@@ -1,0 +1,147 @@
+"""``esnode bench``: the standard workload against a node it starts (or ``--connect``)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+bench_app = typer.Typer(help="Benchmarks on the standard workload (shared/bench/WORKLOAD.md).",
+                        invoke_without_command=True, no_args_is_help=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_serving(target: str, proc: subprocess.Popen, timeout: float = 30) -> None:
+    from esnode.client import connect
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the benchmark node exited with code {proc.returncode}")
+        try:
+            with connect(target, timeout=1) as client:
+                client.ping(timeout=1)
+            return
+        except Exception:  # not up yet
+            time.sleep(0.1)
+    raise RuntimeError("the benchmark node did not start in time")
+
+
+@contextlib.contextmanager
+def fresh_node(size: int = 1) -> Iterator[str]:
+    """Start a fresh cluster of ``size`` nodes (LMDB in a temp dir) as ``esnode run`` does;
+    yield its connection string; stop it."""
+    with tempfile.TemporaryDirectory(prefix="esnode-bench-") as tmp:
+        ports = [(_free_port(), _free_port()) for _ in range(size)]
+        nodes = "".join(f"""
+[[nodes]]
+name = "bench{i + 1}"
+data_dir = "data{i + 1}"
+internal_host = "127.0.0.1"
+internal_port = {internal}
+external_host = "127.0.0.1"
+external_port = {external}
+""" for i, (external, internal) in enumerate(ports))
+        config = Path(tmp) / "topology.toml"
+        config.write_text(f'[cluster]\nname = "bench"\nsize = {size}\n{nodes}')
+        proc = subprocess.Popen([sys.executable, "-m", "esnode.cli", "run", "--config",
+                                 str(config)], stderr=subprocess.DEVNULL)
+        target = "esnode://" + ",".join(f"127.0.0.1:{e}" for e, _ in ports)
+        try:
+            _wait_serving(target, proc)
+            yield target
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _print(rows: list[dict], title: str, as_json: bool) -> None:
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row))
+        return
+    table = Table(title=title)
+    for col in ("phase", "appends or reads/s", "events/s", "p50 ms", "p99 ms", "spread"):
+        table.add_column(col, justify="right" if col != "phase" else "left")
+    for r in rows:
+        table.add_row(r["phase"], f"{r['ops_per_s']:,.0f}", f"{r['events_per_s']:,.0f}",
+                      f"{r['p50_ms']:.3f}" if r["p50_ms"] is not None else "-",
+                      f"{r['p99_ms']:.3f}" if r["p99_ms"] is not None else "-",
+                      f"{r['spread']:.0%}")
+    Console().print(table)
+
+
+@bench_app.callback()
+def bench(
+    ctx: typer.Context,
+    connect: str = typer.Option(None, "--connect", envvar="ESNODE_CONNECT",
+                                help="Benchmark this running node/cluster instead of starting "
+                                     "a fresh one (its data is NOT reset between runs)."),
+    seconds: float = typer.Option(5.0, help="Timed seconds per phase."),
+    runs: int = typer.Option(3, help="Runs per figure; the table shows medians."),
+    phases: str = typer.Option("abcd", help="Which phases: a single, b concurrent, "
+                                            "c 100-event batches, d reads."),
+    nodes: int = typer.Option(1, help="Size of the fresh cluster to start (1 or 3, ...)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document per phase."),
+) -> None:
+    """Run the standard workload and print appends/s, events/s and latency p50/p99 per phase.
+
+    Examples:
+      esnode bench                      # a fresh single node, 3 runs, medians
+      esnode bench --nodes 3            # a fresh 3-node cluster
+      esnode bench --seconds 2 --runs 1 --phases ab
+      esnode bench storage              # the storage engine alone, no network
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from esnode.bench.workload import Workload, median_summaries
+
+    all_runs = []
+    for i in range(runs):
+        with contextlib.ExitStack() as stack:
+            target = connect or stack.enter_context(fresh_node(nodes))
+            typer.echo(f"run {i + 1}/{runs} against {target}", err=True)
+            all_runs.append(Workload(target, seconds).run(phases))
+    title = f"esnode, {'given cluster' if connect else f'{nodes} node(s)'}: median of {runs}"
+    _print(median_summaries(all_runs), title, as_json)
+
+
+@bench_app.command()
+def storage(
+    seconds: float = typer.Option(3.0, help="Seconds per measurement."),
+    runs: int = typer.Option(3, help="Runs per figure (medians are shown)."),
+) -> None:
+    """Benchmark the storage engine alone (LMDB, fsync on commit) on the standard workload."""
+    from esnode.bench.storage_bench import run_storage_bench
+
+    run_storage_bench(seconds=seconds, runs=runs)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bench_app, name="bench")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    bench_app()
