@@ -271,6 +271,19 @@ class StreamMetadata:
         return self.raw.get("$tb")
 
 
+# --- storage limits ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class StorageLimits:
+    """What one append may carry; over a limit the request fails with ``BadRequest`` (names)
+    or ``TooLarge`` (counts and sizes), naming the limit. Sizes count an event's type (UTF-8)
+    plus its data plus its metadata, as Event Store does."""
+
+    max_stream_name_bytes: int = 1000
+    max_append_events: int = 10_000
+    max_event_bytes: int = 16 * 1024 * 1024
+    max_append_bytes: int = 64 * 1024 * 1024
+
+
 # --- replication support -----------------------------------------------------------------------
 class Epoch(NamedTuple):
     """A leader term: ``number`` increases with every elected leader; ``start_position`` is

@@ -1,0 +1,484 @@
+"""What both backends share: the write path (group commit with per-request outcomes), the read
+rules, replication support and checkpoints, over a few storage primitives.
+
+A backend provides
+- ``_read_view()``: a context manager yielding a consistent ``View`` of committed data (any
+  thread); ``_writer_view()``: the same for the writer thread's planning;
+- ``_commit(records, values, commit_position)``: store records and their index entries in
+  one durable transaction;
+- ``_remove_after(position)``, ``_save_commit_position(p)``, ``_save_vote(v)``,
+  ``_read_raw(after, count, max_bytes)``.
+
+Writes are planned first against an overlay (``_Batch``) of the committed state, so later
+requests of one ``write`` see earlier ones and a failed request leaves no trace; then every
+record of the call is committed at once.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import uuid
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+from esnode.core.types import (
+    ALL_STREAM,
+    EPOCH_STREAM,
+    METADATA_TYPE,
+    TOMBSTONE_TYPE,
+    TRUNCATE_BEFORE_DELETED,
+    AllSlice,
+    AppendRequest,
+    AppendSuccess,
+    BadRequest,
+    DeleteRequest,
+    DeleteSuccess,
+    Epoch,
+    EsError,
+    EventData,
+    IdempotencyConflict,
+    RecordedEvent,
+    StorageLimits,
+    StreamDeleted,
+    StreamMetadata,
+    StreamNotFound,
+    StreamSlice,
+    Vote,
+    WriteOutcome,
+    WriteRequest,
+    metadata_stream_of,
+)
+from esnode.storage.rules import (
+    TOMBSTONE_VERSION,
+    Head,
+    age_cutoff,
+    check_append,
+    check_expected,
+    check_expected_value,
+    check_stream_name,
+    decode_record,
+    encode_metadata,
+    epoch_fields,
+    first_visible,
+    head_after,
+    head_with_meta,
+    is_clean_retry,
+    metadata_target,
+    parse_metadata_lenient,
+)
+
+_new = tuple.__new__
+_HEAD_CACHE_LIMIT = 200_000
+
+
+class View(Protocol):
+    """Committed data as of one moment (an LMDB read transaction, or the memory store)."""
+
+    def stream_last(self, stream: str) -> tuple[int, bool]:
+        """(last real version or -1, tombstoned)."""
+
+    def stream_records(self, stream: str, first: int, count: int) -> list[RecordedEvent]:
+        """``count`` records of ``stream`` from version ``first`` up (they must exist)."""
+
+    def position_of(self, stream: str, version: int) -> int: ...
+
+    def find_event(self, event_id: str, stream: str) -> tuple[int, int] | None:
+        """(version, position) of ``event_id`` in ``stream``, if written there."""
+
+    def log_records(self, first: int, count: int) -> list[RecordedEvent]:
+        """Up to ``count`` records from position ``first`` up."""
+
+
+def load_head(view: View, stream: str) -> Head:
+    """A stream's head derived from the indexes alone (so truncation needs no undo log)."""
+    last, tombstoned = view.stream_last(stream)
+    meta_stream = metadata_stream_of(stream)
+    meta_version, _ = view.stream_last(meta_stream)
+    meta = {}
+    if meta_version >= 0:
+        meta = parse_metadata_lenient(view.stream_records(meta_stream, meta_version, 1)[0].data)
+    return _new(Head, (last, tombstoned, meta_version, meta))
+
+
+def last_at_or_before(view: View, stream: str, last: int, position: int) -> int:
+    """Highest version of ``stream`` whose record is at or before ``position`` (-1: none)."""
+    lo, hi = 0, last  # positions grow with versions: binary search
+    found = -1
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if view.position_of(stream, mid) <= position:
+            found, lo = mid, mid + 1
+        else:
+            hi = mid - 1
+    return found
+
+
+def _epoch_position(epoch: Epoch) -> int:
+    return epoch.start_position
+
+
+class _Batch:
+    """The records one ``write`` call adds, and the state they lead to (an overlay)."""
+
+    __slots__ = ("store", "view", "heads", "ids", "records", "epochs", "next_position")
+
+    def __init__(self, store: StoreBase, view: View):
+        self.store = store
+        self.view = view
+        self.heads: dict[str, Head] = {}
+        self.ids: dict[tuple[str, str], tuple[int, int]] = {}
+        self.records: list[RecordedEvent] = []
+        self.epochs: list[Epoch] = []
+        self.next_position = store._writer_position + 1
+
+    def head(self, stream: str) -> Head:
+        head = self.heads.get(stream)
+        if head is None:
+            head = self.store._cached_head(self.view, stream)
+        return head
+
+    def find(self, event_id: str, stream: str) -> tuple[int, int] | None:
+        hit = self.ids.get((event_id, stream))
+        if hit is None:
+            hit = self.view.find_event(event_id, stream)
+        return hit
+
+    def add(self, event_id: str, stream: str, version: int, event_type: str, data: bytes,
+            metadata: bytes, is_json: bool, created: int) -> int:
+        position = self.next_position
+        self.add_record(_new(RecordedEvent, (event_id, stream, version, event_type, data,
+                                             metadata, is_json, created, position)))
+        return position
+
+    def add_record(self, rec: RecordedEvent) -> None:
+        self.next_position = rec.position + 1
+        self.records.append(rec)
+        stream = rec.stream
+        self.heads[stream] = head_after(self.head(stream), rec)
+        self.ids[(rec.event_id, stream)] = (rec.version, rec.position)
+        target = metadata_target(stream)
+        if target is not None:
+            self.heads[target] = head_with_meta(self.head(target), rec)
+        elif stream == EPOCH_STREAM and rec.version != TOMBSTONE_VERSION:
+            number, leader = epoch_fields(rec)
+            self.epochs.append(Epoch(number, rec.position, leader))
+
+
+class StoreBase:
+    """The ``EventStore`` port over a backend's primitives (see the module docstring)."""
+
+    def __init__(self, limits: StorageLimits | None = None):
+        self.limits = limits or StorageLimits()
+        self._heads: dict[str, Head] = {}  # writer thread only
+        self._epochs: list[Epoch] = []  # replaced, never mutated: readers may hold it
+        self._writer_position = -1
+        self._commit_position = -1
+        self._vote: Vote | None = None
+
+    # --- backend hooks -----------------------------------------------------------------------
+    def _read_view(self) -> AbstractContextManager[View]:
+        raise NotImplementedError
+
+    def _writer_view(self) -> AbstractContextManager[View]:
+        return self._read_view()
+
+    def _commit(self, records: list[RecordedEvent], values: list[bytes] | None,
+                commit_position: int | None) -> None:
+        raise NotImplementedError
+
+    def _remove_after(self, position: int) -> None:
+        raise NotImplementedError
+
+    def _save_commit_position(self, position: int) -> None:
+        raise NotImplementedError
+
+    def _save_vote(self, vote: Vote) -> None:
+        raise NotImplementedError
+
+    def _read_raw(self, after_position: int, max_count: int,
+                  max_bytes: int) -> list[tuple[int, bytes]]:
+        raise NotImplementedError
+
+    def _load_state(self) -> None:
+        """After opening: epochs from the log's epoch records."""
+        with self._read_view() as view:
+            last, _ = view.stream_last(EPOCH_STREAM)
+            records = view.stream_records(EPOCH_STREAM, 0, last + 1) if last >= 0 else []
+        self._epochs = [Epoch(number, r.position, leader)
+                        for r in records for number, leader in [epoch_fields(r)]]
+
+    # --- writes ----------------------------------------------------------------------------
+    def _cached_head(self, view: View, stream: str) -> Head:
+        head = self._heads.get(stream)
+        if head is None:
+            if len(self._heads) >= _HEAD_CACHE_LIMIT:
+                self._heads.clear()
+            head = self._heads[stream] = load_head(view, stream)
+        return head
+
+    def write(self, requests: Sequence[WriteRequest], now_us: int) -> list[WriteOutcome]:
+        with self._writer_view() as view:
+            batch = _Batch(self, view)
+            outcomes: list[WriteOutcome] = []
+            for request in requests:
+                try:
+                    if type(request) is AppendRequest:
+                        outcomes.append(self._plan_append(batch, request, now_us))
+                    elif type(request) is DeleteRequest:
+                        outcomes.append(self._plan_delete(batch, request, now_us))
+                    else:
+                        raise BadRequest(f"not a write request: {type(request).__name__}")
+                except EsError as exc:
+                    outcomes.append(exc)
+        if batch.records:
+            self._commit(batch.records, None, None)
+            self._apply(batch)
+        return outcomes
+
+    def _plan_append(self, batch: _Batch, req: AppendRequest, now_us: int) -> AppendSuccess:
+        check_append(req, self.limits)
+        stream, events = req.stream, req.events
+        head = batch.head(stream)
+        if head.tombstoned:
+            raise StreamDeleted(stream)
+        hit = batch.find(events[0][0], stream)
+        if hit is not None:  # the decision goes by the first event id, as Event Store's
+            found = [hit] + [batch.find(e[0], stream) for e in events[1:]]
+            if is_clean_retry(found):
+                return AppendSuccess(hit[0], found[-1][0], found[-1][1], True)
+            raise IdempotencyConflict(
+                stream, "the batch partly matches events written before (same event ids, other "
+                "order or other events): retry exactly the batch first sent, or use new ids")
+        check_expected(stream, req.expected_version, head)
+        for event in events[1:]:  # a new first id, but a later one was written before
+            if batch.find(event[0], stream) is not None:
+                raise IdempotencyConflict(
+                    stream, f"event id {event[0]} was written to this stream before, but the "
+                    "batch is not a retry of an earlier one (its first event id is new)")
+        version = head.last
+        if head.soft_deleted:  # recreate: only the new events are visible
+            meta = dict(head.meta)
+            meta["$tb"] = version + 1
+            batch.add(str(uuid.uuid4()), metadata_stream_of(stream), head.meta_version + 1,
+                      METADATA_TYPE, encode_metadata(meta), b"", True, now_us)
+        first = version + 1
+        add = batch.add
+        for event_id, event_type, data, metadata, is_json in events:
+            version += 1
+            position = add(event_id, stream, version, event_type, data, metadata, is_json,
+                           now_us)
+        return AppendSuccess(first, version, position)
+
+    def _plan_delete(self, batch: _Batch, req: DeleteRequest, now_us: int) -> DeleteSuccess:
+        stream = req.stream
+        check_stream_name(stream, self.limits)
+        if stream == EPOCH_STREAM:
+            raise BadRequest(f"{EPOCH_STREAM!r} cannot be deleted")
+        check_expected_value(req.expected_version)
+        head = batch.head(stream)
+        check_expected(stream, req.expected_version, head)
+        if req.tombstone:
+            position = batch.add(str(uuid.uuid4()), stream, TOMBSTONE_VERSION, TOMBSTONE_TYPE,
+                                 b"", b"", False, now_us)
+        else:
+            meta = dict(head.meta)
+            meta["$tb"] = TRUNCATE_BEFORE_DELETED
+            position = batch.add(str(uuid.uuid4()), metadata_stream_of(stream),
+                                 head.meta_version + 1, METADATA_TYPE, encode_metadata(meta),
+                                 b"", True, now_us)
+        return DeleteSuccess(position)
+
+    def _apply(self, batch: _Batch) -> None:
+        """Publish a committed batch to the in-memory state."""
+        self._heads.update(batch.heads)
+        if batch.epochs:
+            self._epochs = self._epochs + batch.epochs
+        self._writer_position = batch.next_position - 1
+
+    def set_metadata(self, stream: str, expected_version: int, metadata: dict,
+                     now_us: int) -> WriteOutcome:
+        try:
+            data = json.dumps(metadata, separators=(",", ":")).encode()
+        except (TypeError, ValueError) as exc:
+            return BadRequest(f"stream metadata must be JSON: {exc}")
+        event = EventData(str(uuid.uuid4()), METADATA_TYPE, data, b"", True)
+        return self.write([AppendRequest(metadata_stream_of(stream), expected_version,
+                                         (event,))], now_us)[0]
+
+    # --- reads -----------------------------------------------------------------------------
+    def read_stream(self, stream: str, from_version: int, max_count: int,
+                    backwards: bool = False, up_to_position: int | None = None,
+                    now_us: int | None = None) -> StreamSlice:
+        if type(stream) is not str or not stream or stream == ALL_STREAM:
+            raise BadRequest(f"cannot read stream {stream!r} (use read_all for $all)")
+        if type(max_count) is not int or max_count < 0:
+            raise BadRequest(f"max_count must be an integer >= 0, got {max_count!r}")
+        if type(from_version) is not int or from_version < (-1 if backwards else 0):
+            raise BadRequest(f"invalid from_version {from_version!r}")
+        with self._read_view() as view:
+            head = load_head(view, stream)
+            if head.tombstoned:
+                raise StreamDeleted(stream)
+            last = head.last
+            if (up_to_position is not None and last >= 0
+                    and view.position_of(stream, last) > up_to_position):
+                last = last_at_or_before(view, stream, last, up_to_position)
+            if last < 0 or head.soft_deleted:
+                raise StreamNotFound(stream)
+            first = first_visible(head.meta, last)
+            if backwards:
+                start = last if from_version < 0 or from_version > last else from_version
+                count = max(0, min(max_count, start - max(first, 0) + 1))
+                low = start - count + 1
+                events = view.stream_records(stream, low, count) if count else []
+                events.reverse()
+                next_version = low - 1
+                is_end = next_version < first
+            else:
+                start = max(from_version, first)
+                count = max(0, min(max_count, last - start + 1))
+                events = view.stream_records(stream, start, count) if count else []
+                next_version = start + count
+                is_end = next_version > last
+        cutoff = age_cutoff(head.meta, now_us)
+        if cutoff is not None:
+            events = [e for e in events if e.created >= cutoff]
+        return StreamSlice(stream, events, next_version, last, is_end)
+
+    def read_all(self, from_position: int, max_count: int, backwards: bool = False,
+                 up_to_position: int | None = None) -> AllSlice:
+        if type(max_count) is not int or max_count < 0:
+            raise BadRequest(f"max_count must be an integer >= 0, got {max_count!r}")
+        if type(from_position) is not int or from_position < (-1 if backwards else 0):
+            raise BadRequest(f"invalid from_position {from_position!r}")
+        end = self._writer_position  # read before the view: the view holds at least this much
+        if up_to_position is not None and up_to_position < end:
+            end = up_to_position
+        with self._read_view() as view:
+            if backwards:
+                high = end + 1 if from_position < 0 or from_position > end else from_position
+                low = max(0, high - max_count)
+                records = view.log_records(low, high - low) if high > low else []
+                records.reverse()
+                next_position, is_end = low, low == 0
+            else:
+                low = from_position
+                count = max(0, min(max_count, end - low + 1))
+                records = view.log_records(low, count) if count else []
+                high = next_position = low + len(records)
+                is_end = next_position > end
+        epochs = self._epochs
+        if epochs:  # $all reads hide epoch records, as Event Store's do
+            i = bisect.bisect_left(epochs, low, key=_epoch_position)
+            if i < len(epochs) and epochs[i].start_position < high:
+                records = [r for r in records if r.stream != EPOCH_STREAM]
+        return AllSlice(records, next_position, is_end)
+
+    def get_metadata(self, stream: str) -> StreamMetadata:
+        check_stream_name(stream, self.limits)
+        with self._read_view() as view:
+            head = load_head(view, stream)
+        if head.tombstoned:
+            raise StreamDeleted(stream)
+        return StreamMetadata(stream, head.meta_version, dict(head.meta))
+
+    def stream_version(self, stream: str) -> int:
+        with self._read_view() as view:
+            return view.stream_last(stream)[0]
+
+    # --- positions -----------------------------------------------------------------------------
+    @property
+    def writer_position(self) -> int:
+        return self._writer_position
+
+    @property
+    def commit_position(self) -> int:
+        return self._commit_position
+
+    # --- replication support -----------------------------------------------------------------
+    def read_raw(self, after_position: int, max_count: int,
+                 max_bytes: int = 1 << 20) -> list[tuple[int, bytes]]:
+        if after_position >= self._writer_position or max_count <= 0:
+            return []
+        return self._read_raw(max(after_position, -1), max_count, max_bytes)
+
+    def write_raw(self, records: Sequence[tuple[int, bytes]],
+                  commit_position: int | None = None) -> None:
+        commit = None
+        if commit_position is not None and commit_position > self._commit_position:
+            commit = commit_position
+        if not records:
+            if commit is not None:
+                self.set_commit_position(commit)
+            return
+        expected = self._writer_position + 1
+        decoded = []
+        for position, raw in records:
+            rec = decode_record(raw)
+            if position != expected or rec.position != position:
+                raise ValueError(f"record at position {position} (encoded {rec.position}) does "
+                                 f"not continue the log at {expected}")
+            decoded.append(rec)
+            expected += 1
+        with self._writer_view() as view:
+            batch = _Batch(self, view)
+            for rec in decoded:
+                if (rec.version != TOMBSTONE_VERSION
+                        and rec.version != batch.head(rec.stream).last + 1):
+                    raise ValueError(f"record at position {rec.position} has version "
+                                     f"{rec.version} of {rec.stream!r}: not the next one")
+                batch.add_record(rec)
+        self._commit(batch.records, [raw for _, raw in records], commit)
+        self._apply(batch)
+        if commit is not None:
+            self._commit_position = commit
+
+    def truncate_after(self, position: int) -> None:
+        if position < -1:
+            raise ValueError(f"cannot truncate after position {position}")
+        if position < self._commit_position:
+            raise ValueError(f"refusing to truncate after {position}: below the commit position "
+                             f"{self._commit_position}")
+        if position >= self._writer_position:
+            return
+        self._remove_after(position)
+        self._heads.clear()
+        self._epochs = [e for e in self._epochs if e.start_position <= position]
+        self._writer_position = position
+
+    def set_commit_position(self, position: int) -> None:
+        if position > self._commit_position:
+            self._save_commit_position(position)
+            self._commit_position = position
+
+    def epochs(self) -> list[Epoch]:
+        return list(self._epochs)
+
+    def write_epoch(self, number: int, leader_id: str, now_us: int) -> Epoch:
+        if type(number) is not int or type(leader_id) is not str:
+            raise ValueError("an epoch needs an int number and a str leader id")
+        if self._epochs and number <= self._epochs[-1].number:
+            raise ValueError(f"epoch {number} does not follow epoch {self._epochs[-1].number}")
+        data = json.dumps({"number": number, "leader_id": leader_id}).encode()
+        with self._writer_view() as view:
+            batch = _Batch(self, view)
+            position = batch.add(str(uuid.uuid4()), EPOCH_STREAM,
+                                 batch.head(EPOCH_STREAM).last + 1, EPOCH_STREAM, data, b"",
+                                 True, now_us)
+        self._commit(batch.records, None, None)
+        self._apply(batch)
+        return self._epochs[-1]
+
+    def last_vote(self) -> Vote | None:
+        return self._vote
+
+    def write_vote(self, vote: Vote) -> None:
+        vote = Vote(int(vote.term), str(vote.candidate_id))
+        self._save_vote(vote)
+        self._vote = vote
+
+    def close(self) -> None:
+        pass
+
