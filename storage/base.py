@@ -475,7 +475,8 @@ class StoreBase:
         return self._vote
 
     def write_vote(self, vote: Vote) -> None:
-        vote = Vote(int(vote.term), str(vote.candidate_id))
+        term, candidate = vote
+        vote = Vote(int(term), str(candidate))
         self._save_vote(vote)
         self._vote = vote
 

@@ -44,6 +44,7 @@ _LEN = struct.Struct(">H")
 _SHORT_NAME = 200
 _NAMEKEY_CACHE_LIMIT = 100_000
 DEFAULT_MAP_SIZE = 1 << 30
+_NEARLY_FULL = 64 << 20
 
 
 def stream_key(stream: str) -> bytes:
@@ -53,13 +54,25 @@ def stream_key(stream: str) -> bytes:
     return b"\xff\xff" + hashlib.sha256(raw).digest()
 
 
-def is_disk_full(exc: BaseException) -> bool:
+def is_disk_full(exc: BaseException, path: str) -> bool:
+    """Whether a failed write transaction failed for want of space. LMDB reports a short write
+    to a full file system as EIO, so an I/O error on a nearly full file system counts too."""
     if isinstance(exc, lmdb.DiskError):
         return True
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
-    return isinstance(exc, lmdb.Error) and ("No space left" in str(exc)
-                                            or "Disk quota" in str(exc))
+    if not isinstance(exc, lmdb.Error):
+        return False
+    text = str(exc)
+    if "No space left" in text or "Disk quota" in text:
+        return True
+    if "Input/output error" in text:
+        try:
+            fs = os.statvfs(path)
+        except OSError:
+            return False
+        return fs.f_bavail * fs.f_frsize < max(_NEARLY_FULL, fs.f_blocks * fs.f_frsize // 100)
+    return False
 
 
 class _ReadGate:
@@ -221,7 +234,7 @@ class LmdbEventStore(StoreBase):
                 self._grow()
             except BaseException as exc:
                 txn.abort()
-                if is_disk_full(exc):
+                if is_disk_full(exc, self.path):
                     raise StorageFull(f"disk full, nothing written to {self.path}: {exc}") from exc
                 raise
 

@@ -1,0 +1,223 @@
+"""LMDB-only behaviour: reopening, map growth, the event-id merge, a full disk."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+
+import lmdb
+import pytest
+
+from esnode.core.types import (
+    ANY,
+    NO_STREAM,
+    AppendRequest,
+    AppendSuccess,
+    StorageFull,
+    Vote,
+)
+from esnode.storage import LmdbEventStore, open_store
+from esnode.storage.memory import MemoryEventStore
+from tests.storage.conftest import NOW, append, delete, events, everything
+
+
+@pytest.fixture
+def opened():
+    stores = []
+    yield stores
+    for s in stores:
+        s.close()
+
+
+def _open(opened, path, **options):
+    store = LmdbEventStore(path, **options)
+    opened.append(store)
+    return store
+
+
+def test_open_store_factory(tmp_path, opened):
+    mem = open_store(None)
+    assert isinstance(mem, MemoryEventStore)
+    disk = open_store(tmp_path / "d", map_size=1 << 20)
+    opened.append(disk)
+    assert isinstance(disk, LmdbEventStore)
+
+
+def test_everything_survives_reopen(tmp_path, opened):
+    store = _open(opened, tmp_path)
+    batch = events(3)
+    store.write_epoch(1, "n1", NOW)
+    append(store, "a", NO_STREAM, batch)
+    store.set_metadata("a", ANY, {"$maxCount": 2}, NOW)
+    delete(store, "b", ANY, tombstone=True)
+    store.set_commit_position(3)
+    store.write_vote(Vote(4, "n2"))
+    before = (everything(store), store.read_stream("a", 0, 10), store.get_metadata("a"))
+    store.close()
+    again = _open(opened, tmp_path)
+    assert (everything(again), again.read_stream("a", 0, 10), again.get_metadata("a")) == before
+    assert again.writer_position == 5 and again.commit_position == 3
+    assert again.last_vote() == Vote(4, "n2") and again.epochs() == [(1, 0, "n1")]
+    assert append(again, "a", ANY, batch) == AppendSuccess(0, 2, 3, True)
+    assert append(again, "b", ANY, events(1)).__class__.__name__ == "StreamDeleted"
+    assert append(again, "a", 2, events(1)) == AppendSuccess(3, 3, 6)
+
+
+def test_event_id_merge_and_reopen_keep_idempotency(tmp_path, opened):
+    store = _open(opened, tmp_path)
+    store.ids_merge_threshold = 10
+    batches = [events(3) for _ in range(13)]
+    for i, batch in enumerate(batches):
+        assert append(store, f"s{i % 3}", ANY, batch).position == 3 * i + 2
+    assert store._ids_through >= 0 and store._recent_ids  # some merged, some recent
+    for i, batch in enumerate(batches):
+        assert append(store, f"s{i % 3}", ANY, batch).idempotent
+    store.close()
+    again = _open(opened, tmp_path)
+    again.ids_merge_threshold = 10
+    for i, batch in enumerate(batches):
+        assert append(again, f"s{i % 3}", ANY, batch) == AppendSuccess(
+            (i // 3) * 3, (i // 3) * 3 + 2, 3 * i + 2, True)
+    # truncating below the merged point forgets merged ids too
+    again.truncate_after(8)
+    assert again._ids_through <= 8
+    assert not append(again, "s0", ANY, batches[3]).idempotent
+    assert append(again, "s0", ANY, batches[0]).idempotent
+    again.close()
+    third = _open(opened, tmp_path)
+    assert append(third, "s0", ANY, batches[3]).idempotent  # rewritten after the truncation
+    assert append(third, "s1", ANY, batches[4]).position == third.writer_position
+
+
+def test_map_grows_instead_of_failing(tmp_path, opened):
+    store = _open(opened, tmp_path, map_size=64 * 1024)
+    big = events(50)
+    outs = [append(store, f"s{i}", ANY, events(50)) for i in range(40)]
+    assert all(isinstance(o, AppendSuccess) for o in outs)
+    assert store.map_size > 64 * 1024
+    assert append(store, "x", ANY, big).last_version == 49
+    assert len(everything(store)) == 40 * 50 + 50
+
+
+def test_readers_on_other_threads_while_the_map_grows(tmp_path, opened):
+    store = _open(opened, tmp_path, map_size=64 * 1024)
+    stop, errors, reads = threading.Event(), [], [0]
+
+    def reader():
+        try:
+            while not stop.is_set():
+                page = store.read_all(0, 5000)
+                assert [e.position for e in page.events] == list(range(len(page.events)))
+                reads[0] += 1
+                stop.wait(0.001)  # pace the reader: a busy reader convoys the writer on the GIL
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(60):
+            append(store, f"s{i}", ANY, events(40))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert not errors and reads[0] > 0 and store.map_size > 64 * 1024
+
+
+class _FailingTxn:
+    def __init__(self, txn, fail_on: str):
+        self._txn, self._fail_on = txn, fail_on
+
+    def __getattr__(self, name):
+        return getattr(self._txn, name)
+
+    def put(self, *args, **kwargs):
+        if self._fail_on == "put":
+            raise lmdb.DiskError("mdb_put: No space left on device")
+        return self._txn.put(*args, **kwargs)
+
+    def commit(self):
+        if self._fail_on == "commit":
+            self._txn.abort()
+            raise lmdb.Error("mdb_txn_commit: No space left on device")
+        return self._txn.commit()
+
+
+class _FullDiskEnv:
+    """Stands in for the LMDB environment at its boundary: write transactions fail like a
+    full disk does (on a put or at commit)."""
+
+    def __init__(self, env, fail_on: str):
+        self._env, self.fail_on = env, fail_on
+
+    def __getattr__(self, name):
+        return getattr(self._env, name)
+
+    def begin(self, *args, **kwargs):
+        txn = self._env.begin(*args, **kwargs)
+        if kwargs.get("write") and self.fail_on:
+            return _FailingTxn(txn, self.fail_on)
+        return txn
+
+
+@pytest.mark.parametrize("fail_on", ["put", "commit"])
+def test_disk_full_is_a_clear_error_and_leaves_the_store_consistent(tmp_path, opened, fail_on):
+    store = _open(opened, tmp_path)
+    batch = events(2)
+    append(store, "a", NO_STREAM, batch)
+    before = everything(store)
+    real_env = store._env
+    store._env = _FullDiskEnv(real_env, fail_on)
+    with pytest.raises(StorageFull):
+        store.write([AppendRequest("a", 1, events(2)), AppendRequest("b", ANY, events(1))], NOW)
+    with pytest.raises(StorageFull):
+        store.write_epoch(1, "n", NOW)
+    with pytest.raises(StorageFull):
+        store.set_commit_position(1)
+    assert store.writer_position == 1 and store.commit_position == -1 and store.epochs() == []
+    assert everything(store) == before
+    store._env.fail_on = ""  # space again
+    assert append(store, "a", 1, events(1)) == AppendSuccess(2, 2, 2)
+    assert append(store, "a", ANY, batch).idempotent
+    store._env = real_env
+    store.close()
+    again = _open(opened, tmp_path)
+    assert [e.version for e in again.read_stream("a", 0, 10).events] == [0, 1, 2]
+
+
+def _can_mount() -> bool:
+    return os.geteuid() == 0 and os.path.exists("/bin/mount")
+
+
+@pytest.mark.skipif(not _can_mount(), reason="needs root to mount a small tmpfs")
+def test_real_full_disk_on_a_small_tmpfs(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                            capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs: {result.stderr.decode().strip()}")
+    try:
+        store = LmdbEventStore(mnt / "db", map_size=64 << 20)
+        acked = []
+        try:
+            with pytest.raises(StorageFull):
+                for _ in range(1000):
+                    evs = events(5)
+                    out = store.write([AppendRequest("s", ANY, tuple(
+                        e._replace(data=b"x" * 2000) for e in evs))], NOW)[0]
+                    acked.append(out.last_version)
+            assert store.writer_position == acked[-1]
+            assert len(store.read_stream("s", 0, 10_000).events) == len(acked) * 5
+        finally:
+            store.close()
+        reopened = LmdbEventStore(mnt / "db", map_size=64 << 20)
+        try:
+            assert reopened.stream_version("s") == acked[-1]
+        finally:
+            reopened.close()
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
