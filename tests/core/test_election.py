@@ -1,0 +1,115 @@
+"""when_<situation>: feed messages to the election (through NodeCore), assert effects."""
+
+import random
+
+from esnode.core.cluster_messages import Heartbeat, VoteRequest, VoteResponse
+from esnode.core.cluster_state import PersistedState
+from esnode.core.effects import PersistVote, Send, StateChanged, WriteEpoch
+from esnode.core.election import ElectionCore, Role
+from esnode.core.states import VNodeState
+from esnode.core.types import Epoch, Vote
+
+from .helpers import config, kinds, log, node, sent
+
+
+def campaign(core, now=5.0):
+    return core.tick(now)
+
+
+class TestWhenTheElectionTimerFires:
+    def test_a_pre_vote_is_sent_and_the_term_is_unchanged(self):
+        core = node()
+        effects = campaign(core)
+        requests = sent(effects, VoteRequest)
+        assert {to for to, _ in requests} == {"n2", "n3"}
+        assert all(m.pre_vote and m.term == 1 for _, m in requests)
+        assert core.term == 0 and core.state is VNodeState.Unknown
+        assert not any(isinstance(e, PersistVote) for e in effects)
+
+    def test_a_majority_of_pre_votes_makes_a_candidate_that_persists_then_sends(self):
+        core = node()
+        campaign(core)
+        effects = core.step(VoteResponse(1, "n2", True, pre_vote=True), 5.0)
+        assert kinds(effects)[:3] == ["PersistVote", "Send", "Send"]
+        assert effects[0].vote == Vote(1, "n1")
+        assert core.term == 1 and core.election_in_progress
+
+    def test_a_majority_of_votes_makes_a_pre_leader_that_writes_its_epoch(self):
+        core = node()
+        campaign(core)
+        core.step(VoteResponse(1, "n2", True, pre_vote=True), 5.0)
+        effects = core.step(VoteResponse(1, "n3", True), 5.0)
+        assert WriteEpoch(1, "n1") in effects
+        assert sent(effects, Heartbeat)
+        assert core.state is VNodeState.PreLeader and not core.accepts_writes
+        assert [e.new for e in effects if isinstance(e, StateChanged)] == [VNodeState.PreLeader]
+
+
+class TestWhenAVoteIsRequested:
+    def test_granting_persists_the_vote_before_answering(self):
+        core = node("n2")
+        effects = core.step(VoteRequest(1, "n1", -1, -1), 0.1)
+        assert effects == [PersistVote(Vote(1, "n1")), Send("n1", VoteResponse(1, "n2", True))]
+
+    def test_a_second_candidate_in_the_same_term_is_refused(self):
+        core = node("n2")
+        core.step(VoteRequest(1, "n1", -1, -1), 0.1)
+        effects = core.step(VoteRequest(1, "n3", -1, -1), 0.1)
+        assert effects == [Send("n3", VoteResponse(1, "n2", False))]
+
+    def test_a_less_up_to_date_candidate_is_refused(self):
+        persisted = PersistedState(None, (Epoch(3, 0, "n2"),), 500, 400)
+        core = node("n2", persisted)
+        for candidate_log in ((2, 900), (3, 499)):  # older epoch; same epoch, shorter log
+            effects = core.step(VoteRequest(4, "n1", *candidate_log), 0.1)
+            assert sent(effects) == [("n1", VoteResponse(4, "n2", False))]
+        assert sent(core.step(VoteRequest(4, "n3", 3, 500), 0.1)) == [
+            ("n3", VoteResponse(4, "n2", True))]
+
+    def test_while_a_leader_is_alive_requests_are_ignored_and_pre_votes_refused(self):
+        core = node("n2")
+        core.step(Heartbeat(1, "n1", -1, -1), 1.0)
+        assert core.step(VoteRequest(2, "n3", 5, 5), 1.2) == []
+        assert core.term == 1
+        assert sent(core.step(VoteRequest(2, "n3", 5, 5, pre_vote=True), 1.2)) == [
+            ("n3", VoteResponse(1, "n2", False, pre_vote=True))]
+
+    def test_a_restarted_node_remembers_its_vote(self):
+        core = node("n2", PersistedState(Vote(7, "n1")))
+        assert core.term == 7
+        assert sent(core.step(VoteRequest(7, "n3", 0, 0), 0.1)) == [
+            ("n3", VoteResponse(7, "n2", False))]
+
+
+class TestWhenALeaderLosesItsMajority:
+    def test_it_steps_down_within_the_election_timeout(self):
+        core = node()
+        campaign(core, 5.0)
+        core.step(VoteResponse(1, "n2", True, pre_vote=True), 5.0)
+        core.step(VoteResponse(1, "n3", True), 5.0)
+        assert core.election.role is Role.LEADER
+        t = 5.0
+        while core.election.role is Role.LEADER:
+            t += 0.05
+            core.tick(t)
+        assert t - 5.0 <= 1.0 * 1.25 + 0.05
+        assert core.state is VNodeState.Unknown
+
+
+def test_single_node_becomes_leader_at_start():
+    core = node(members=("n1",))
+    assert core.election.role is Role.LEADER and core.term == 1
+
+
+def test_higher_priority_means_shorter_timeouts_on_average():
+    def mean_timeout(priority):
+        e = ElectionCore(config(priority=priority), random.Random(3), log(), None, 0.0)
+        samples = []
+        for _ in range(200):
+            e.reset_timer(0.0)
+            samples.append(e.deadline)
+        return sum(samples) / len(samples)
+
+    assert mean_timeout(5) < mean_timeout(0)
+    assert all(1.0 <= ElectionCore(config(), random.Random(s), log(), None, 0.0).deadline < 2.0
+               for s in range(20))
