@@ -58,9 +58,11 @@ TOPOLOGY_FILE = Path("topology.toml")
 # --- options shared by every client command ----------------------------------------------------
 Connect = Annotated[str | None, typer.Option(
     "--connect", envvar="ESNODE_CONNECT", show_default=False,
-    help="Where the node is: `tcp://host:port`, `host:port` or "
-         "`esnode://host:port,host:port?option=value` (see docs/client.md). Default: the "
-         "external endpoints of ./topology.toml, else tcp://127.0.0.1:2113.")]
+    help="Where the node is: `tcp://host:port` or `host:port` (that node), "
+         "`esnode://host:port,host:port?option=value` (a cluster, by gossip seeds) or "
+         "`esnode+dns://name:port?dnsServer=ip:port` (a cluster, by DNS); see "
+         "docs/client.md. Default: the external endpoints of ./topology.toml, else "
+         "tcp://127.0.0.1:2113.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document per line.")]
 Timeout = Annotated[float, typer.Option("--timeout", min=0.001,
                                         help="Seconds to wait for each answer.")]

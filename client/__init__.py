@@ -11,10 +11,19 @@
 protocol implementation (``esnode.client._core``).
 """
 
+from esnode.client._core import (
+    ClientStats,
+    DiscoveryFailed,
+    NodeChanged,
+    Reconnected,
+    Resubscribed,
+    Retrying,
+)
 from esnode.client.aio import AsyncClient, AsyncSubscription, connect_async
 from esnode.client.errors import (
     BadRequest,
     ClientClosed,
+    ConnectionLost,
     EsError,
     IdempotencyConflict,
     NoQuorum,
@@ -29,6 +38,7 @@ from esnode.client.errors import (
     TooLarge,
     Unavailable,
     WriteTimeout,
+    WriteUnavailable,
     WrongExpectedVersion,
 )
 from esnode.client.model import ClusterInfo, MemberInfo, Pong, new_event
@@ -55,6 +65,8 @@ from esnode.core.types import (
 
 __all__ = [
     "ALL_STREAM", "ANY", "FROM_END", "FROM_START", "NO_STREAM", "STREAM_EXISTS",
+    "ClientStats", "ConnectionLost", "DiscoveryFailed", "NodeChanged", "Reconnected",
+    "Resubscribed", "Retrying", "WriteUnavailable",
     "AllSlice", "AppendSuccess", "AsyncClient", "AsyncSubscription", "BadRequest", "Client",
     "ClientClosed", "ClusterInfo", "ConnectionSettings", "DeleteSuccess", "EsError",
     "EventData", "IdempotencyConflict", "InvalidConnectionString", "MemberInfo", "NoQuorum",

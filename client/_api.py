@@ -7,7 +7,7 @@ Each method builds its ``Call`` (``_core``) and hands it to ``_op``: the threade
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from esnode.client import _core as core
@@ -27,6 +27,29 @@ from esnode.core.types import (
 
 class Operations:
     settings: ConnectionSettings
+    _cluster: core.ClusterState
+
+    @property
+    def endpoint(self) -> str | None:
+        """The ZeroMQ endpoint of the node the client talks to now."""
+        return self._cluster.endpoint
+
+    @property
+    def node(self) -> str | None:
+        """The name of the node the client talks to now (None in a direct connection)."""
+        return self._cluster.node
+
+    @property
+    def stats(self) -> core.ClientStats:
+        """Counters: ``retries``, ``reconnections``, ``node_changes``, ``resubscriptions``,
+        ``discovery_failures``, ``heartbeat_failures``."""
+        return self._cluster.stats
+
+    def on_event(self, callback: Callable[[core.Notice], Any]) -> Callable[[], None]:
+        """Call ``callback(notice)`` on every ``Retrying``, ``Reconnected``, ``NodeChanged``,
+        ``Resubscribed`` and ``DiscoveryFailed`` (in the thread or event loop where it
+        happens; exceptions are logged and ignored). Returns a function that unregisters it."""
+        return self._cluster.on_event(callback)
 
     def _op(self, call: core.Call, timeout: float | None, inbox: Any = None) -> Any:
         raise NotImplementedError

@@ -2,7 +2,9 @@
 
 Everything runs on the event loop that connected: coroutines send on the DEALER directly, one
 reader task routes replies to futures and pushes to subscription queues, and one loop timer
-(re-armed to the earliest deadline) enforces per-operation timeouts.
+(re-armed to the earliest deadline) enforces per-operation timeouts and the heartbeat.
+Discovery, retries and failover are the core's flows (as in the threaded client); a
+re-discovery runs under an ``asyncio.Lock`` and its ``Connect`` replaces socket and reader.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import zmq.asyncio
 
 from esnode.client import _core as core
 from esnode.client._api import Operations, SubscriptionView
+from esnode.client._dns import resolve_async
 from esnode.client.errors import ClientClosed, EsError, OperationTimeout
 from esnode.client.settings import ConnectionSettings, settings_from
 from esnode.client.sync import CLOSE_LINGER_MS, configure_socket
@@ -55,10 +58,12 @@ class AsyncClient(Operations):
 
     def __init__(self, settings: ConnectionSettings) -> None:
         self.settings = settings
-        self.endpoint = ""
+        self._cluster = core.ClusterState(settings)
         self._ctx = zmq.asyncio.Context()
         self._sock: zmq.asyncio.Socket | None = None
-        self._core = core.ProtocolCore()
+        self._core = core.ProtocolCore("", settings.keepalive_interval,
+                                       settings.keepalive_timeout, self._cluster.stats)
+        self._switch_lock = asyncio.Lock()
         self._reader: asyncio.Task | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
@@ -68,11 +73,8 @@ class AsyncClient(Operations):
     async def _open(self) -> AsyncClient:
         self._loop = asyncio.get_running_loop()
         try:
-            self.endpoint = await self._drive(core.discover(self.settings))
-            self._core.endpoint = self.endpoint
-            self._sock = self._ctx.socket(zmq.DEALER)
-            configure_socket(self._sock, self.endpoint)
-            self._reader = asyncio.create_task(self._read_loop(), name="esnode-client-reader")
+            async with self._switch_lock:
+                await self._drive(core.reconnect(self._cluster, self.settings, 0, "connect"))
         except BaseException:
             await self.close()
             raise
@@ -96,14 +98,15 @@ class AsyncClient(Operations):
                         on_caught_up: Callable[[int | None], Any] | None = None,
                         timeout: float | None = None) -> AsyncSubscription:
         inbox: asyncio.Queue = asyncio.Queue()
-        sub_id = await self._op(core.subscribe(stream, from_, window), timeout, inbox)
-        return AsyncSubscription(self, core.SubscriptionState(sub_id, window, on_caught_up),
-                                 inbox)
+        state = await self._drive(core.open_subscription(
+            stream, from_, window, on_caught_up, timeout or self.settings.operation_timeout,
+            self.settings, self._cluster), inbox)
+        return AsyncSubscription(self, state, inbox)
 
     async def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
+        self._closed = self._cluster.closed = True
         linger = 0
         if self._sock is not None:
             for sub in list(self._core._subs):
@@ -132,7 +135,7 @@ class AsyncClient(Operations):
     def _op(self, call: core.Call, timeout: float | None, inbox: Any = None) -> Awaitable[Any]:
         if timeout is None:
             timeout = self.settings.operation_timeout
-        return self._drive(core.perform(call, timeout, self.settings), inbox)
+        return self._drive(core.perform(call, timeout, self.settings, self._cluster), inbox)
 
     async def _drive(self, flow: core.Flow, inbox: Any = None) -> Any:
         send, value, error = flow.send, None, None
@@ -142,13 +145,21 @@ class AsyncClient(Operations):
             except StopIteration as stop:
                 return stop.value
             value = error = None
+            kind = type(effect)
             try:
-                if type(effect) is core.Request:
+                if kind is core.Request:
                     value = await self._roundtrip(effect.call, effect.timeout, inbox)
-                elif type(effect) is core.Sleep:
+                elif kind is core.Sleep:
                     await asyncio.sleep(effect.seconds)
-                else:
+                elif kind is core.Probe:
                     value = await probe(self._ctx, effect)
+                elif kind is core.Rediscover:
+                    async with self._switch_lock:
+                        await self._drive(core.reconnect(self._cluster, self.settings, *effect))
+                elif kind is core.Connect:
+                    await self._switch(effect.endpoint)
+                else:
+                    value = await resolve_async(effect)
             except EsError as exc:
                 error = exc
 
@@ -159,8 +170,9 @@ class AsyncClient(Operations):
         fut = loop.create_future()
         now = loop.time()
         corr, frame = self._core.start(call, fut, now, timeout, inbox)
-        if timeout is not None and now + timeout < self._timer_at:
-            self._arm(now + timeout)
+        when = self._core.next_deadline()
+        if when is not None and when < self._timer_at:
+            self._arm(when)
         try:
             await self._sock.send(frame)
             return await fut
@@ -174,11 +186,30 @@ class AsyncClient(Operations):
         self._timer_at = when
         self._timer = self._loop.call_at(when, self._on_timer)
 
+    async def _switch(self, endpoint: str) -> None:
+        """Replace socket and reader with ones connected to ``endpoint``; what was in flight
+        on the old connection fails (and is retried by its flow)."""
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        old = self._core.endpoint
+        _deliver(self._core.close(f"the client moved from {old} to {endpoint}" if old
+                                  else "connecting", lost=True))
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        if self._sock is not None:
+            self._sock.close(linger=0)
+        self._sock = self._ctx.socket(zmq.DEALER)
+        configure_socket(self._sock, endpoint)
+        self._core.endpoint = endpoint
+        self._reader = asyncio.create_task(self._read_loop(), name="esnode-client-reader")
+
     def _on_timer(self) -> None:
         self._timer, self._timer_at = None, float("inf")
-        for fut, error in self._core.expire(self._loop.time()):
-            if not fut.done():
-                fut.set_exception(error)
+        failed, frame = self._core.expire(self._loop.time())
+        _deliver(failed)
+        if frame is not None and self._sock is not None:
+            self._sock.send(frame)
         when = self._core.next_deadline()
         if when is not None:
             self._arm(when)
@@ -206,15 +237,10 @@ class AsyncClient(Operations):
             self._finish(f"the client's reader crashed ({exc!r})")
 
     def _finish(self, reason: str) -> None:
-        self._closed = True
+        self._closed = self._cluster.closed = True
         if self._timer is not None:
             self._timer.cancel()
-        failed, inboxes = self._core.close(reason)
-        for fut, error in failed:
-            if not fut.done():
-                fut.set_exception(error)
-        for inbox in inboxes:
-            inbox.put_nowait((core.CLOSED, None))
+        _deliver(self._core.close(reason))
 
     async def _send_credit(self, subscription: int, n: int) -> None:
         if not self._closed:
@@ -229,6 +255,16 @@ class AsyncClient(Operations):
                 delivered += 1
                 yield event
             start = core.next_page(page, delivered, limit)
+
+
+def _deliver(done: list[tuple[Any, str, Any]]) -> None:
+    """Fail futures; hand ``LOST``/``CLOSED`` to subscription queues."""
+    for target, kind, payload in done:
+        if kind == core.ERROR:
+            if not target.done():
+                target.set_exception(payload)
+        else:
+            target.put_nowait((kind, payload))
 
 
 class AsyncSubscription(SubscriptionView):
@@ -257,6 +293,11 @@ class AsyncSubscription(SubscriptionView):
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             event, credit = state.take()
+            if event is core.RESUME:
+                client = self._client
+                await client._drive(core.resubscribe(state, client.settings, client._cluster),
+                                    self._inbox)
+                continue
             if credit:
                 await self._client._send_credit(state.id, credit)
             if event is core.END:

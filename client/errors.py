@@ -36,6 +36,21 @@ class WriteTimeout(OutcomeUnknown, TimeoutError):
     """A write got no answer in time: it may or may not have happened."""
 
 
+class ConnectionLost(EsError):
+    """A read's connection was lost (the node stopped answering heartbeats) or replaced (the
+    client moved to another node) before the answer came; retried automatically."""
+
+    code = "connection_lost"
+
+
+class WriteUnavailable(Unavailable, OutcomeUnknown):
+    """A write got an unknown outcome (no answer, lost connection, leader change), and then no
+    node could be found to retry it on: it may or may not have happened. Both an
+    ``Unavailable`` and an ``OutcomeUnknown``."""
+
+    code = "unavailable"
+
+
 class ClientClosed(EsError):
     """The client was closed (or its I/O thread died) before the request was answered."""
 
@@ -69,8 +84,9 @@ def error_from_body(body: dict) -> EsError:
 
 
 __all__ = [
-    "BadRequest", "ClientClosed", "EsError", "IdempotencyConflict", "NoQuorum", "NotLeader",
+    "BadRequest", "ClientClosed", "ConnectionLost", "EsError", "IdempotencyConflict",
+    "NoQuorum", "NotLeader",
     "NotReady", "OperationTimeout", "OutcomeUnknown", "ProtocolError", "StorageFull",
     "StreamDeleted", "StreamNotFound", "TooLarge", "Unavailable", "WriteTimeout",
-    "WrongExpectedVersion", "error_from_body",
+    "WriteUnavailable", "WrongExpectedVersion", "error_from_body",
 ]

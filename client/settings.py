@@ -5,7 +5,14 @@ Accepted forms::
     tcp://host:port                       one node, as a ZeroMQ endpoint
     host:port                             the same, without the scheme
     esnode://host:port[,host:port...][?option=value&...]
-                                          one or more nodes (gossip seeds = external endpoints)
+                                          gossip seeds (the nodes' external endpoints):
+                                          discover the cluster, pick a node by preference
+    esnode+dns://name[:port][?option=value&...]
+                                          the same, with the seeds = every A record of name
+                                          (port = the nodes' external port)
+
+``tcp://`` and ``host:port`` talk to exactly that node (``directConnection=true``); the
+``esnode`` forms discover the cluster through ``cluster_info`` and follow the leader.
 
 The port defaults to 2113. Option keys are case-insensitive (``nodePreference`` and
 ``nodepreference`` are the same key); durations are in milliseconds, as in Event Store's
@@ -14,11 +21,13 @@ connection strings. A bad string raises ``InvalidConnectionString`` naming the b
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, fields, replace
 from urllib.parse import parse_qsl
 
 DEFAULT_PORT = 2113
+DNS_PORT = 53
 NODE_PREFERENCES = ("leader", "follower", "random")
 
 
@@ -32,18 +41,44 @@ class ConnectionSettings:
     connection string gives them in milliseconds)."""
 
     endpoints: tuple[tuple[str, int], ...] = (("127.0.0.1", DEFAULT_PORT),)
+    """Gossip seeds; with ``dns`` the one (name, external port) to resolve; with ``direct``
+    the one node to talk to."""
     node_preference: str = "leader"
     requires_leader: bool = False
-    discovery_attempts: int = 3
+    discovery_attempts: int = 10
     discovery_interval: float = 0.1
     gossip_timeout: float = 1.0
     operation_timeout: float = 5.0
     max_retries: int = 3
     retry_delay: float = 0.1
+    keepalive_interval: float = 1.0
+    """Silence (nothing received while requests or subscriptions are open) after which the
+    client pings the node; 0 disables the heartbeat."""
+    keepalive_timeout: float = 2.0
+    """How long that ping may take before the node is taken for dead (re-discovery)."""
+    direct: bool = False
+    """Talk to exactly ``endpoints[0]``: no gossip, never move to another node."""
+    dns: bool = False
+    """``endpoints[0]`` is a DNS name whose A records are the seeds."""
+    dns_server: tuple[str, int] | None = None
+    """The name server to ask (default: the system's resolver configuration)."""
 
     def __post_init__(self) -> None:
         if not self.endpoints:
             raise InvalidConnectionString("no host given")
+        if (self.dns or self.direct) and len(self.endpoints) != 1:
+            raise InvalidConnectionString(
+                ("esnode+dns:// takes one DNS name" if self.dns else "directConnection=true "
+                 "takes one host") + f", not {len(self.endpoints)}")
+        if self.dns_server is not None:
+            try:
+                ipaddress.ip_address(self.dns_server[0])
+            except ValueError:
+                raise InvalidConnectionString(f"dnsServer={self.dns_server[0]!r}: expected the "
+                                              "IP address of a name server") from None
+        if self.dns and self.direct:
+            raise InvalidConnectionString("directConnection=true cannot be combined with DNS "
+                                          "discovery (esnode+dns://)")
         if self.node_preference not in NODE_PREFERENCES:
             raise InvalidConnectionString(
                 f"nodePreference={self.node_preference!r}: expected one of "
@@ -60,19 +95,23 @@ class ConnectionSettings:
         return replace(self, **changes)
 
     def to_uri(self) -> str:
-        """The ``esnode://`` form of these settings (options that differ from the defaults)."""
+        """The ``esnode://`` (or ``esnode+dns://``) form of these settings (options that
+        differ from the defaults)."""
         hosts = ",".join(_host_text(h) + f":{p}" for h, p in self.endpoints)
         default = ConnectionSettings()
         opts = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "endpoints" or value == getattr(default, f.name):
+            if f.name in ("endpoints", "dns") or value == getattr(default, f.name):
                 continue
             kind = _OPTIONS[_KEY_OF[f.name].lower()][1]
             text = (str(value).lower() if kind is bool
-                    else str(round(value * 1000)) if kind is float else str(value))
+                    else str(round(value * 1000)) if kind is float
+                    else _host_text(value[0]) + f":{value[1]}" if kind is tuple
+                    else str(value))
             opts.append(f"{_KEY_OF[f.name]}={text}")
-        return f"esnode://{hosts}" + ("?" + "&".join(opts) if opts else "")
+        scheme = "esnode+dns" if self.dns else "esnode"
+        return f"{scheme}://{hosts}" + ("?" + "&".join(opts) if opts else "")
 
 
 # option key (as documented) -> (field name, type); durations are milliseconds on the wire
@@ -85,13 +124,18 @@ _OPTION_LIST = [
     ("operationTimeout", "operation_timeout", float),
     ("maxRetries", "max_retries", int),
     ("retryDelay", "retry_delay", float),
+    ("keepAliveInterval", "keepalive_interval", float),
+    ("keepAliveTimeout", "keepalive_timeout", float),
+    ("directConnection", "direct", bool),
+    ("dnsServer", "dns_server", tuple),
 ]
 _OPTIONS = {key.lower(): (name, kind) for key, name, kind in _OPTION_LIST}
 _OPTIONS["defaultdeadline"] = ("operation_timeout", float)  # Event Store's name for it
 _KEY_OF = {name: key for key, name, _ in _OPTION_LIST}
 _LIMITS = [("discovery_attempts", 1, "at least 1"), ("max_retries", 0, "0 or more"),
            ("discovery_interval", 0, "0 or more"), ("retry_delay", 0, "0 or more"),
-           ("gossip_timeout", 0, "positive"), ("operation_timeout", 0, "positive")]
+           ("gossip_timeout", 0, "positive"), ("operation_timeout", 0, "positive"),
+           ("keepalive_interval", 0, "0 or more"), ("keepalive_timeout", 0, "positive")]
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
 
@@ -104,7 +148,7 @@ def zmq_endpoint(host: str, port: int) -> str:
     return f"tcp://{_host_text(host)}:{port}"
 
 
-def _parse_host_port(text: str, whole: str) -> tuple[str, int]:
+def _parse_host_port(text: str, whole: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
     if not text:
         raise InvalidConnectionString(f"empty host in {whole!r}")
     if text.startswith("["):  # [ipv6]:port
@@ -125,7 +169,7 @@ def _parse_host_port(text: str, whole: str) -> tuple[str, int]:
         if not _HOSTNAME.match(host):
             raise InvalidConnectionString(f"bad host {host!r} in {whole!r}")
     if port_text is None:
-        return host, DEFAULT_PORT
+        return host, default_port
     if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise InvalidConnectionString(f"bad port {port_text!r} for host {host!r} in {whole!r} "
                                       "(expected 1-65535)")
@@ -144,6 +188,10 @@ def _parse_option(key: str, value: str, whole: str) -> tuple[str, object]:
         return name, value.lower() == "true"
     if kind is str:
         return name, value.lower()
+    if kind is tuple:
+        if not value:
+            raise InvalidConnectionString(f"option {key}: expected host[:port] of a name server")
+        return name, _parse_host_port(value, whole, DNS_PORT)
     try:
         number = int(value)
     except ValueError:
@@ -170,12 +218,18 @@ def parse_connection_string(text: str, **overrides: object) -> ConnectionSetting
                 f"{whole!r}: a tcp:// endpoint names one host:port; use esnode://host:port,"
                 "host:port?option=value for several hosts or options")
         endpoints = (_parse_host_port(rest, whole),)
-    elif scheme == "esnode":
+        options["direct"] = True
+    elif scheme in ("esnode", "esnode+dns"):
         hosts, _, query = rest.partition("?")
         hosts = hosts.rstrip("/")
         if "@" in hosts:
             raise InvalidConnectionString(f"{whole!r}: user names and passwords are not "
                                           "supported yet")
+        if scheme == "esnode+dns":
+            if "," in hosts:
+                raise InvalidConnectionString(f"{whole!r}: esnode+dns:// takes one DNS name "
+                                              "(it resolves to every node)")
+            options["dns"] = True
         endpoints = tuple(_parse_host_port(h.strip(), whole) for h in hosts.split(","))
         if len(set(endpoints)) != len(endpoints):
             raise InvalidConnectionString(f"a host is given twice in {whole!r}")
@@ -189,14 +243,14 @@ def parse_connection_string(text: str, **overrides: object) -> ConnectionSetting
             if name in options:
                 raise InvalidConnectionString(f"option {key!r} is given twice in {whole!r}")
             options[name] = parsed
-    elif scheme == "esnode+dns":
-        raise InvalidConnectionString(f"{whole!r}: DNS discovery (esnode+dns://) is not "
-                                      "supported yet; list the nodes with esnode://h1:p1,h2:p2")
     else:
         raise InvalidConnectionString(f"unknown scheme {scheme + '://'!r} in {whole!r} "
-                                      "(expected tcp:// or esnode://)")
+                                      "(expected tcp://, esnode:// or esnode+dns://)")
     options.update(overrides)
-    return ConnectionSettings(endpoints=endpoints, **options)
+    try:
+        return ConnectionSettings(endpoints=endpoints, **options)
+    except InvalidConnectionString as exc:
+        raise InvalidConnectionString(f"{exc} in {whole!r}") from None
 
 
 def settings_from(target: str | ConnectionSettings, **overrides: object) -> ConnectionSettings:
@@ -206,4 +260,4 @@ def settings_from(target: str | ConnectionSettings, **overrides: object) -> Conn
 
 
 __all__ = ["ConnectionSettings", "InvalidConnectionString", "parse_connection_string",
-           "settings_from", "zmq_endpoint", "DEFAULT_PORT"]
+           "settings_from", "zmq_endpoint", "DEFAULT_PORT", "DNS_PORT"]

@@ -3,8 +3,13 @@
 Callers build the request in their own thread, put it on a deque and wake the I/O thread
 through a pipe (only when it is not already awake). The I/O thread sends, receives, routes each
 reply to the waiting caller's one-shot lock and each subscription push to that
-subscription's queue, and enforces deadlines — all through the shared ``ProtocolCore``. So a
-request costs one thread hop each way and any number of them are pipelined on one connection.
+subscription's queue, and enforces deadlines and the heartbeat — all through the shared
+``ProtocolCore``. So a request costs one thread hop each way and any number of them are
+pipelined on one connection.
+
+Discovery, retries and failover are the core's flows, driven by the calling thread
+(``_drive``); a re-discovery runs under ``_switch_lock`` and ends with a ``Connect`` that the
+I/O thread performs by replacing its socket.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import zmq
 
 from esnode.client import _core as core
 from esnode.client._api import Operations, SubscriptionView
+from esnode.client._dns import resolve
 from esnode.client.errors import ClientClosed, EsError, OperationTimeout
 from esnode.client.settings import ConnectionSettings, settings_from
 from esnode.core.messages import FROM_START
@@ -98,6 +104,10 @@ class Client(Operations):
 
     def __init__(self, settings: ConnectionSettings) -> None:
         self.settings = settings
+        self._cluster = core.ClusterState(settings)
+        self._core = core.ProtocolCore("", settings.keepalive_interval,
+                                       settings.keepalive_timeout, self._cluster.stats)
+        self._switch_lock = threading.Lock()
         self._ctx = zmq.Context()
         self._queue: deque = deque()
         self._wake_r, self._wake_w = os.pipe()
@@ -107,12 +117,12 @@ class Client(Operations):
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         try:
-            self.endpoint: str = self._drive(core.discover(settings))
-            self._core = core.ProtocolCore(self.endpoint)
             self._thread = threading.Thread(target=self._io_main, name="esnode-client-io",
                                             daemon=True)
             self._thread.start()
             self._ready.wait()
+            with self._switch_lock:
+                self._drive(core.reconnect(self._cluster, settings, 0, "connect"))
         except BaseException:
             self.close()
             raise
@@ -141,14 +151,16 @@ class Client(Operations):
         Iterate it; ``caught_up`` turns True (and ``on_caught_up`` is called) once the
         history is delivered. At most ``window`` events are in flight or buffered."""
         inbox: queue.SimpleQueue = queue.SimpleQueue()
-        sub_id = self._op(core.subscribe(stream, from_, window), timeout, inbox)
-        return Subscription(self, core.SubscriptionState(sub_id, window, on_caught_up), inbox)
+        state = self._drive(core.open_subscription(
+            stream, from_, window, on_caught_up, timeout or self.settings.operation_timeout,
+            self.settings, self._cluster), inbox)
+        return Subscription(self, state, inbox)
 
     def close(self) -> None:
         """Fail what is in flight, end subscriptions, close the socket and stop the thread."""
         if self._closed:
             return
-        self._closed = True
+        self._closed = self._cluster.closed = True
         if self._thread is not None:
             self._queue.append(("close",))
             self._wake()
@@ -164,13 +176,13 @@ class Client(Operations):
         self.close()
 
     def __repr__(self) -> str:
-        return f"<esnode Client {getattr(self, 'endpoint', '?')}{' closed' if self._closed else ''}>"
+        return f"<esnode Client {self.endpoint or '?'}{' closed' if self._closed else ''}>"
 
     # --- plumbing ---------------------------------------------------------------------------
     def _op(self, call: core.Call, timeout: float | None, inbox: Any = None) -> Any:
         if timeout is None:
             timeout = self.settings.operation_timeout
-        return self._drive(core.perform(call, timeout, self.settings), inbox)
+        return self._drive(core.perform(call, timeout, self.settings, self._cluster), inbox)
 
     def _drive(self, flow: core.Flow, inbox: Any = None) -> Any:
         """Perform a flow's effects until it returns."""
@@ -181,13 +193,21 @@ class Client(Operations):
             except StopIteration as stop:
                 return stop.value
             value = error = None
+            kind = type(effect)
             try:
-                if type(effect) is core.Request:
+                if kind is core.Request:
                     value = self._roundtrip(effect.call, effect.timeout, inbox)
-                elif type(effect) is core.Sleep:
+                elif kind is core.Sleep:
                     time.sleep(effect.seconds)
-                else:
+                elif kind is core.Probe:
                     value = probe(self._ctx, effect)
+                elif kind is core.Rediscover:
+                    with self._switch_lock:
+                        self._drive(core.reconnect(self._cluster, self.settings, *effect))
+                elif kind is core.Connect:
+                    self._switch(effect.endpoint)
+                else:
+                    value = resolve(effect)
             except EsError as exc:
                 error = exc
 
@@ -203,6 +223,19 @@ class Client(Operations):
         if waiter.error is not None:
             raise waiter.error
         return waiter.value
+
+    def _switch(self, endpoint: str) -> None:
+        """Have the I/O thread replace its socket with one connected to ``endpoint``."""
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        waiter = _Waiter()
+        self._queue.append(("connect", endpoint, waiter))
+        self._wake()
+        while not waiter.wait(0.5):
+            if not self._thread.is_alive():
+                raise ClientClosed("the client is closed")
+        if waiter.error is not None:
+            raise waiter.error
 
     def _post(self, command: tuple) -> None:
         if not self._closed:
@@ -229,30 +262,39 @@ class Client(Operations):
 
     # --- the I/O thread ---------------------------------------------------------------------
     def _io_main(self) -> None:
-        sock = self._ctx.socket(zmq.DEALER)
+        sock = self._ctx.socket(zmq.DEALER)  # not connected until the first "connect"
+        sock.setsockopt(zmq.LINGER, 0)
         reason = "the client was closed"
         try:
-            configure_socket(sock, self.endpoint)
             self._ready.set()
-            self._io_loop(sock)
+            while (switch := self._io_loop(sock)) is not None:
+                _, endpoint, waiter = switch
+                old = self._core.endpoint
+                _deliver(self._core.close(f"the client moved from {old} to {endpoint}"
+                                          if old else "connecting", lost=True))
+                sock.close(linger=0)
+                sock = self._ctx.socket(zmq.DEALER)
+                configure_socket(sock, endpoint)
+                self._core.endpoint = endpoint
+                waiter.set(core.OK, None)
         except BaseException as exc:  # noqa: BLE001 - report, fail everyone, stop
             log.exception("esnode client I/O thread crashed")
             reason = f"the client's I/O thread crashed ({exc!r})"
         finally:
-            self._closed = True
+            self._closed = self._cluster.closed = True
             self._ready.set()
-            failed, inboxes = self._core.close(reason)
-            for waiter, error in failed:
-                waiter.set(core.ERROR, error)
-            for inbox in inboxes:
-                inbox.put((core.CLOSED, None))
+            _deliver(self._core.close(reason))
             for cmd in self._queue:
                 if cmd[0] == "call":
                     cmd[2].set(core.ERROR, ClientClosed(f"{cmd[1].what}: {reason}"))
+                elif cmd[0] == "connect":
+                    cmd[2].set(core.ERROR, ClientClosed(reason))
             self._queue.clear()
             sock.close(linger=CLOSE_LINGER_MS)
 
-    def _io_loop(self, sock: zmq.Socket) -> None:
+    def _io_loop(self, sock: zmq.Socket) -> tuple | None:
+        """Serve ``sock`` until the client closes (None) or a ``connect`` command comes
+        (returned: the caller replaces the socket and calls again)."""
         pc = self._core
         commands = self._queue
         backlog: deque[bytes] = deque()
@@ -260,6 +302,7 @@ class Client(Operations):
         poller.register(sock, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         monotonic, noblock, again = time.monotonic, zmq.NOBLOCK, zmq.Again
+        ok, error = core.OK, core.ERROR
         send, recv = sock.send, sock.recv
 
         def out(frame: bytes) -> None:
@@ -297,6 +340,8 @@ class Client(Operations):
                     if frame is not None:
                         out(frame)
                     cmd[2].put((core.CLOSED, None))
+                elif kind == "connect":
+                    return cmd
                 elif kind == "close":
                     for sub in list(pc._subs):
                         frame = pc.unsubscribe(sub)
@@ -307,7 +352,7 @@ class Client(Operations):
                             send(backlog.popleft(), noblock)
                         except again:
                             break
-                    return
+                    return None
             if backlog and ready.get(sock, 0) & zmq.POLLOUT:
                 while backlog:
                     try:
@@ -325,13 +370,24 @@ class Client(Operations):
                 done = pc.receive(frame)
                 if done is not None:
                     target, kind, payload = done
-                    if kind == core.OK or kind == core.ERROR:
+                    if kind == ok or kind == error:
                         target.set(kind, payload)
                     else:
                         target.put((kind, payload))
-            if deadline is not None:
-                for waiter, error in pc.expire(monotonic()):
-                    waiter.set(core.ERROR, error)
+            if deadline is not None and monotonic() >= deadline:
+                failed, frame = pc.expire(monotonic())
+                _deliver(failed)
+                if frame is not None:
+                    out(frame)
+
+
+def _deliver(done: list[tuple[Any, str, Any]]) -> None:
+    """Hand failures to their waiters and ``LOST``/``CLOSED`` to subscription queues."""
+    for target, kind, payload in done:
+        if kind == core.ERROR:
+            target.set(kind, payload)
+        else:
+            target.put((kind, payload))
 
 
 class Subscription(SubscriptionView):
@@ -361,6 +417,11 @@ class Subscription(SubscriptionView):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             event, credit = state.take()
+            if event is core.RESUME:
+                client = self._client
+                client._drive(core.resubscribe(state, client.settings, client._cluster),
+                              self._inbox)
+                continue
             if credit:
                 self._client._post(("credit", state.id, credit))
             if event is core.END:

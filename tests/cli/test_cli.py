@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from esnode.cli import main as cli
 from esnode.cli.main import app
-from tests.client.conftest import endpoint, fake  # noqa: F401 - fixtures
+from tests.client.conftest import endpoint, fake, real_node_endpoint  # noqa: F401 - fixtures
 from tests.conftest import free_port
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.client.fake_node import FakeNode
-from tests.conftest import wait_for
+from tests.conftest import single_node_topology, wait_for
 
 
 def real_node_available() -> bool:
@@ -29,15 +29,27 @@ def fake() -> Iterator[FakeNode]:
         node.close()
 
 
+@pytest.fixture
+def real_node_endpoint() -> Iterator[str]:
+    """A real in-process single node (memory store)."""
+    from esnode.actors.node import Node
+
+    node = Node(single_node_topology(), "node1").start()
+    try:
+        yield node.transport.external_endpoint
+    finally:
+        node.stop()
+
+
 @pytest.fixture(params=["fake", "node"])
 def endpoint(request) -> str:
-    """The endpoint of a fake node and of a real in-process node (memory and LMDB stores):
-    end-to-end tests run against both."""
+    """The endpoint of a fake node and of a real in-process node: end-to-end tests run
+    against both."""
     if request.param == "fake":
         return request.getfixturevalue("fake").endpoint
     if not real_node_available():
         pytest.skip("the node's storage backend is not there yet")
-    return request.getfixturevalue("node_endpoint")
+    return request.getfixturevalue("real_node_endpoint")
 
 
 def client_threads() -> list[threading.Thread]:

@@ -8,8 +8,16 @@ from the client is answered ``bad_request`` exactly as the node would.
 
 Knobs (set from the test thread):
 - ``silent``: ops that are never answered (to test timeouts);
+- ``unanswered``: ops that are carried out but never answered (an unknown outcome);
 - ``errors``: op -> list of ``EsError``s, answered (one per request) before normal service;
 - ``requests``: every decoded request, in arrival order.
+
+``FakeCluster`` runs several fake nodes that share one store (as if replicated) and one cluster
+view: it names the leader (``elect``), and ``kill`` stops a node for good (its port closes:
+to a client it is a dead node). Followers answer writes with ``not_leader`` naming the
+leader's external endpoint; every node answers ``cluster_info`` with the whole view.
+Appends are idempotent by event id, as on the real node, so a retry of an append whose outcome
+was unknown is answered ``idempotent``.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 
 import zmq
 
@@ -24,6 +33,7 @@ from esnode.core import messages as m
 from esnode.core.types import (
     ALL_STREAM,
     ANY,
+    NotLeader,
     NO_STREAM,
     STREAM_EXISTS,
     AllSlice,
@@ -38,26 +48,47 @@ from esnode.core.types import (
 from esnode.transport.codec import DecodeError, decode_request, encode_reply
 
 
+_WRITES = {"append", "delete", "set_metadata"}
+
+
 class FakeNode:
-    def __init__(self) -> None:
+    def __init__(self, name: str = "fake", host: str = "127.0.0.1", port: int | None = None,
+                 shared: FakeNode | None = None, cluster: FakeCluster | None = None) -> None:
+        self.name = name
+        self.cluster = cluster
         self.silent: set[str] = set()
+        self.unanswered: set[str] = set()
         self.errors: dict[str, list[EsError]] = defaultdict(list)
         self.requests: list[object] = []
-        self.log: list[RecordedEvent] = []
-        self.streams: dict[str, list[RecordedEvent]] = defaultdict(list)
-        self.tombstoned: set[str] = set()
-        self.metadata: dict[str, tuple[int, dict]] = {}
+        # the store: shared with ``shared`` (the nodes of a FakeCluster replicate perfectly)
+        self.log: list[RecordedEvent] = shared.log if shared else []
+        self.streams: dict[str, list[RecordedEvent]] = shared.streams if shared \
+            else defaultdict(list)
+        self.tombstoned: set[str] = shared.tombstoned if shared else set()
+        self.metadata: dict[str, tuple[int, dict]] = shared.metadata if shared else {}
         self.subs: dict[tuple[bytes, int], dict] = {}
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
-        port = self._sock.bind_to_random_port("tcp://127.0.0.1")
-        self.endpoint = f"tcp://127.0.0.1:{port}"
+        if port is None:
+            port = self._sock.bind_to_random_port(f"tcp://{host}")
+        else:
+            self._sock.bind(f"tcp://{host}:{port}")
+        self.external = (host, port)
+        self.endpoint = f"tcp://{host}:{port}"
+        self.closed = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fake-node", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"fake-node-{name}", daemon=True)
         self._thread.start()
 
+    @property
+    def state(self) -> str:
+        return self.cluster.state_of(self) if self.cluster else "Leader"
+
     def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         self._stop.set()
         self._thread.join()
         self._sock.close(linger=0)
@@ -82,13 +113,21 @@ class FakeNode:
             if self.errors.get(op):
                 self._send(peer, corr, m.ErrorReply(self.errors[op].pop(0)))
                 continue
+            if self.cluster and op in _WRITES and self.state != "Leader":
+                leader = self.cluster.leader_node()
+                self._send(peer, corr, m.ErrorReply(NotLeader(leader.external if leader
+                                                              else None)))
+                continue
+            if op in self.unanswered:
+                peer = b""  # carried out, but the reply goes nowhere
             try:
                 self._handle(peer, corr, request)
             except EsError as exc:
                 self._send(peer, corr, m.ErrorReply(exc))
 
     def _send(self, peer: bytes, corr: int, message: object) -> None:
-        self._sock.send_multipart([peer, encode_reply(corr, message)])
+        if peer:
+            self._sock.send_multipart([peer, encode_reply(corr, message)])
 
     def _handle(self, peer: bytes, corr: int, req: object) -> None:
         cls = type(req)
@@ -96,7 +135,7 @@ class FakeNode:
             result = self._append(req.stream, req.expected_version, req.events)
             self._send(peer, corr, m.Reply({
                 "first_version": result.first_version, "last_version": result.last_version,
-                "position": result.position, "idempotent": False}))
+                "position": result.position, "idempotent": result.idempotent}))
             self._pump_all()
         elif cls is m.ReadStream:
             page = self._read_stream(req.stream, req.from_version, req.max_count, req.backwards)
@@ -147,9 +186,10 @@ class FakeNode:
             self.subs.pop((peer, req.subscription), None)
             self._send(peer, corr, m.Reply({}))
         elif cls is m.ClusterInfo:
-            self._send(peer, corr, m.Reply(self.cluster_info()))
+            self._send(peer, corr, m.Reply(self.cluster.view(self) if self.cluster
+                                           else self.cluster_info()))
         elif cls is m.Ping:
-            self._send(peer, corr, m.Reply({"node": "fake", "state": "Leader"}))
+            self._send(peer, corr, m.Reply({"node": self.name, "state": self.state}))
 
     def cluster_info(self) -> dict:
         host, port = self.endpoint[6:].rsplit(":", 1)
@@ -171,8 +211,13 @@ class FakeNode:
         raise WrongExpectedVersion(stream, expected, current)
 
     def _append(self, stream: str, expected: int, events: tuple) -> AppendSuccess:
-        self._check(stream, expected)
         events_of = self.streams[stream]
+        known = [e for e in events_of if e.event_id == events[0].event_id]
+        if known:  # a retry of a batch already written (the fake checks the first id only)
+            first = known[0].version
+            last = events_of[first + len(events) - 1]
+            return AppendSuccess(first, last.version, last.position, True)
+        self._check(stream, expected)
         first = len(events_of)
         for ev in events:
             rec = RecordedEvent(ev.event_id, stream, len(events_of), ev.event_type, ev.data,
@@ -232,3 +277,54 @@ _OPS = {m.Append: "append", m.ReadStream: "read_stream", m.ReadAll: "read_all",
         m.Delete: "delete", m.GetMetadata: "get_metadata", m.SetMetadata: "set_metadata",
         m.Subscribe: "subscribe", m.Credit: "credit", m.Unsubscribe: "unsubscribe",
         m.ClusterInfo: "cluster_info", m.Ping: "ping"}
+
+
+class FakeCluster:
+    """``size`` fake nodes sharing one store and one view (``nodes[leader]`` leads). Close it
+    (it is a context manager) to stop every node still running."""
+
+    def __init__(self, size: int = 3, leader: int | None = 0, host: str = "127.0.0.1",
+                 hosts: Iterable[str] | None = None, port: int | None = None) -> None:
+        self.leader = leader
+        self.nodes: list[FakeNode] = []
+        try:
+            for i, h in enumerate(list(hosts) if hosts else [host] * size):
+                self.nodes.append(FakeNode(f"node{i + 1}", h, port,
+                                           self.nodes[0] if self.nodes else None, self))
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> FakeCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+    def state_of(self, node: FakeNode) -> str:
+        return "Leader" if self.leader is not None and self.nodes[self.leader] is node \
+            else "Follower"
+
+    def leader_node(self) -> FakeNode | None:
+        return None if self.leader is None else self.nodes[self.leader]
+
+    def elect(self, index: int | None) -> None:
+        self.leader = index
+
+    def kill(self, index: int) -> None:
+        """The node dies: its port closes, it answers nothing from now on."""
+        self.nodes[index].close()
+
+    def view(self, asking: FakeNode) -> dict:
+        leader = self.leader_node()
+        return {"cluster": "fake", "node": asking.name, "state": asking.state,
+                "leader": leader.name if leader else None,
+                "members": [{"name": n.name, "state": n.state, "alive": not n.closed,
+                             "external": list(n.external), "epoch": 1,
+                             "writer_position": len(n.log) - 1,
+                             "commit_position": len(n.log) - 1, "priority": 0}
+                            for n in self.nodes]}

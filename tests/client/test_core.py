@@ -11,6 +11,7 @@ from esnode.client import _core as core
 from esnode.client import new_event
 from esnode.client.errors import (
     ClientClosed,
+    ConnectionLost,
     EsError,
     NotLeader,
     NotReady,
@@ -22,7 +23,14 @@ from esnode.client.errors import (
     WrongExpectedVersion,
 )
 from esnode.client.settings import ConnectionSettings
-from esnode.core.types import ERRORS_BY_CODE, AppendSuccess, BadRequest, RecordedEvent, StreamSlice
+from esnode.core.types import (
+    ERRORS_BY_CODE,
+    AppendSuccess,
+    BadRequest,
+    RecordedEvent,
+    StreamDeleted,
+    StreamSlice,
+)
 from esnode.transport.codec import decode_request
 
 
@@ -110,11 +118,12 @@ def test_deadlines_fail_writes_as_outcome_unknown_and_reads_as_timeouts():
     answered, _ = pc.start(core.ping(), "p", 100.0, 0.5)
     pc.receive(reply(answered, "ok", {"node": "n", "state": "Leader"}))
     assert pc.next_deadline() == 101.0
-    assert pc.expire(100.9) == []
-    [(handle, error)] = pc.expire(101.0)
+    assert pc.expire(100.9) == ([], None)
+    [(handle, kind, error)], _ = pc.expire(101.0)
     assert handle == "w" and isinstance(error, WriteTimeout) and isinstance(error, OutcomeUnknown)
+    assert kind == core.ERROR
     assert isinstance(error, TimeoutError) and "tcp://n:1" in str(error)
-    [(handle, error)] = pc.expire(150.0)
+    [(handle, _, error)], _ = pc.expire(150.0)
     assert handle == "r" and isinstance(error, OperationTimeout)
     assert pc.next_deadline() is None and len(pc) == 0
 
@@ -124,10 +133,20 @@ def test_close_fails_everything_in_flight_and_hands_back_subscriptions():
     pc.start(core.append("s", new_event("T")), "w", 0.0, None)
     pc.start(core.read_all(), "r", 0.0, None)
     pc.start(core.subscribe("s"), "sub", 0.0, None, inbox="inbox")
-    failed, inboxes = pc.close("closed by the test")
-    kinds = {handle: type(error) for handle, error in failed}
-    assert kinds == {"w": WriteTimeout, "r": ClientClosed, "sub": ClientClosed}
-    assert inboxes == ["inbox"]
+    done = pc.close("closed by the test")
+    kinds = {handle: (kind, type(error)) for handle, kind, error in done}
+    assert kinds == {"w": (core.ERROR, WriteTimeout), "r": (core.ERROR, ClientClosed),
+                     "sub": (core.ERROR, ClientClosed), "inbox": (core.CLOSED, ConnectionLost)}
+
+
+def test_a_lost_connection_fails_reads_as_retryable_and_writes_as_unknown():
+    pc = core.ProtocolCore()
+    pc.start(core.append("s", new_event("T")), "w", 0.0, None)
+    pc.start(core.read_all(), "r", 0.0, None)
+    pc.start(core.subscribe("s"), "sub", 0.0, None, inbox="inbox")
+    kinds = {handle: (kind, type(error)) for handle, kind, error in pc.close("gone", lost=True)}
+    assert kinds == {"w": (core.ERROR, OutcomeUnknown), "r": (core.ERROR, ConnectionLost),
+                     "sub": (core.ERROR, ConnectionLost), "inbox": (core.LOST, ConnectionLost)}
 
 
 def test_subscription_pushes_go_to_the_inbox_until_dropped():
@@ -183,12 +202,24 @@ def test_caught_up_is_reported_in_order_with_the_events():
 def test_a_drop_is_raised_after_the_events_before_it():
     state = core.SubscriptionState(1, 10)
     state.feed(core.EVENTS, events(1))
-    state.feed(core.DROPPED, NotReady("shutting down"))
+    state.feed(core.DROPPED, StreamDeleted("s"))
     assert state.next_event().version == 0
-    with pytest.raises(NotReady):
+    with pytest.raises(StreamDeleted):
         state.next_event()
-    with pytest.raises(NotReady):
+    with pytest.raises(StreamDeleted):
         state.next_event()
+
+
+@pytest.mark.parametrize(("kind", "payload"), [(core.LOST, ConnectionLost("gone")),
+                                               (core.DROPPED, NotReady("shutting down"))])
+def test_a_lost_or_retryable_drop_asks_to_resume_after_the_events_before_it(kind, payload):
+    state = core.SubscriptionState(1, 10)
+    state.feed(core.EVENTS, events(2))
+    state.feed(kind, payload)
+    assert [state.next_event().version for _ in range(2)] == [0, 1]
+    assert state.next_event() is core.RESUME and state.lost_reason is payload
+    state.restart(7, 3)
+    assert (state.id, state.generation, state.lost_reason, state.ended) == (7, 3, None, False)
 
 
 def test_close_ends_the_subscription():
@@ -241,67 +272,7 @@ def run(flow, answers):
             error = exc
 
 
-def test_retryable_errors_are_retried_with_the_same_request():
-    settings = ConnectionSettings(max_retries=2, retry_delay=0.05)
-    call = core.append("s", new_event("T"))
-    outcomes = iter([NotReady("electing"), NotReady("electing"), "done"])
-
-    def answer(effect):
-        assert effect.call is call  # same event ids on every attempt
-        result = next(outcomes)
-        if isinstance(result, Exception):
-            raise result
-        return result
-
-    result, effects = run(core.perform(call, 1.0, settings),
-                          {core.Request: answer, core.Sleep: lambda e: None})
-    assert result == "done"
-    assert [type(e) for e in effects] == [core.Request, core.Sleep] * 2 + [core.Request]
-
-
-def test_retries_are_bounded_and_other_errors_are_not_retried():
-    settings = ConnectionSettings(max_retries=1, retry_delay=0)
-    with pytest.raises(NotReady):
-        run(core.perform(core.ping(), 1.0, settings),
-            {core.Request: lambda e: (_ for _ in ()).throw(NotReady("x")),
-             core.Sleep: lambda e: None})
-    calls = []
-
-    def wrong(effect):
-        calls.append(effect)
-        raise WrongExpectedVersion("s", 1, 2)
-
-    with pytest.raises(WrongExpectedVersion):
-        run(core.perform(core.ping(), 1.0, settings), {core.Request: wrong})
-    assert len(calls) == 1
-
-
-def test_discovery_takes_the_first_endpoint_that_answers():
-    settings = ConnectionSettings(endpoints=(("a", 1), ("b", 2)), discovery_attempts=3)
-
-    def probe(effect):
-        if effect.endpoint == "tcp://a:1":
-            raise OperationTimeout("silence")
-        return "pong"
-
-    endpoint, effects = run(core.discover(settings), {core.Probe: probe})
-    assert endpoint == "tcp://b:2" and len(effects) == 2
-
-
-def test_discovery_gives_up_after_the_configured_attempts_saying_what_it_tried():
-    settings = ConnectionSettings(endpoints=(("a", 1), ("b", 2)), discovery_attempts=2,
-                                  discovery_interval=0.5)
-    probes = []
-
-    def probe(effect):
-        probes.append(effect.endpoint)
-        raise OperationTimeout("silence")
-
-    with pytest.raises(Unavailable) as info:
-        run(core.discover(settings), {core.Probe: probe, core.Sleep: lambda e: None})
-    assert probes == ["tcp://a:1", "tcp://b:2"] * 2
-    assert "2 attempt(s)" in str(info.value) and "tcp://a:1" in str(info.value) \
-        and "tcp://b:2" in str(info.value)
+# (the flows: discovery, retries and resumption are tested in test_failover_logic.py)
 
 
 @pytest.mark.parametrize(("limit", "pages", "expected"), [

@@ -16,9 +16,22 @@ from esnode.client import ConnectionSettings, InvalidConnectionString, parse_con
     ("esnode://a:1,b:2,c", (("a", 1), ("b", 2), ("c", 2113))),
     ("esnode://[::1]:7/", (("::1", 7),)),
     ("ESNODE://h.example.com:9", (("h.example.com", 9),)),
+    ("esnode+dns://cluster.example.com", (("cluster.example.com", 2113),)),
+    ("esnode+dns://cluster.example.com:4000?dnsServer=127.0.0.1:5353",
+     (("cluster.example.com", 4000),)),
 ])
 def test_accepted_forms(text, endpoints):
     assert parse_connection_string(text).endpoints == endpoints
+
+
+def test_the_form_decides_how_the_node_is_found():
+    assert parse_connection_string("tcp://a:1").direct
+    assert parse_connection_string("a:1").direct
+    assert not parse_connection_string("esnode://a:1").direct
+    assert parse_connection_string("esnode://a:1?directConnection=true").direct
+    dns = parse_connection_string("esnode+dns://c.example?dnsServer=10.0.0.2&keepAliveInterval=0")
+    assert dns.dns and dns.dns_server == ("10.0.0.2", 53) and dns.keepalive_interval == 0
+    assert parse_connection_string(dns.to_uri()) == dns
 
 
 def test_options_are_case_insensitive_and_in_milliseconds():
@@ -48,7 +61,12 @@ def test_options_are_case_insensitive_and_in_milliseconds():
     ("esnode://a?maxRetries=1&maxRetries=2", "twice"),
     ("esnode://a:1,a:1", "twice"),
     ("esnode://u:p@a", "passwords"),
-    ("esnode+dns://cluster.local", "DNS"),
+    ("esnode+dns://a,b", "one DNS name"),
+    ("esnode+dns://a?dnsServer=localhost", "IP address"),
+    ("esnode+dns://a?dnsServer=1.2.3.4:0", "bad port '0'"),
+    ("esnode+dns://a?directConnection=true", "directConnection"),
+    ("esnode://a,b?directConnection=true", "one host"),
+    ("esnode://a?keepAliveTimeout=0", "keepAliveTimeout"),
     ("http://a:1", "'http://'"),
     ("tcp://a:1,b:2", "esnode://"),
     ("esnode://[::1", "'['"),
@@ -72,6 +90,9 @@ settings = st.builds(
     operation_timeout=st.integers(1, 100_000).map(lambda ms: ms / 1000),
     max_retries=st.integers(0, 20),
     retry_delay=st.integers(0, 10_000).map(lambda ms: ms / 1000),
+    keepalive_interval=st.integers(0, 10_000).map(lambda ms: ms / 1000),
+    keepalive_timeout=st.integers(1, 10_000).map(lambda ms: ms / 1000),
+    dns_server=st.none() | st.tuples(st.just("127.0.0.1"), st.integers(1, 65535)),
 )
 
 

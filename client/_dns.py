@@ -1,0 +1,50 @@
+"""DNS discovery's one I/O step (``_core.Resolve``), for both flavours, with dnspython: every
+A record of a name, from a given name server (``dnsServer=host:port``) or the system's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dns.asyncresolver
+import dns.exception
+import dns.resolver
+
+from esnode.client._core import Resolve
+from esnode.client.errors import Unavailable
+
+
+def _resolver(cls: type, effect: Resolve) -> Any:
+    if effect.server is None:
+        resolver = cls()
+    else:
+        host, port = effect.server
+        resolver = cls(configure=False)
+        resolver.port = port
+        resolver.nameservers = [host]
+    resolver.lifetime = resolver.timeout = effect.timeout
+    return resolver
+
+
+def _addresses(answer: Any) -> list[str]:
+    return sorted({record.address for record in answer})
+
+
+def _failure(effect: Resolve, exc: Exception) -> Unavailable:
+    where = f" at {effect.server[0]}:{effect.server[1]}" if effect.server else ""
+    return Unavailable(f"DNS lookup of {effect.name!r}{where} failed: "
+                       f"{type(exc).__name__}: {exc}")
+
+
+def resolve(effect: Resolve) -> list[str]:
+    try:
+        return _addresses(_resolver(dns.resolver.Resolver, effect).resolve(effect.name, "A"))
+    except (dns.exception.DNSException, OSError) as exc:
+        raise _failure(effect, exc) from None
+
+
+async def resolve_async(effect: Resolve) -> list[str]:
+    try:
+        answer = await _resolver(dns.asyncresolver.Resolver, effect).resolve(effect.name, "A")
+    except (dns.exception.DNSException, OSError) as exc:
+        raise _failure(effect, exc) from None
+    return _addresses(answer)

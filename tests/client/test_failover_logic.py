@@ -1,0 +1,351 @@
+"""The cluster-aware flows of the sans-I/O core, driven by hand: node choice, retry
+decisions, discovery (seeds, DNS, direct), re-discovery by generation, resume positions, the
+heartbeat. No socket, no thread, no clock."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from esnode.client import _core as core
+from esnode.client import new_event
+from esnode.client.errors import (
+    ConnectionLost,
+    EsError,
+    NoQuorum,
+    NotLeader,
+    NotReady,
+    OperationTimeout,
+    OutcomeUnknown,
+    StreamDeleted,
+    Unavailable,
+    WriteTimeout,
+    WriteUnavailable,
+    WrongExpectedVersion,
+)
+from esnode.client.model import ClusterInfo, MemberInfo, Pong
+from esnode.client.settings import ConnectionSettings
+from esnode.core.types import RecordedEvent
+from tests.client.test_core import reply, run, wire_event
+
+GOSSIP = ConnectionSettings(endpoints=(("a", 1), ("b", 2), ("c", 3)), discovery_attempts=2,
+                            max_retries=2, retry_delay=0.05)
+
+
+def member(name, state, alive=True, port=None, epoch=1):
+    return MemberInfo(name, state, alive, ("h", port or int(name[-1])), epoch)
+
+
+def view(*members, node="n1"):
+    return ClusterInfo("c", node, next((m.name for m in members if m.state == "Leader"), None),
+                       members)
+
+
+def raise_(error):
+    raise error
+
+
+# --- choosing a node ---------------------------------------------------------------------------
+def test_leader_preference_takes_the_alive_leader_with_the_highest_epoch():
+    info = view(member("n1", "Follower"), member("n2", "Leader", epoch=3),
+                member("n3", "Leader", epoch=2), member("n4", "Leader", alive=False, epoch=9))
+    assert core.choose_member(info, "leader").name == "n2"
+    assert core.choose_member(view(member("n1", "Follower"), member("n2", "Candidate")),
+                              "leader") is None
+
+
+def test_follower_and_random_preferences_skip_dead_and_unserving_members():
+    info = view(member("n1", "Leader"), member("n2", "Follower"),
+                member("n3", "Follower", alive=False), member("n4", "CatchingUp"),
+                MemberInfo("n5", "Follower", True, None))
+    rng = random.Random(1)
+    assert {core.choose_member(info, "follower", rng).name for _ in range(50)} == {"n2"}
+    assert {core.choose_member(info, "random", rng).name for _ in range(50)} == {"n1", "n2"}
+    assert core.choose_member(view(member("n1", "Leader")), "follower").name == "n1"
+    assert core.choose_member(view(member("n1", "Leader", alive=False)), "random") is None
+
+
+# --- retry decisions ---------------------------------------------------------------------------
+APPEND = core.append("s", new_event("T"))
+READ = core.read_all()
+DELETE = core.delete("s")
+
+
+@pytest.mark.parametrize(("error", "call", "settings", "expected"), [
+    (NotLeader(("h", 9)), APPEND, GOSSIP, core.RetryStep(0.0, True, "tcp://h:9")),
+    (NotLeader(None), APPEND, GOSSIP, core.RetryStep(0.05, True, None)),
+    (NotReady("electing"), APPEND, GOSSIP, core.RetryStep(0.05, True)),
+    (NoQuorum("x"), DELETE, GOSSIP, core.RetryStep(0.05, True)),
+    (WriteTimeout("no answer"), APPEND, GOSSIP, core.RetryStep(0.0, True)),
+    (OutcomeUnknown("leader changed"), APPEND, GOSSIP, core.RetryStep(0.05, True)),
+    (OperationTimeout("no answer"), READ, GOSSIP, core.RetryStep(0.0, True)),
+    (ConnectionLost("moved"), READ, GOSSIP, core.RetryStep(0.0, True)),
+    (WriteTimeout("no answer"), DELETE, GOSSIP, None),  # a delete is not idempotent
+    (WrongExpectedVersion("s", 1, 2), APPEND, GOSSIP, None),
+    (StreamDeleted("s"), READ, GOSSIP, None),
+    (NotLeader(("h", 9)), APPEND, ConnectionSettings(direct=True), None),
+    (NotReady("x"), READ, ConnectionSettings(direct=True, retry_delay=0.1),
+     core.RetryStep(0.1, False)),
+])
+def test_retry_decisions(error, call, settings, expected):
+    assert core.retry_step(error, call, 0, settings) == expected
+
+
+def test_retries_stop_at_max_retries():
+    assert core.retry_step(NotReady("x"), READ, 1, GOSSIP) is not None
+    assert core.retry_step(NotReady("x"), READ, 2, GOSSIP) is None
+
+
+# --- perform -----------------------------------------------------------------------------------
+def scripted(*outcomes):
+    outcomes = iter(outcomes)
+    calls = []
+
+    def answer(effect):
+        calls.append(effect.call)
+        result = next(outcomes)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    return answer, calls
+
+
+def test_an_unknown_append_is_resent_unchanged_after_rediscovery_with_notices():
+    cluster = core.ClusterState(GOSSIP)
+    seen = []
+    cluster.on_event(seen.append)
+    answer, calls = scripted(WriteTimeout("silence"), NotLeader(("h", 7)), "done")
+    result, effects = run(core.perform(APPEND, 1.0, GOSSIP, cluster),
+                          {core.Request: answer, core.Rediscover: lambda e: None})
+    assert result == "done" and all(c is APPEND for c in calls)  # same event ids each time
+    assert [e for e in effects if type(e) is core.Rediscover] == [
+        core.Rediscover(0, "append to 's': outcome_unknown", None),
+        core.Rediscover(0, "append to 's': not_leader", "tcp://h:7")]
+    assert [(n.attempt, n.error.code) for n in seen] == [(1, "outcome_unknown"),
+                                                         (2, "not_leader")]
+    assert cluster.stats.retries == 2
+
+
+def test_retries_are_bounded_and_other_errors_are_not_retried():
+    answer, calls = scripted(*[NotReady("x")] * 5)
+    with pytest.raises(NotReady):
+        run(core.perform(READ, 1.0, GOSSIP), {core.Request: answer, core.Sleep: lambda e: None,
+                                              core.Rediscover: lambda e: None})
+    assert len(calls) == 3
+    answer, calls = scripted(WrongExpectedVersion("s", 1, 2))
+    with pytest.raises(WrongExpectedVersion):
+        run(core.perform(APPEND, 1.0, GOSSIP), {core.Request: answer})
+    assert len(calls) == 1
+
+
+def test_a_closed_client_retries_nothing():
+    cluster = core.ClusterState(GOSSIP)
+    cluster.closed = True
+    with pytest.raises(WriteTimeout):
+        run(core.perform(APPEND, 1.0, GOSSIP, cluster),
+            {core.Request: lambda e: raise_(WriteTimeout("closing"))})
+
+
+def test_an_unknown_write_that_cannot_be_retried_anywhere_stays_unknown():
+    def no_node(effect):
+        raise Unavailable("no node answered after 2 attempt(s)")
+
+    with pytest.raises(WriteUnavailable) as info:
+        run(core.perform(APPEND, 1.0, GOSSIP), {core.Request: lambda e: raise_(
+            WriteTimeout("silence; it may or may not have happened")),
+            core.Rediscover: no_node})
+    assert isinstance(info.value, OutcomeUnknown) and isinstance(info.value, Unavailable)
+    assert "may or may not" in str(info.value) and "2 attempt(s)" in str(info.value)
+    with pytest.raises(Unavailable) as info:
+        run(core.perform(READ, 1.0, GOSSIP), {
+            core.Request: lambda e: raise_(OperationTimeout("silence")),
+            core.Rediscover: no_node})
+    assert not isinstance(info.value, OutcomeUnknown) and "read of $all" in str(info.value)
+
+
+# --- discovery ---------------------------------------------------------------------------------
+def gossip(views, dead=()):
+    """Probe answers: cluster_info from ``views`` (endpoint -> ClusterInfo), pings from
+    anything not dead."""
+    probes = []
+
+    def probe(effect):
+        probes.append((effect.endpoint, effect.call.op))
+        if effect.endpoint in dead or (effect.call.op == "cluster_info"
+                                       and effect.endpoint not in views):
+            raise OperationTimeout(f"no answer from {effect.endpoint}")
+        return views[effect.endpoint] if effect.call.op == "cluster_info" else Pong("n", "x")
+
+    return probe, probes
+
+
+THREE = view(member("n1", "Follower"), member("n2", "Leader"), member("n3", "Follower"))
+
+
+def test_discovery_skips_a_dead_seed_and_connects_to_the_leader():
+    probe, probes = gossip({"tcp://b:2": THREE}, dead={"tcp://a:1"})
+    (endpoint, node), _ = run(core.discover(GOSSIP), {core.Probe: probe})
+    assert (endpoint, node) == ("tcp://h:2", "n2")
+    assert probes == [("tcp://a:1", "cluster_info"), ("tcp://b:2", "cluster_info"),
+                      ("tcp://h:2", "ping")]
+
+
+def test_discovery_tries_the_hint_first_and_remembers_the_members():
+    cluster = core.ClusterState(GOSSIP)
+    probe, probes = gossip({"tcp://h:2": THREE})
+    (endpoint, _), _ = run(core.discover(GOSSIP, cluster, hint="tcp://h:2"), {core.Probe: probe})
+    assert endpoint == "tcp://h:2" and probes == [("tcp://h:2", "cluster_info")]
+    assert [m.name for m in cluster.members] == ["n1", "n2", "n3"]
+    probe, probes = gossip({"tcp://h:3": THREE}, dead={"tcp://a:1", "tcp://b:2", "tcp://c:3"})
+    run(core.discover(GOSSIP, cluster), {core.Probe: probe})  # seeds dead: known members used
+    assert ("tcp://h:3", "cluster_info") in probes
+
+
+def test_discovery_without_a_leader_keeps_looking_then_says_what_it_saw():
+    electing = view(member("n1", "Follower"), member("n2", "Follower", alive=False))
+    probe, _ = gossip({"tcp://a:1": electing}, dead={"tcp://b:2", "tcp://c:3"})
+    with pytest.raises(Unavailable) as info:
+        run(core.discover(GOSSIP), {core.Probe: probe, core.Sleep: lambda e: None})
+    text = str(info.value)
+    assert "2 attempt(s)" in text and "no leader to choose" in text and "n2 Follower (dead)" in text
+    assert "tcp://b:2: timeout: no answer from tcp://b:2" in text
+
+
+def test_a_chosen_member_that_does_not_answer_is_passed_over():
+    probe, probes = gossip({"tcp://a:1": THREE, "tcp://b:2": view(
+        member("n1", "Follower"), member("n3", "Leader"))}, dead={"tcp://h:2"})
+    (endpoint, _), _ = run(core.discover(GOSSIP), {core.Probe: probe})
+    assert endpoint == "tcp://h:3"
+
+
+def test_dns_discovery_resolves_the_name_each_round():
+    settings = ConnectionSettings(endpoints=(("es.test", 2113),), dns=True,
+                                  dns_server=("127.0.0.1", 53), discovery_attempts=2)
+    answers = iter([Unavailable("SERVFAIL"), ["10.0.0.1", "10.0.0.2"]])
+
+    def resolve(effect):
+        assert (effect.name, effect.server) == ("es.test", ("127.0.0.1", 53))
+        result = next(answers)
+        return raise_(result) if isinstance(result, Exception) else result
+
+    leader = view(MemberInfo("n2", "Leader", True, ("10.0.0.2", 2113)))
+    probe, probes = gossip({"tcp://10.0.0.1:2113": leader})
+    (endpoint, _), effects = run(core.discover(settings), {
+        core.Probe: probe, core.Resolve: resolve, core.Sleep: lambda e: None})
+    assert endpoint == "tcp://10.0.0.2:2113"
+    assert [type(e) for e in effects][:3] == [core.Resolve, core.Sleep, core.Resolve]
+
+
+def test_direct_connection_pings_its_one_node_and_any_answer_will_do():
+    settings = ConnectionSettings(endpoints=(("a", 1),), direct=True)
+    (endpoint, node), effects = run(core.discover(settings), {
+        core.Probe: lambda e: raise_(NotReady("starting"))})
+    assert (endpoint, node) == ("tcp://a:1", None) and effects[0].call.op == "ping"
+
+
+def test_reconnect_runs_once_per_generation_and_reports_node_changes():
+    cluster = core.ClusterState(GOSSIP)
+    seen = []
+    cluster.on_event(seen.append)
+    probe, _ = gossip({"tcp://a:1": THREE})
+    _, effects = run(core.reconnect(cluster, GOSSIP, 0, "connect"), {core.Probe: probe,
+                                                                    core.Connect: lambda e: None})
+    assert effects[-1] == core.Connect("tcp://h:2") and cluster.generation == 1 and seen == []
+    _, effects = run(core.reconnect(cluster, GOSSIP, 0, "stale"), {})
+    assert effects == []  # someone else reconnected since generation 0
+    moved = view(member("n1", "Leader"), member("n2", "Follower", alive=False))
+    probe, _ = gossip({"tcp://h:2": moved, "tcp://a:1": moved}, dead={"tcp://h:2"})
+    run(core.reconnect(cluster, GOSSIP, 1, "append: timeout"),
+        {core.Probe: probe, core.Connect: lambda e: None})
+    assert [type(n) for n in seen] == [core.Reconnected, core.NodeChanged]
+    assert (seen[1].old_node, seen[1].node) == ("n2", "n1") and cluster.generation == 2
+    assert cluster.stats.as_dict() | {} == {"retries": 0, "reconnections": 1, "node_changes": 1,
+                                           "resubscriptions": 0, "discovery_failures": 0,
+                                           "heartbeat_failures": 0}
+
+
+# --- subscriptions: where to resume -----------------------------------------------------------
+def recorded(version, position, stream="s"):
+    return RecordedEvent._make(wire_event(version, position, stream))
+
+
+@pytest.mark.parametrize(("stream", "from_", "delivered", "caught_up", "expected"), [
+    ("s", "start", [recorded(0, 10), recorded(1, 12)], None, 1),
+    ("$all", "start", [recorded(0, 10), recorded(1, 12)], None, 12),
+    ("s", 4, [], None, 4),
+    ("$all", "end", [], 40, 40),
+    ("$all", "start", [], -1, "start"),
+    ("s", "end", [], 40, "end"),
+])
+def test_resume_position_is_after_the_last_event_handed_out(stream, from_, delivered,
+                                                            caught_up, expected):
+    state = core.SubscriptionState(1, 10, stream=stream, from_=from_)
+    state.feed(core.EVENTS, delivered)
+    if caught_up is not None:
+        state.feed(core.CAUGHT_UP, caught_up)
+    while state.next_event() is not None:
+        pass
+    assert core.resume_from(state) == expected
+
+
+def test_resubscribe_rediscovers_then_subscribes_from_the_resume_point():
+    cluster = core.ClusterState(GOSSIP)
+    cluster.endpoint, cluster.generation = "tcp://h:3", 4
+    state = core.SubscriptionState(1, 10, stream="$all", from_="start", generation=3)
+    state.feed(core.EVENTS, [recorded(0, 10)])
+    state.feed(core.LOST, ConnectionLost("gone"))
+    assert state.next_event().position == 10 and state.next_event() is core.RESUME
+    _, effects = run(core.resubscribe(state, GOSSIP, cluster),
+                     {core.Rediscover: lambda e: None, core.Request: lambda e: 99})
+    assert effects[0].generation == 3
+    assert effects[1].call.args == {"stream": "$all", "from": 10, "credit": 10}
+    assert (state.id, state.generation, cluster.stats.resubscriptions) == (99, 4, 1)
+
+
+# --- the heartbeat -----------------------------------------------------------------------------
+def test_silence_makes_a_heartbeat_and_an_unanswered_one_declares_the_node_dead():
+    pc = core.ProtocolCore("tcp://n:1", keepalive_interval=1.0, keepalive_timeout=0.5)
+    pc.start(core.subscribe("$all"), "sub", 0.0, 5.0, inbox="box")
+    pc.receive(reply(1, "ok", {"subscription": 1}))
+    assert pc.next_deadline() == 1.0
+    assert pc.expire(1.0) == ([], None)  # something arrived since the start: no ping yet
+    failed, frame = pc.expire(2.0)
+    assert failed == [] and frame is not None  # silence: ping
+    hb_corr = msgpack_corr(frame)
+    pc.receive(reply(hb_corr, "ok", {"node": "n", "state": "Leader"}))
+    assert pc.expire(3.0) == ([], None)  # the answer counts as traffic
+    _, frame = pc.expire(4.0)
+    assert frame is not None
+    pc.start(core.append("s", new_event("T")), "w", 4.1, 10.0)
+    done, _ = pc.expire(4.5)
+    kinds = sorted((target, kind, type(error).__name__) for target, kind, error in done)
+    assert kinds == [("box", core.LOST, "ConnectionLost"), ("w", core.ERROR, "OutcomeUnknown")]
+    assert "did not answer a heartbeat" in str(done[0][2]) and len(pc) == 0
+
+
+def test_an_idle_connection_sends_no_heartbeat():
+    pc = core.ProtocolCore("tcp://n:1", keepalive_interval=1.0, keepalive_timeout=0.5)
+    corr, _ = pc.start(core.ping(), "p", 0.0, 5.0)
+    pc.receive(reply(corr, "ok", {"node": "n", "state": "Leader"}))
+    assert pc.expire(1.0) == ([], None) and pc.next_deadline() is None
+
+
+def msgpack_corr(frame):
+    from esnode.transport.codec import decode_request
+
+    corr, request = decode_request(frame)
+    assert type(request).__name__ == "Ping"
+    return corr
+
+
+def test_a_broken_callback_does_not_break_the_client():
+    cluster = core.ClusterState(GOSSIP)
+    cluster.on_event(lambda n: raise_(RuntimeError("boom")))
+    seen = []
+    remove = cluster.on_event(seen.append)
+    cluster.emit(core.Retrying("ping", 1, NotReady("x")))
+    remove()
+    cluster.emit(core.Retrying("ping", 2, NotReady("x")))
+    assert len(seen) == 1 and cluster.stats.retries == 2 and isinstance(seen[0].error, EsError)
