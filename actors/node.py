@@ -110,7 +110,8 @@ class Node:
                 return
             self._set_state("ShuttingDown")
             if self._refs:
-                self.gateway.tell(StopAccepting())
+                self.transport.pause_receiving()
+                self._try_tell(self.gateway, StopAccepting())
                 # Barriers: the inboxes are FIFO, so once these return, every queued write
                 # was committed and answered.
                 for ref in (self.gateway, self.storage):
@@ -119,6 +120,13 @@ class Node:
             self._teardown()
             log.info("node %s stopped", self.config.name)
             self._stopped.set()
+
+    @staticmethod
+    def _try_tell(ref: pykka.ActorRef, message: object) -> None:
+        try:
+            ref.tell(message)
+        except pykka.ActorDeadError:
+            pass
 
     @staticmethod
     def _try_ask(ref: pykka.ActorRef, message: object) -> None:

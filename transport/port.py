@@ -28,6 +28,9 @@ class Transport(Protocol):
     def send_client(self, replies: Iterable[tuple[bytes, int, Any]]) -> None:
         """Queue ``(peer, corr, server_message)`` replies; thread-safe, never blocks."""
 
+    def pause_receiving(self) -> None:
+        """Stop reading client requests (the first step of a graceful shutdown)."""
+
     def stop(self) -> None:
         """Flush queued replies, close every socket and join the transport thread."""
 

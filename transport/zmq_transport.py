@@ -95,6 +95,7 @@ class ZmqTransport:
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._endpoint = ""
+        self._paused = False
 
     @property
     def external_endpoint(self) -> str:
@@ -112,6 +113,12 @@ class ZmqTransport:
 
     def send_client(self, replies: Iterable[tuple[bytes, int, Any]]) -> None:
         self._outbox.extend(replies)
+        self._waker.wake()
+
+    def pause_receiving(self) -> None:
+        """Stop reading client requests (shutdown): what was read gets answered, what was not
+        stays unread and its clients time out, knowing it never ran."""
+        self._paused = True
         self._waker.wake()
 
     def send_node(self, messages: Iterable[tuple[str, Any]]) -> None:
@@ -181,6 +188,8 @@ class ZmqTransport:
         poller.register(self._waker.read_fd, zmq.POLLIN)
         try:
             while not self._stopping.is_set():
+                if self._paused and sock in poller:
+                    poller.unregister(sock)
                 events = dict(poller.poll())
                 if sock in events:
                     self._receive(sock)
