@@ -87,6 +87,9 @@ class View(Protocol):
     def find_event(self, event_id: str, stream: str) -> tuple[int, int] | None:
         """(version, position) of ``event_id`` in ``stream``, if written there."""
 
+    def any_known(self, event_ids: list[str], stream: str) -> bool:
+        """Whether any of ``event_ids`` was written to ``stream``."""
+
     def log_records(self, first: int, count: int) -> list[RecordedEvent]:
         """Up to ``count`` records from position ``first`` up."""
 
@@ -144,6 +147,11 @@ class _Batch:
         if hit is None:
             hit = self.view.find_event(event_id, stream)
         return hit
+
+    def any_known(self, event_ids: list[str], stream: str) -> bool:
+        ids = self.ids
+        return (any((i, stream) in ids for i in event_ids)
+                or self.view.any_known(event_ids, stream))
 
     def add(self, event_id: str, stream: str, version: int, event_type: str, data: bytes,
             metadata: bytes, is_json: bool, created: int) -> int:
@@ -252,11 +260,10 @@ class StoreBase:
                 stream, "the batch partly matches events written before (same event ids, other "
                 "order or other events): retry exactly the batch first sent, or use new ids")
         check_expected(stream, req.expected_version, head)
-        for event in events[1:]:  # a new first id, but a later one was written before
-            if batch.find(event[0], stream) is not None:
-                raise IdempotencyConflict(
-                    stream, f"event id {event[0]} was written to this stream before, but the "
-                    "batch is not a retry of an earlier one (its first event id is new)")
+        if len(events) > 1 and batch.any_known([e[0] for e in events[1:]], stream):
+            raise IdempotencyConflict(  # a new first id, but a later one was written before
+                stream, "the batch reuses event ids written to this stream before, but is not "
+                "a retry of an earlier batch (its first event id is new)")
         version = head.last
         if head.soft_deleted:  # recreate: only the new events are visible
             meta = dict(head.meta)

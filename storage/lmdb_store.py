@@ -156,6 +156,14 @@ class _LmdbView:
         hit = self.txn.get(event_id.encode() + self.key(stream), db=self.ids)
         return QQ.unpack(hit) if hit is not None else None
 
+    def any_known(self, event_ids: list[str], stream: str) -> bool:
+        recent = self.recent
+        if any((i, stream) in recent for i in event_ids):
+            return True
+        key = self.key(stream)
+        cursor = self.txn.cursor(db=self.ids)
+        return bool(cursor.getmulti([i.encode() + key for i in event_ids]))
+
     def log_records(self, first: int, count: int) -> list[RecordedEvent]:
         cursor = self.txn.cursor(db=self.log)
         if not cursor.set_range(Q.pack(first)):

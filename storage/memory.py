@@ -39,6 +39,10 @@ class MemoryEventStore(StoreBase):
     def find_event(self, event_id: str, stream: str) -> tuple[int, int] | None:
         return self._ids.get((event_id, stream))
 
+    def any_known(self, event_ids: list[str], stream: str) -> bool:
+        ids = self._ids
+        return any((i, stream) in ids for i in event_ids)
+
     def log_records(self, first: int, count: int) -> list[RecordedEvent]:
         return self._log[first:first + count]
 
