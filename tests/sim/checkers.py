@@ -26,6 +26,7 @@ class Checker:
         self.leaders: dict[int, str] = {}
         self.canonical: list[tuple[int, bytes]] = []
         self.canonical_at: dict[int, bytes] = {}
+        self.commit_terms: list[int] = []  # the term of the leader that committed each record
         self.verified: dict[str, int] = {}
         self.commit_seen: dict[str, int] = {}
         self.acked: dict[bytes, int] = {}
@@ -45,14 +46,19 @@ class Checker:
         if state is VNodeState.PreLeader:
             self.elections += 1
             self.max_term = max(self.max_term, term)
-            # Leader completeness: the new leader's durable log holds everything committed.
-            n = len(self.canonical)
+            # Leader completeness: a leader of term T holds every record committed in terms
+            # before T (a stale leader of an older term may lack later commits: it cannot
+            # commit anything itself, since a majority has moved on).
+            n = next((i for i, t in enumerate(self.commit_terms) if t >= term),
+                     len(self.canonical))
             mine = list(zip(log.positions[:min(n, log.synced)], log.data[:min(n, log.synced)]))
             if mine != self.canonical[:len(mine)] or len(mine) < n:
                 self.fail(f"{name} elected in term {term} without every committed record "
                           f"(has {len(mine)} of {n} committed records, or different ones)")
 
-    def on_commit(self, name: str, position: int, is_leader: bool, log, logs: dict) -> None:
+    def on_commit(self, name: str, position: int, term: int | None, log, logs: dict) -> None:
+        """``term``: the committing leader's term, None for a replica."""
+        is_leader = term is not None
         last = self.commit_seen.get(name, -1)
         if position < last:
             self.fail(f"{name}: commit position moved back from {last} to {position}")
@@ -75,6 +81,7 @@ class Checker:
                               f"log has {self.canonical[i]}")
             elif is_leader:
                 self.canonical.append(record)
+                self.commit_terms.append(term)
                 self.canonical_at[record[0]] = record[1]
             else:
                 self.fail(f"{name}: follower exposes record #{i} {record} that no leader "

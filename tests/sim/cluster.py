@@ -200,8 +200,9 @@ class SimCluster:
                 self._disk(node, lambda n=node: self._feed(n, Truncated(n.log.writer_position)))
             elif isinstance(e, PersistCommit):
                 self._guard(log.set_commit_position, e.position)
+                leading = node.core.leader is not None
                 self.checker.on_commit(node.name, e.position,
-                                       node.core.leader is not None, log,
+                                       node.core.term if leading else None, log,
                                        {n.name: n.log for n in self.nodes.values()})
             elif isinstance(e, Committed):
                 self._acknowledge(node, e.position)
