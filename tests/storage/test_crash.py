@@ -79,7 +79,7 @@ def test_sigkill_loses_no_acknowledged_append(tmp_path):
     acked: list[dict] = []
     deadline = time.monotonic() + 12
     rounds = 0
-    while rounds < 3 or (time.monotonic() < deadline and rounds < 12):
+    while rounds < 3 or (time.monotonic() < deadline and rounds < 30):
         _run_and_kill(path, rng, acked)
         rounds += 1
     store = LmdbEventStore(path)
