@@ -1,38 +1,50 @@
 """Client gateway actor: routes decoded client requests.
 
-Writes go to the storage actor in one batch per burst (group commit starts here); reads are
-served on this thread from the store (LMDB readers run beside the writer) and never past the
-commit position; subscription traffic goes to the subscriptions actor.
+Writes go to the storage actor in one batch per burst when this node leads (group commit
+starts here), or are forwarded to the leader over the internal network and its answer relayed
+back. Reads are served on this thread from the store (LMDB readers run beside the writer) and
+never past the commit position; subscription traffic goes to the subscriptions actor.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pykka
 
 from esnode.actors.messages import (
     ClientBatch,
+    ClusterInbound,
     Committed,
     PendingWrite,
     Shutdown,
+    StatusChanged,
     StopAccepting,
     SubscriptionRequest,
+    Tick,
     WriteBatch,
 )
 from esnode.actors.replies import reply_for
+from esnode.actors.status import StatusBoard
 from esnode.core import messages as m
 from esnode.core.clock import Clock
+from esnode.core.forwarding import ForwardAppend, ForwardDelete, ForwardReply
+from esnode.core.states import VNodeState
 from esnode.core.types import (
     METADATA_TYPE,
     AppendRequest,
     DeleteRequest,
     EsError,
     EventData,
+    NoQuorum,
+    NotLeader,
     NotReady,
+    OutcomeUnknown,
     metadata_stream_of,
 )
 from esnode.storage.port import EventStore
@@ -43,6 +55,15 @@ log = logging.getLogger("esnode.gateway")
 _SUBSCRIPTION_OPS = (m.Subscribe, m.Credit, m.Unsubscribe)
 
 
+def _write_request(request) -> AppendRequest | DeleteRequest:
+    cls = type(request)
+    if cls is m.Append:
+        return AppendRequest(request.stream, request.expected_version, request.events)
+    if cls is m.Delete:
+        return DeleteRequest(request.stream, request.expected_version, request.tombstone)
+    return metadata_append(request)
+
+
 def metadata_append(request: m.SetMetadata) -> AppendRequest:
     """Stream metadata is a ``$metadata`` JSON event in the stream's ``$$`` stream."""
     data = json.dumps(request.metadata, separators=(",", ":")).encode()
@@ -50,10 +71,19 @@ def metadata_append(request: m.SetMetadata) -> AppendRequest:
     return AppendRequest(metadata_stream_of(request.stream), request.expected_version, (event,))
 
 
+@dataclass(slots=True)
+class _Forwarded:
+    peer: bytes
+    corr: int
+    leader: str
+    deadline: float
+
+
 class GatewayActor(pykka.ThreadingActor):
     def __init__(self, store: EventStore, transport: Transport, clock: Clock,
                  storage: pykka.ActorRef, subscriptions: pykka.ActorRef,
-                 cluster_info: Callable[[], dict],
+                 board: StatusBoard, cluster_info: Callable[[], dict], node_name: str,
+                 forward_timeout: float = 5.0,
                  on_failure: Callable[[str], None] | None = None) -> None:
         super().__init__()
         self._store = store
@@ -61,10 +91,15 @@ class GatewayActor(pykka.ThreadingActor):
         self._clock = clock
         self._storage = storage
         self._subscriptions = subscriptions
+        self._board = board
         self._cluster_info = cluster_info
+        self._name = node_name
+        self._forward_timeout = forward_timeout
         self._on_fatal = on_failure
-        self._committed = store.writer_position
+        self._committed = board.readable_position
         self._accepting = True
+        self._forwarded: dict[int, _Forwarded] = {}
+        self._forward_ids = itertools.count(1)
 
     def on_receive(self, message: object) -> None:
         cls = type(message)
@@ -72,6 +107,12 @@ class GatewayActor(pykka.ThreadingActor):
             self._route(message.envelopes)
         elif cls is Committed:
             self._committed = max(self._committed, message.position)
+        elif cls is ClusterInbound:
+            self._relay(message.messages)
+        elif cls is Tick:
+            self._expire_forwards()
+        elif cls is StatusChanged:
+            self._fail_forwards(lambda f: f.leader != message.leader)
         elif cls is StopAccepting:
             self._accepting = False
         elif cls is Shutdown:
@@ -82,28 +123,90 @@ class GatewayActor(pykka.ThreadingActor):
     def _route(self, envelopes: list[m.ClientEnvelope]) -> None:
         writes: list[PendingWrite] = []
         replies = []
+        board = self._board
         for env in envelopes:
             request = env.request
             cls = type(request)
             if not self._accepting and cls is not m.Ping:
                 replies.append((env.peer, env.corr, m.ErrorReply(
                     NotReady("the node is shutting down"))))
-            elif cls is m.Append:
-                writes.append(PendingWrite(env.peer, env.corr, AppendRequest(
-                    request.stream, request.expected_version, request.events)))
-            elif cls is m.Delete:
-                writes.append(PendingWrite(env.peer, env.corr, DeleteRequest(
-                    request.stream, request.expected_version, request.tombstone)))
-            elif cls is m.SetMetadata:
-                writes.append(PendingWrite(env.peer, env.corr, metadata_append(request)))
             elif cls in _SUBSCRIPTION_OPS:
                 self._subscriptions.tell(SubscriptionRequest(env))
+            elif getattr(request, "requires_leader", False) and not board.is_leader:
+                replies.append((env.peer, env.corr, m.ErrorReply(self._not_leader())))
+            elif cls in m.WRITE_REQUESTS:
+                write = _write_request(request)
+                if board.is_leader:
+                    writes.append(PendingWrite(env.peer, env.corr, write))
+                else:
+                    error = self._forward(env, write)
+                    if error is not None:
+                        replies.append((env.peer, env.corr, m.ErrorReply(error)))
             else:
                 replies.append((env.peer, env.corr, self._answer(request)))
         if writes:
             self._storage.tell(WriteBatch(writes))
         if replies:
             self._transport.send_client(replies)
+
+    # --- forwarding writes to the leader ------------------------------------------------
+    def _not_leader(self) -> EsError:
+        board = self._board
+        if board.leader and board.leader != self._name:
+            return NotLeader(board.leader_external, f"this node is not the leader; the "
+                             f"leader is {board.leader}")
+        return NotLeader(None, "this node is not the leader and no leader is known")
+
+    def _forward(self, env: m.ClientEnvelope, write) -> EsError | None:
+        board = self._board
+        leader = board.leader
+        if board.state is VNodeState.PreLeader:
+            return NotReady("this node is becoming the leader; retry shortly")
+        if not leader or leader == self._name:
+            return NoQuorum("no leader: an election is in progress or a majority of the "
+                            "cluster cannot be reached; the write was not made")
+        forward_id = next(self._forward_ids)
+        self._forwarded[forward_id] = _Forwarded(
+            env.peer, env.corr, leader, self._clock.monotonic() + self._forward_timeout)
+        if type(write) is AppendRequest:
+            message = ForwardAppend(self._name, forward_id, write.stream,
+                                    write.expected_version, write.events)
+        else:
+            message = ForwardDelete(self._name, forward_id, write.stream,
+                                    write.expected_version, write.tombstone)
+        self._transport.send_node([(leader, message)])
+        return None
+
+    def _relay(self, messages: list) -> None:
+        replies = []
+        for sender, message in messages:
+            if type(message) is not ForwardReply:
+                continue
+            f = self._forwarded.get(message.forward_id)
+            if f is None or f.leader != sender:
+                continue  # late (already failed as outcome unknown) or not ours
+            del self._forwarded[message.forward_id]
+            replies.append((f.peer, f.corr, m.RelayedReply(message.kind, message.body)))
+        if replies:
+            self._transport.send_client(replies)
+
+    def _fail_forwards(self, which: Callable[[_Forwarded], bool], why: str = "") -> None:
+        failed = [(k, f) for k, f in self._forwarded.items() if which(f)]
+        if not failed:
+            return
+        error = OutcomeUnknown(why or "the leader changed while the write was forwarded to "
+                               "it; it may or may not have been made: retry with the same "
+                               "event ids")
+        for k, _ in failed:
+            del self._forwarded[k]
+        self._transport.send_client([(f.peer, f.corr, m.ErrorReply(error)) for _, f in failed])
+
+    def _expire_forwards(self) -> None:
+        now = self._clock.monotonic()
+        self._fail_forwards(lambda f: f.deadline <= now,
+                            f"no answer from the leader within {self._forward_timeout:g}s; "
+                            "the write may or may not have been made: retry with the same "
+                            "event ids")
 
     def _answer(self, request: object) -> m.Reply | m.ErrorReply:
         cls = type(request)

@@ -17,11 +17,14 @@ class ClientBatch:
 
 @dataclass(frozen=True, slots=True)
 class PendingWrite:
-    """A write waiting for group commit, with the address its outcome goes back to."""
+    """A write waiting for group commit, with the address its outcome goes back to: a local
+    client (``peer``, ``corr``), or, when ``origin`` names a node, the forward id ``corr`` of
+    that node's gateway."""
 
     peer: bytes
     corr: int
     request: WriteRequest
+    origin: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +62,24 @@ class Shutdown:
 @dataclass(frozen=True, slots=True)
 class StopAccepting:
     """The node is shutting down: refuse new client work with ``not_ready``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterInbound:
+    """Messages from other nodes, as ``(sender, message)`` in arrival order."""
+
+    messages: list
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passes: timers of the cluster core, write and forward timeouts."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChanged:
+    """The node's state, term or leader changed."""
+
+    state: object
+    term: int
+    leader: str | None

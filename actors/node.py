@@ -15,13 +15,32 @@ from typing import Any
 import pykka
 
 from esnode.actors.gateway import GatewayActor
-from esnode.actors.messages import ClientBatch, Committed, PeerGone, Shutdown, StopAccepting
+from esnode.actors.messages import (
+    ClientBatch,
+    ClusterInbound,
+    Committed,
+    PeerGone,
+    Shutdown,
+    StatusChanged,
+    StopAccepting,
+    Tick,
+)
+from esnode.actors.status import StatusBoard
 from esnode.actors.storage import StorageActor
 from esnode.actors.subscriptions import SubscriptionsActor
 from esnode.core.clock import Clock, SystemClock
+from esnode.core.cluster_messages import WIRE_MESSAGES
 from esnode.core.config import NodeSection, Topology
+from esnode.core.forwarding import FORWARD_MESSAGES, ForwardReply
+from esnode.core.states import VNodeState
 from esnode.storage.port import EventStore
 from esnode.transport.port import Transport
+
+TICK_INTERVAL_S = 0.02
+"""Resolution of every timer in the node (elections, heartbeats, write timeouts)."""
+
+GATEWAY_TICK_EVERY = 5
+"""The gateway's timers (forward timeouts) need only every fifth tick."""
 
 log = logging.getLogger("esnode.node")
 
@@ -32,10 +51,14 @@ def default_store(node: NodeSection) -> EventStore:
     return open_store(None if node.mem_db else node.data_dir)
 
 
-def default_transport(node: NodeSection) -> Transport:
+def default_transport(topology: Topology, node: NodeSection) -> Transport:
+    from esnode.transport.internal_codec import InternalCodec
     from esnode.transport.zmq_transport import ZmqTransport
 
-    return ZmqTransport(node.external_bind)
+    peers = {n.name: n.internal_advertise for n in topology.nodes if n.name != node.name}
+    return ZmqTransport(node.external_bind, internal_bind=node.internal_bind,
+                        node_name=node.name, peers=peers,
+                        internal_codec=InternalCodec(WIRE_MESSAGES + FORWARD_MESSAGES))
 
 
 @dataclass(frozen=True)
@@ -43,7 +66,7 @@ class Factories:
     """How a node gets each of its parts; ``replace(...)`` one to swap it in a test."""
 
     store: Callable[[NodeSection], EventStore] = default_store
-    transport: Callable[[NodeSection], Transport] = default_transport
+    transport: Callable[[Topology, NodeSection], Transport] = default_transport
     clock: Callable[[], Clock] = SystemClock
     storage_actor: type[pykka.ThreadingActor] = StorageActor
     gateway_actor: type[pykka.ThreadingActor] = GatewayActor
@@ -61,7 +84,7 @@ class Node:
         self.topology = topology
         self.config = topology.node(name)
         self.factories = factories or Factories()
-        self.state = "Initializing"
+        self._names = {n.name for n in topology.nodes}
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
         self._fatal: str | None = None
@@ -69,33 +92,52 @@ class Node:
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> Node:
-        f = self.factories
+        f, t = self.factories, self.topology
         self.clock = f.clock()
         self.store = f.store(self.config)
-        self.transport = f.transport(self.config)
+        self.board = StatusBoard(self.store.commit_position)
+        self.transport = f.transport(t, self.config)
         try:
             self.subscriptions = f.subscriptions_actor.start(
-                self.store, self.transport, self.clock, on_failure=self.fail)
+                self.store, self.transport, self.clock, self.board, on_failure=self.fail)
+            self.gateway = None
             self.storage = f.storage_actor.start(
-                self.store, self.transport, self.clock, on_committed=self._committed,
-                on_failure=self.fail)
+                self.store, self.transport, self.clock, self.board, t, self.config.name,
+                notify=self._notify, on_failure=self.fail)
             self.gateway = f.gateway_actor.start(
                 self.store, self.transport, self.clock, self.storage, self.subscriptions,
-                self.cluster_info, on_failure=self.fail)
+                self.board, self.cluster_info, self.config.name,
+                forward_timeout=t.timers.write_timeout_ms / 1000, on_failure=self.fail)
             self._refs = [self.gateway, self.storage, self.subscriptions]
-            self.transport.start(self._on_client, self._on_peer_gone)
+            self.transport.start(self._on_client, self._on_peer_gone, self._on_node)
+            self._ticker = threading.Thread(target=self._tick, name="ticker", daemon=True)
+            self._ticker.start()
         except BaseException:
             self._teardown()
             raise
-        self._set_state("Leader")
-        log.info("node %s serving clients on %s (writer position %d)", self.config.name,
-                 self.transport.external_endpoint, self.store.writer_position)
+        log.info("node %s of cluster %s: clients on %s, cluster on %s:%d (writer position "
+                 "%d, commit position %d)", self.config.name, t.cluster.name,
+                 self.transport.external_endpoint, *self.config.internal_bind,
+                 self.store.writer_position, self.store.commit_position)
         return self
 
-    def _set_state(self, state: str) -> None:
-        if state != self.state:
-            log.info("state %s -> %s", self.state, state)
-            self.state = state
+    @property
+    def state(self) -> VNodeState:
+        board = getattr(self, "board", None)
+        return board.state if board is not None else VNodeState.Initializing
+
+    def _tick(self) -> None:
+        """The node's one timer thread: tells the writer (and now and then the gateway) that
+        time passed. Stops with the node."""
+        n = 0
+        while not self._stopped.wait(TICK_INTERVAL_S) and self._refs:
+            try:
+                self.storage.tell(Tick())
+                n += 1
+                if n % GATEWAY_TICK_EVERY == 0 and self.gateway is not None:
+                    self.gateway.tell(Tick())
+            except pykka.ActorDeadError:
+                return
 
     def fail(self, reason: str) -> None:
         """A crashed actor takes the node down loudly rather than leaving it half alive."""
@@ -108,7 +150,7 @@ class Node:
         with self._stop_lock:
             if self._stopped.is_set():
                 return
-            self._set_state("ShuttingDown")
+            log.info("node %s shutting down", self.config.name)
             if self._refs:
                 self.transport.pause_receiving()
                 self._try_tell(self.gateway, StopAccepting())
@@ -172,17 +214,44 @@ class Node:
         except pykka.ActorDeadError:
             pass
 
-    def _committed(self, message: Committed) -> None:
-        self.gateway.tell(message)
-        self.subscriptions.tell(message)
+    def _on_node(self, batch: list) -> None:
+        """Cluster traffic: forwarded-write answers go to the gateway, the rest to the
+        writer (which checks that each message's claimed sender is its actual peer)."""
+        replies = [item for item in batch if type(item[1]) is ForwardReply]
+        try:
+            if replies:
+                self.gateway.tell(ClusterInbound(replies))
+            if len(replies) < len(batch):
+                self.storage.tell(ClusterInbound(
+                    [item for item in batch if type(item[1]) is not ForwardReply]))
+        except pykka.ActorDeadError:
+            pass
+
+    def _notify(self, message: object) -> None:
+        """The writer's news: a new commit position (readers), a new status (gateway)."""
+        try:
+            if self.gateway is not None:
+                self.gateway.tell(message)
+            if type(message) is Committed:
+                self.subscriptions.tell(message)
+            elif type(message) is StatusChanged:
+                self.subscriptions.tell(message)
+        except pykka.ActorDeadError:
+            pass
 
     def cluster_info(self) -> dict:
-        c = self.config
-        member = {
-            "name": c.name, "state": self.state, "alive": True,
-            "external": list(c.external_advertise), "epoch": 0,
-            "writer_position": self.store.writer_position,
-            "commit_position": self.store.writer_position, "priority": c.priority,
-        }
+        board, c = self.board, self.config
+        members = [{
+            "name": m.name, "state": VNodeState(m.state).name, "alive": m.is_alive,
+            "external": [m.external_host, m.external_port], "epoch": m.epoch_number,
+            "writer_position": m.writer_position, "commit_position": m.commit_position,
+            "priority": self.topology.node(m.name).priority
+            if m.name in self._names else 0,
+        } for m in board.members]
+        if not members:  # before the first gossip round: at least this node
+            members = [{"name": c.name, "state": board.state.name, "alive": True,
+                        "external": list(c.external_advertise), "epoch": board.term,
+                        "writer_position": self.store.writer_position,
+                        "commit_position": board.readable_position, "priority": c.priority}]
         return {"cluster": self.topology.cluster.name, "node": c.name,
-                "state": self.state, "leader": c.name, "members": [member]}
+                "state": board.state.name, "leader": board.leader, "members": members}

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 import pykka
 
-from esnode.actors.messages import Committed, PeerGone, Shutdown, SubscriptionRequest
+from esnode.actors.messages import (
+    Committed,
+    PeerGone,
+    Shutdown,
+    StatusChanged,
+    SubscriptionRequest,
+)
+from esnode.actors.status import StatusBoard
 from esnode.core import messages as m
 from esnode.core.clock import Clock
 from esnode.core.types import (
@@ -47,13 +54,13 @@ class Subscription:
 
 class SubscriptionsActor(pykka.ThreadingActor):
     def __init__(self, store: EventStore, transport: Transport, clock: Clock,
-                 on_failure: Callable[[str], None] | None = None) -> None:
+                 board: StatusBoard, on_failure: Callable[[str], None] | None = None) -> None:
         super().__init__()
         self._store = store
         self._transport = transport
         self._clock = clock
         self._on_fatal = on_failure
-        self._committed = store.writer_position
+        self._committed = board.readable_position
         self._subs: dict[tuple[bytes, int], Subscription] = {}
 
     def on_receive(self, message: object) -> None:
@@ -65,6 +72,8 @@ class SubscriptionsActor(pykka.ThreadingActor):
                     self._pump(sub)
         elif cls is SubscriptionRequest:
             self._handle(message.envelope)
+        elif cls is StatusChanged:
+            pass  # subscriptions read committed data only: a leader change loses nothing
         elif cls is PeerGone:
             for key in [k for k in self._subs if k[0] == message.peer]:
                 del self._subs[key]

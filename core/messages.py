@@ -226,7 +226,15 @@ class SubscriptionDropped:
     error: EsError
 
 
-ServerMessage = Reply | ErrorReply | EventsPushed | CaughtUp | SubscriptionDropped
+@dataclass(frozen=True, slots=True)
+class RelayedReply:
+    """A reply produced by another node (the leader, for a forwarded write), relayed as is."""
+
+    kind: str
+    body: dict
+
+
+ServerMessage = Reply | ErrorReply | EventsPushed | CaughtUp | SubscriptionDropped | RelayedReply
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,7 +172,9 @@ class NodeCore:
         e = self.election
         if e.role is not Role.FOLLOWER:
             self.left_discovery = True
-        if e.role is Role.LEADER:
+        if self.stopped:
+            self.leader = self.replica = None  # a stopped node takes no role back
+        elif e.role is Role.LEADER:
             self.replica = None
             if self.leader is None or self.leader.term != e.term:
                 self.leader = self.leader_class(self.config, self.log, e.term, now)

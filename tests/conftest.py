@@ -39,6 +39,19 @@ def single_node_topology(data_dir: str = "", **node: object) -> Topology:
     return parse_topology({"cluster": {"name": "test", "size": 1}, "nodes": [entry]})
 
 
+def start_leader(node, timeout: float = 10.0):
+    """Start a node of a one-node cluster and wait until it has elected itself."""
+    from esnode.core.states import VNodeState
+
+    node.start()
+    try:
+        wait_for(lambda: node.state is VNodeState.Leader, timeout, message="leadership")
+    except BaseException:
+        node.stop()
+        raise
+    return node
+
+
 @pytest.fixture(autouse=True)
 def _stop_all_actors() -> Iterator[None]:
     yield
@@ -51,7 +64,7 @@ def running_node(request, tmp_path):
     from esnode.actors.node import Node
 
     data_dir = str(tmp_path / "data") if request.param == "lmdb" else ""
-    node = Node(single_node_topology(data_dir), "node1").start()
+    node = start_leader(Node(single_node_topology(data_dir), "node1"))
     try:
         yield node
     finally:

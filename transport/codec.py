@@ -13,7 +13,7 @@ from typing import Any
 import msgpack
 
 from esnode.core import messages as m
-from esnode.core.types import BadRequest, EsError, EventData, RecordedEvent, TooLarge
+from esnode.core.types import BadRequest, EsError, EventData
 
 DEFAULT_MAX_MESSAGE_SIZE = 80 * 1024 * 1024
 """Largest frame accepted on the external socket (an append of up to 64 MiB plus framing)."""
@@ -35,13 +35,6 @@ def _events(raw: Any) -> tuple[EventData, ...]:
                              "bin metadata, bool is_json]")
         out.append(EventData(eid, etype, data, meta, is_json))
     return tuple(out)
-
-
-def _build(cls: type, args: dict, **fields: Any) -> Any:
-    try:
-        return cls(**fields)
-    except TypeError as exc:
-        raise BadRequest(f"bad arguments: {exc}") from None
 
 
 def _arg(args: dict, name: str, default: Any = ...) -> Any:
@@ -122,11 +115,6 @@ def encode_request(op: str, corr: int, args: dict) -> bytes:
     return _packb([m.PROTOCOL_VERSION, op, corr, args])
 
 
-def encode_events(events: list[RecordedEvent]) -> list:
-    # RecordedEvent is a tuple: msgpack packs it as an array of its fields, in order.
-    return events
-
-
 def error_body(error: EsError) -> dict:
     body = {"code": error.code, "message": str(error)}
     body.update(error.details())
@@ -144,10 +132,8 @@ def encode_reply(corr: int, message: Any) -> bytes:
         return _packb([corr, "events", message.events])
     if cls is m.CaughtUp:
         return _packb([corr, "caught_up", {"position": message.position}])
+    if cls is m.RelayedReply:
+        return _packb([corr, message.kind, message.body])
     if cls is m.SubscriptionDropped:
         return _packb([corr, "dropped", error_body(message.error)])
     raise TypeError(f"not a server message: {cls.__name__}")
-
-
-def too_large(size: int, limit: int) -> TooLarge:
-    return TooLarge(f"message of {size} bytes exceeds the limit of {limit}")

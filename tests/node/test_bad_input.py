@@ -9,7 +9,7 @@ import zmq
 
 from esnode.actors.node import Factories, Node
 from esnode.transport.zmq_transport import ZmqTransport
-from tests.conftest import single_node_topology, wait_for
+from tests.conftest import single_node_topology, start_leader, wait_for
 from tests.node.rawclient import RawClient, event
 
 BAD_FRAMES = {
@@ -38,8 +38,9 @@ BAD_FRAMES = {
 @pytest.fixture
 def node():
     small = Factories().replace(
-        transport=lambda cfg: ZmqTransport(cfg.external_bind, max_message_size=64 * 1024))
-    n = Node(single_node_topology(), "node1", small).start()
+        transport=lambda topology, cfg: ZmqTransport(cfg.external_bind,
+                                                     max_message_size=64 * 1024))
+    n = start_leader(Node(single_node_topology(), "node1", small))
     yield n
     n.stop()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from esnode.actors.node import Node
-from tests.conftest import free_port, single_node_topology, wait_for
+from tests.conftest import free_port, single_node_topology, start_leader, wait_for
 from tests.node.rawclient import RawClient, event
 
 
@@ -61,15 +61,15 @@ def test_esnode_run_serves_and_stops_on_sigterm(tmp_path):
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, err
-        assert "state Initializing -> Leader" in err and "stopped" in err
+        assert "PreLeader -> Leader term=1" in err and "stopped" in err
         log_text = (tmp_path / "logs" / "solo.log").read_text()
-        assert "state Leader -> ShuttingDown" in log_text
+        assert "Leader -> ShuttingDown" in log_text
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     # The data survived the stop, and the port was released.
-    node = Node(single_node_topology(str(tmp_path / "data"), external_port=ext), "node1").start()
+    node = start_leader(Node(single_node_topology(str(tmp_path / "data"), external_port=ext), "node1"))
     try:
         c = RawClient(node.transport.external_endpoint)
         try:
@@ -93,7 +93,7 @@ def test_invalid_topology_fails_with_the_key_named(tmp_path):
 
 def test_graceful_stop_answers_what_it_read_and_loses_no_acknowledged_write(tmp_path):
     data = str(tmp_path / "data")
-    node = Node(single_node_topology(data), "node1").start()
+    node = start_leader(Node(single_node_topology(data), "node1"))
     c = RawClient(node.transport.external_endpoint)
     try:
         assert c.call("ping")[1] == "ok"  # connected
@@ -115,7 +115,7 @@ def test_graceful_stop_answers_what_it_read_and_loses_no_acknowledged_write(tmp_
     assert all(r[2]["code"] == "not_ready" for r in replies if r[1] == "error")
     acknowledged = [sent[r[0]] for r in replies if r[1] == "ok"]
     assert acknowledged
-    node = Node(single_node_topology(data), "node1").start()
+    node = start_leader(Node(single_node_topology(data), "node1"))
     try:
         for stream in acknowledged:
             assert node.store.stream_version(stream) == 0, stream

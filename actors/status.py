@@ -1,0 +1,25 @@
+"""The node's status board: a few values the writer publishes and the gateway reads.
+
+Each attribute is replaced whole (never mutated in place), so a reader on another thread sees
+either the old or the new value, never a torn one. It carries what answers ``cluster_info``
+and routes writes; anything that must happen *in order* travels as actor messages instead.
+"""
+
+from __future__ import annotations
+
+from esnode.core.cluster_messages import ClientMemberInfo
+from esnode.core.states import VNodeState
+
+
+class StatusBoard:
+    def __init__(self, readable_position: int = -1) -> None:
+        self.state: VNodeState = VNodeState.Initializing
+        self.term: int = 0
+        self.leader: str | None = None
+        self.leader_external: tuple[str, int] | None = None
+        self.readable_position: int = readable_position
+        self.members: tuple[ClientMemberInfo, ...] = ()
+
+    @property
+    def is_leader(self) -> bool:
+        return self.state is VNodeState.Leader
