@@ -302,8 +302,9 @@ class StorageActor(pykka.ThreadingActor):
                     epoch = store.write_epoch(e.number, e.leader_id, self._clock.now_us())
                     reports.append(EpochWritten(epoch))
                 elif cls is fx.Truncate:
-                    log.warning("truncating the uncommitted log tail after position %d "
-                                "(writer at %d)", e.position, store.writer_position)
+                    if e.position < store.writer_position:
+                        log.warning("truncating the uncommitted log tail after position %d "
+                                    "(writer at %d)", e.position, store.writer_position)
                     store.truncate_after(e.position)
                     reports.append(Truncated(store.writer_position))
                 elif cls is fx.StateChanged:
