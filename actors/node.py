@@ -14,7 +14,7 @@ from typing import Any
 
 import pykka
 
-from esnode.actors.gateway import GatewayActor
+from esnode.actors.gateway import GatewayActor, split_writes
 from esnode.actors.messages import (
     ClientBatch,
     ClusterInbound,
@@ -24,6 +24,7 @@ from esnode.actors.messages import (
     StatusChanged,
     StopAccepting,
     Tick,
+    WriteBatch,
 )
 from esnode.actors.status import StatusBoard
 from esnode.actors.storage import StorageActor
@@ -204,6 +205,12 @@ class Node:
     # --- wiring callbacks (run on the calling thread: keep them tiny) -----------------------
     def _on_client(self, envelopes: list) -> None:
         try:
+            if self.board.is_leader:
+                writes, envelopes = split_writes(envelopes)
+                if writes:
+                    self.storage.tell(WriteBatch(writes))
+                if not envelopes:
+                    return
             self.gateway.tell(ClientBatch(envelopes))
         except pykka.ActorDeadError:
             pass  # stopping: the clients see their requests time out as outcome unknown
