@@ -40,6 +40,9 @@ from esnode.transport.port import Transport
 TICK_INTERVAL_S = 0.02
 """Resolution of every timer in the node (elections, heartbeats, write timeouts)."""
 
+DNS_REFRESH_S = 2.0
+"""How often DNS discovery asks again."""
+
 GATEWAY_TICK_EVERY = 5
 """The gateway's timers (forward timeouts) need only every fifth tick."""
 
@@ -53,13 +56,20 @@ def default_store(node: NodeSection) -> EventStore:
 
 
 def default_transport(topology: Topology, node: NodeSection) -> Transport:
+    """Peers by name at the topology's endpoints, or, with ``[discovery]`` seeds or DNS,
+    found through gossip seeds (their names learnt from their first message)."""
+    from esnode.transport.discovery import gossip_seeds, uses_seeds
     from esnode.transport.internal_codec import InternalCodec
     from esnode.transport.zmq_transport import ZmqTransport
 
-    peers = {n.name: n.internal_advertise for n in topology.nodes if n.name != node.name}
-    return ZmqTransport(node.external_bind, internal_bind=node.internal_bind,
-                        node_name=node.name, peers=peers,
-                        internal_codec=InternalCodec(WIRE_MESSAGES + FORWARD_MESSAGES))
+    others = [n for n in topology.nodes if n.name != node.name]
+    seeded = uses_seeds(topology)
+    return ZmqTransport(
+        node.external_bind, internal_bind=node.internal_bind, node_name=node.name,
+        peers={} if seeded else {n.name: n.internal_advertise for n in others},
+        members=[n.name for n in others],
+        seeds=gossip_seeds(topology, node) if seeded else (),
+        internal_codec=InternalCodec(WIRE_MESSAGES + FORWARD_MESSAGES))
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,9 @@ class Node:
             self.transport.start(self._on_client, self._on_peer_gone, self._on_node)
             self._ticker = threading.Thread(target=self._tick, name="ticker", daemon=True)
             self._ticker.start()
+            if t.discovery.dns:
+                threading.Thread(target=self._rediscover, name="dns-discovery",
+                                 daemon=True).start()
         except BaseException:
             self._teardown()
             raise
@@ -126,6 +139,16 @@ class Node:
     def state(self) -> VNodeState:
         board = getattr(self, "board", None)
         return board.state if board is not None else VNodeState.Initializing
+
+    def _rediscover(self) -> None:
+        """DNS answers change (nodes replaced, or DNS was down at start): ask again now and
+        then; the transport ignores endpoints it already knows."""
+        from esnode.transport.discovery import gossip_seeds
+
+        while not self._stopped.wait(DNS_REFRESH_S):
+            add = getattr(self.transport, "add_seeds", None)
+            if add is not None:
+                add(gossip_seeds(self.topology, self.config))
 
     def _tick(self) -> None:
         """The node's one timer thread: tells the writer (and now and then the gateway) that

@@ -24,6 +24,7 @@ from esnode.transport.codec import (
     decode_request,
     encode_reply,
 )
+from esnode.core.forwarding import claimed_sender
 from esnode.core.types import BadRequest
 from esnode.transport.internal_codec import InternalCodec
 from esnode.transport.port import ClientHandler, NodeHandler, PeerGoneHandler
@@ -35,6 +36,9 @@ MAX_BURST = 1024
 
 SEND_HWM = 100_000
 """Per-peer queued outgoing messages; subscriptions are bounded by credit well below it."""
+
+SEED_MESSAGES = ("Gossip",)
+"""What a node sends to a seed whose name it does not know yet."""
 
 PEER_HWM = 10_000
 """Queued messages to one cluster peer before new ones are dropped (and retried above)."""
@@ -79,13 +83,18 @@ class ZmqTransport:
                  internal_bind: tuple[str, int] | None = None,
                  node_name: str = "",
                  peers: dict[str, tuple[str, int]] | None = None,
-                 internal_codec: InternalCodec | None = None) -> None:
+                 internal_codec: InternalCodec | None = None,
+                 members: Iterable[str] = (),
+                 seeds: Iterable[tuple[str, int]] = ()) -> None:
         self._bind = external_bind
         self._max_message_size = max_message_size
         self._ctx = context or zmq.Context.instance()
         self._internal_bind = internal_bind
         self._node_name = node_name
         self._peers = dict(peers or {})
+        self._members = set(members) | set(self._peers)
+        self._members.discard(node_name)
+        self._new_seeds: collections.deque = collections.deque(seeds)
         self._internal_codec = internal_codec
         self._node_outbox: collections.deque = collections.deque()
         self._outbox: collections.deque = collections.deque()
@@ -96,6 +105,8 @@ class ZmqTransport:
         self._thread: threading.Thread | None = None
         self._endpoint = ""
         self._paused = False
+        self._dealers: dict[str, zmq.Socket] = {}
+        self._router_peers: set[str] = set()
 
     @property
     def external_endpoint(self) -> str:
@@ -113,6 +124,12 @@ class ZmqTransport:
 
     def send_client(self, replies: Iterable[tuple[bytes, int, Any]]) -> None:
         self._outbox.extend(replies)
+        self._waker.wake()
+
+    def add_seeds(self, endpoints: Iterable[tuple[str, int]]) -> None:
+        """Gossip seeds (internal endpoints of nodes whose names are not known yet, e.g. from
+        DNS); thread-safe. Already known endpoints are ignored."""
+        self._new_seeds.extend(endpoints)
         self._waker.wake()
 
     def pause_receiving(self) -> None:
@@ -138,6 +155,8 @@ class ZmqTransport:
     def _router(self, bind: tuple[str, int], which: str) -> zmq.Socket:
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
+        if which == "internal":
+            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted peer takes its name back
         sock.setsockopt(zmq.MAXMSGSIZE, self._max_message_size)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.SNDHWM, SEND_HWM)
@@ -172,8 +191,8 @@ class ZmqTransport:
                 internal = self._router(self._internal_bind, "internal")
                 sockets.append(internal)
                 self.internal_endpoint = internal.getsockopt_string(zmq.LAST_ENDPOINT)
-            dealers = {name: self._dealer(*addr) for name, addr in self._peers.items()}
-            sockets.extend(dealers.values())
+            self._dealers = {name: self._dealer(*addr) for name, addr in self._peers.items()}
+            sockets.extend(self._dealers.values())
         except BaseException as exc:  # reported to start()'s caller
             for s in sockets:
                 s.close(linger=0)
@@ -181,7 +200,9 @@ class ZmqTransport:
             self._ready.set()
             return
         self._ready.set()
-        poller = zmq.Poller()
+        self._internal = internal
+        self._seed_dealers: dict[zmq.Socket, tuple[str, int]] = {}
+        poller = self._poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         if internal is not None:
             poller.register(internal, zmq.POLLIN)
@@ -190,22 +211,26 @@ class ZmqTransport:
             while not self._stopping.is_set():
                 if self._paused and sock in poller:
                     poller.unregister(sock)
+                if self._new_seeds:
+                    self._connect_seeds()
                 events = dict(poller.poll())
                 if sock in events:
                     self._receive(sock)
                 if internal is not None and internal in events:
                     self._receive_internal(internal)
+                for dealer in [d for d in self._seed_dealers if d in events]:
+                    self._receive_seed(dealer)
                 if self._waker.read_fd in events:
                     self._waker.clear()
                 self._flush(sock)
-                self._flush_nodes(dealers)
+                self._flush_nodes()
             self._flush(sock)
-            self._flush_nodes(dealers)
+            self._flush_nodes()
         except Exception:
             log.exception("transport thread failed")
             raise
         finally:
-            for s in sockets:
+            for s in [*sockets, *self._seed_dealers]:
                 s.close(linger=0)
 
     def _receive(self, sock: zmq.Socket) -> None:
@@ -262,8 +287,9 @@ class ZmqTransport:
                 if len(frames) != 2 or self._internal_codec is None:
                     raise BadRequest("a cluster message is exactly one frame")
                 message = self._internal_codec.decode(frames[1])
-                if sender not in self._peers:
+                if sender not in self._members:
                     raise BadRequest(f"unknown cluster member {sender!r}")
+                self._router_peers.add(sender)
                 batch.append((sender, message))
             except BadRequest as exc:
                 # Refuse clearly (in the client protocol's error shape, which is what a
@@ -277,16 +303,66 @@ class ZmqTransport:
         if batch and self._on_node is not None:
             self._on_node(batch)
 
-    def _flush_nodes(self, dealers: dict[str, zmq.Socket]) -> None:
+    # --- gossip seeds: endpoints whose node names we learn from their first message --------
+    def _connect_seeds(self) -> None:
+        known = set(self._seed_dealers.values()) | set(self._peers.values())
+        while self._new_seeds:
+            endpoint = tuple(self._new_seeds.popleft())
+            if endpoint in known or endpoint == self._internal_bind:
+                continue
+            known.add(endpoint)
+            dealer = self._dealer(*endpoint)
+            self._seed_dealers[dealer] = endpoint
+            self._poller.register(dealer, zmq.POLLIN)
+            log.info("gossip seed %s:%d", *endpoint)
+
+    def _receive_seed(self, dealer: zmq.Socket) -> None:
+        """A node answered on a seed connection (through its ROUTER): the message names its
+        sender, which tells us who is at that endpoint."""
+        batch: list[tuple[str, Any]] = []
+        for _ in range(MAX_BURST):
+            try:
+                frame = dealer.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                message = self._internal_codec.decode(frame)
+            except BadRequest as exc:
+                log.warning("bad message from seed %s:%d: %s", *self._seed_dealers[dealer], exc)
+                continue
+            sender = claimed_sender(message)
+            if sender not in self._members:
+                continue
+            if sender not in self._dealers:
+                self._dealers[sender] = dealer
+                self._peers[sender] = self._seed_dealers[dealer]
+                log.info("cluster member %s is at %s:%d", sender, *self._peers[sender])
+            batch.append((sender, message))
+        if batch and self._on_node is not None:
+            self._on_node(batch)
+
+    def _flush_nodes(self) -> None:
         outbox = self._node_outbox
         codec = self._internal_codec
         while outbox:
             name, message = outbox.popleft()
-            dealer = dealers.get(name)
-            if dealer is None or codec is None:
-                log.error("no connection to cluster member %r", name)
+            if codec is None:
                 continue
+            frame = codec.encode(message)
+            dealer = self._dealers.get(name)
             try:
-                dealer.send(codec.encode(message), zmq.NOBLOCK)
-            except zmq.Again:
-                pass  # peer down or too far behind: the protocol above retries
+                if dealer is not None:
+                    dealer.send(frame, zmq.NOBLOCK)
+                elif name in self._router_peers:
+                    # It reached us through our ROUTER: answer on that connection.
+                    self._internal.send_multipart((name.encode(), frame), zmq.NOBLOCK)
+                elif type(message).__name__ in SEED_MESSAGES:
+                    # Unknown address yet: introduce ourselves to every unidentified seed.
+                    named = set(map(id, self._dealers.values()))
+                    for seed in self._seed_dealers:
+                        if id(seed) not in named:
+                            seed.send(frame, zmq.NOBLOCK)
+            except zmq.ZMQError as exc:
+                if exc.errno not in (zmq.EAGAIN, zmq.EHOSTUNREACH):
+                    raise
+                # peer down or too far behind: the protocol above retries

@@ -1,0 +1,54 @@
+"""Where a node finds its peers' internal endpoints for gossip: the topology itself, a list of
+seeds, or every A record of a DNS name plus the gossip port (docs/topology.md)."""
+
+from __future__ import annotations
+
+import logging
+
+import dns.exception
+import dns.resolver
+
+from esnode.core.config import NodeSection, Topology
+
+log = logging.getLogger("esnode.discovery")
+
+DNS_TIMEOUT_S = 2.0
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host, int(port)
+
+
+def resolve_a(name: str, server: str = "", timeout: float = DNS_TIMEOUT_S) -> list[str]:
+    """Every A record of ``name``, asking ``server`` ("ip:port") or the system's resolver.
+    Raises ``dns.exception.DNSException`` or ``OSError``."""
+    if server:
+        host, port = parse_endpoint(server)
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers, resolver.port = [host], port
+    else:
+        resolver = dns.resolver.Resolver()
+    resolver.lifetime = resolver.timeout = timeout
+    return sorted({record.address for record in resolver.resolve(name, "A")})
+
+
+def gossip_seeds(topology: Topology, me: NodeSection) -> list[tuple[str, int]]:
+    """The seeds of ``[discovery]`` (DNS answers or the seed list), without this node.
+    Empty when discovery is by the topology's own endpoints, or DNS failed for now (the
+    caller retries)."""
+    d = topology.discovery
+    own = {me.internal_advertise, me.internal_bind}
+    if d.dns:
+        try:
+            seeds = [(address, d.gossip_port) for address in resolve_a(d.dns, d.dns_server)]
+        except (dns.exception.DNSException, OSError) as exc:
+            log.warning("DNS discovery of %s failed (will retry): %s", d.dns, exc)
+            return []
+    else:
+        seeds = [parse_endpoint(s) for s in d.seeds]
+    return [s for s in seeds if s not in own]
+
+
+def uses_seeds(topology: Topology) -> bool:
+    return bool(topology.discovery.dns or topology.discovery.seeds)
