@@ -16,6 +16,9 @@ from esnode.core import messages as m
 from esnode.core.types import BadRequest, EsError, EventData
 
 DEFAULT_MAX_MESSAGE_SIZE = 80 * 1024 * 1024
+CLUSTER_MAGIC = "esnode-cluster"
+"""First item of every internal (cluster) message (``transport/internal_codec.py``): a frame
+starting with it on the external endpoint is refused as cluster traffic by name."""
 """Largest frame accepted on the external socket (an append of up to 64 MiB plus framing)."""
 
 _packb = msgpack.Packer(use_bin_type=True).pack
@@ -90,6 +93,9 @@ def decode_request(frame: bytes, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZ
         msg = msgpack.unpackb(frame, raw=False, strict_map_key=True, use_list=True)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise DecodeError(f"malformed msgpack: {type(exc).__name__}") from None
+    if type(msg) is list and msg and msg[0] == CLUSTER_MAGIC:
+        raise DecodeError("a cluster message: this external endpoint accepts only client "
+                          "requests; cluster traffic goes to the internal endpoint")
     if type(msg) is not list or len(msg) != 4:
         raise DecodeError("a request must be an array [version, op, corr, args]")
     version, op, corr, args = msg

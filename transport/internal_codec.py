@@ -17,7 +17,7 @@ import msgpack
 
 from esnode.core.types import BadRequest
 
-MAGIC = "esnode-cluster"
+from esnode.transport.codec import CLUSTER_MAGIC as MAGIC
 INTERNAL_VERSION = 1
 
 _packb = msgpack.Packer(use_bin_type=True).pack

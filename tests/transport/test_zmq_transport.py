@@ -76,6 +76,9 @@ def test_cluster_frame_on_external_endpoint_is_refused(pair):
         c.send_raw(CODEC.encode(Hello(term=1, epochs=())))
         reply = c.recv()
         assert reply[1] == "error" and reply[2]["code"] == "bad_request"
+        assert "cluster message" in reply[2]["message"]
+        assert "internal endpoint" in reply[2]["message"]
+        assert inboxes["b"].empty()
     finally:
         c.close()
 

@@ -1,0 +1,276 @@
+"""Process-level cluster tests: real ``esnode`` node processes on 127.0.0.1 (issue 4, "How it
+will be checked"), with kill -9, SIGSTOP/SIGCONT and restarts, and the history checker."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.cluster.checker import FAIL, OK, UNKNOWN, History, check
+from tests.cluster.conftest import FAST
+from tests.cluster.harness import Cluster, Raw, new_event, wait_until
+from tests.cluster.workload import Writers, retry_unknown
+
+CLEAR_WRITE_ERRORS = {"no_quorum", "not_leader", "outcome_unknown", "not_ready"}
+
+
+def appends_through_every_node(cluster: Cluster, history: History, per_node: int = 3) -> None:
+    """Sequential appends through each node (followers forward to the leader): all ok."""
+    for name in cluster.names:
+        for i in range(per_node):
+            event = new_event()
+            op = history.invoke(f"every-{i % 2}", [event[0]], name)
+            kind, body = cluster.append(name, op.stream, [event])
+            assert history.complete(op, kind, body) == OK, (name, kind, body)
+
+
+def finish(cluster: Cluster, history: History, nodes: list[str], leader: str) -> dict:
+    """Retry the unknown outcomes with the same ids, wait for ``nodes`` to converge and check
+    the history against every node's ``$all``."""
+    retried = retry_unknown(cluster, history, leader)
+    logs = cluster.wait_converged(nodes, at_least=len(history.of(OK)))
+    check(history, logs)
+    print(f"history: {history.counts()}, {len(retried)} unknown retried "
+          f"({sum(op.idempotent for op in retried)} were already written)")
+    return logs
+
+
+def kill_leader_under_load(cluster: Cluster) -> tuple[float, float]:
+    """Kill -9 the leader while every node takes appends; returns (seconds until a new
+    leader is agreed, seconds until the first append invoked after the kill is
+    acknowledged)."""
+    leader = cluster.wait_for_leader(timeout=20)
+    history = History()
+    appends_through_every_node(cluster, history)
+    survivors = [n for n in cluster.names if n != leader]
+    with Writers(cluster, history, cluster.names) as writers:
+        writers.wait_acked(30)
+        writers.down(leader)
+        killed_at = time.monotonic()
+        cluster.kill(leader)
+        new_leader = cluster.wait_for_leader(timeout=10, among=survivors)
+        failover = time.monotonic() - killed_at
+        writers.wait_acked(1, since=killed_at)
+        first_ack = min(op.t_complete for op in history.of(OK)
+                        if op.t_invoke >= killed_at) - killed_at
+        writers.wait_acked(30, since=killed_at)  # appends continue through every survivor
+        assert {op.via for op in history.of(OK) if op.t_invoke >= killed_at} == set(survivors)
+    print(f"{cluster.size} nodes, election timeout {cluster.election_timeout:g}s: killed "
+          f"leader {leader}; new leader {new_leader} agreed after {failover:.2f}s; first "
+          f"append after the kill acknowledged after {first_ack:.2f}s")
+    finish(cluster, history, survivors, new_leader)
+    return failover, first_ack
+
+
+# --- elections and routing --------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_a_leader_is_elected_and_appends_through_every_node_are_read_on_every_node(
+        make_cluster, size):
+    cluster = make_cluster(size, **FAST)
+    cluster.start()
+    leader = cluster.wait_for_leader(timeout=20)
+    info = cluster.info(leader)
+    assert [m["name"] for m in info["members"]] == cluster.names
+    history = History()
+    appends_through_every_node(cluster, history)
+    # Followers serve reads up to the commit position they know: they may lag a moment.
+    logs = cluster.wait_converged(cluster.names, at_least=len(history.ops))
+    check(history, logs)
+    for name in cluster.names:
+        events = cluster.read_stream(name, "every-0")
+        assert [e[2] for e in events] == list(range(len(events))) and events
+
+
+def test_kill_the_leader_under_load_with_default_timers(make_cluster):
+    """Default timers: a new leader within 5 s (aim: under 2 s); nothing acknowledged lost."""
+    cluster = make_cluster(3)
+    cluster.start()
+    failover, first_ack = kill_leader_under_load(cluster)
+    assert failover < 5.0, f"new leader after {failover:.2f}s"
+    assert first_ack < 5.0 + 1.0
+
+
+def test_kill_the_leader_of_five_nodes_under_load(make_cluster):
+    cluster = make_cluster(5, **FAST)
+    cluster.start()
+    failover, _ = kill_leader_under_load(cluster)
+    assert failover < 5.0
+
+
+# --- followers --------------------------------------------------------------------------------
+
+def test_a_killed_follower_restarts_and_catches_up(cluster):
+    leader = cluster.wait_for_leader()
+    follower = next(n for n in cluster.names if n != leader)
+    history = History()
+    with Writers(cluster, history, cluster.names) as writers:
+        writers.wait_acked(20)
+        writers.down(follower)
+        killed_at = time.monotonic()
+        cluster.kill(follower)
+        writers.wait_acked(50, since=killed_at)  # the other two still make a majority
+        cluster.start(follower)
+        restarted_at = time.monotonic()
+        wait_until(lambda: (cluster.info(follower) or {}).get("state") == "Follower", 15,
+                   f"{follower} following again", cluster)
+        writers.up(follower)
+        writers.wait_acked(30, since=restarted_at)
+        writers.wait_acked(5, since=restarted_at, via=follower)
+    assert cluster.wait_for_leader() == leader  # a returning follower disrupts nothing
+    finish(cluster, history, cluster.names, leader)
+
+
+# --- losing the majority ----------------------------------------------------------------------
+
+def test_without_a_majority_writes_fail_clearly_and_committed_reads_still_work(cluster):
+    leader = cluster.wait_for_leader()
+    followers = [n for n in cluster.names if n != leader]
+    history = History()
+    appends_through_every_node(cluster, history)
+    with Writers(cluster, history, cluster.names) as writers:
+        writers.wait_acked(30)
+        for name in followers:
+            writers.down(name)
+            cluster.kill(name)
+        lost_at = time.monotonic()
+        acked = {op.event_ids[0] for op in history.of(OK)}
+        # The survivor steps down (check-quorum) and refuses writes fast and clearly.
+        wait_until(lambda: sum(1 for op in history.of(FAIL) if op.t_invoke > lost_at) >= 3,
+                   cluster.write_timeout + 5, "writes refused on the lone survivor", cluster)
+    assert not [op for op in history.ops if op.t_invoke > lost_at and op.outcome == OK]
+    late = [op for op in history.ops if op.t_invoke > lost_at]
+    assert all(op.outcome in (FAIL, UNKNOWN) and op.error in CLEAR_WRITE_ERRORS | {"no reply"}
+               for op in late), late
+    assert all(op.t_complete - op.t_invoke <= cluster.write_timeout + 0.5 for op in late), late
+    # A fresh write now fails at once with a clear error.
+    started = time.monotonic()
+    kind, body = cluster.append(leader, "alone", [new_event()])
+    assert kind == "error" and body["code"] in CLEAR_WRITE_ERRORS, body
+    assert time.monotonic() - started < cluster.write_timeout
+    print(f"write on the lone survivor: {body['code']}: {body['message']} "
+          f"({time.monotonic() - started:.3f}s)")
+    # Committed data is still readable on the survivor.
+    served = {e[0] for e in cluster.read_all(leader)}
+    assert acked <= served, f"{len(acked - served)} acknowledged events not readable"
+    # The majority returns: service resumes and nothing acknowledged is lost.
+    cluster.start(*followers)
+    new_leader = cluster.wait_for_leader(timeout=20)
+    with Writers(cluster, history, cluster.names) as writers:
+        writers.wait_acked(20, since=time.monotonic())
+    finish(cluster, history, cluster.names, new_leader)
+
+
+def test_kill_all_three_and_restart_loses_nothing_acknowledged(cluster):
+    history = History()
+    with Writers(cluster, history, cluster.names) as writers:
+        writers.wait_acked(60)
+        for name in cluster.names:
+            cluster.kill(name)
+    cluster.start()
+    leader = cluster.wait_for_leader(timeout=20)
+    with Writers(cluster, history, cluster.names) as writers:
+        writers.wait_acked(10, since=time.monotonic())
+    finish(cluster, history, cluster.names, leader)
+
+
+# --- a paused (zombie) leader -----------------------------------------------------------------
+
+def test_a_paused_leader_steps_down_on_resume_and_loses_nothing_acknowledged(cluster):
+    """SIGSTOP the leader past the election timeout while it takes writes; a new leader takes
+    writes; SIGCONT: the old leader steps down and truncates its uncommitted tail; no write
+    it acknowledged is missing and every node converges (KurrentDB #3472)."""
+    old = cluster.wait_for_leader()
+    others = [n for n in cluster.names if n != old]
+    history = History()
+    burst = Raw(cluster.external(old))
+    sent: dict[int, object] = {}
+
+    def pipeline(n: int) -> None:
+        for _ in range(n):
+            event = new_event()
+            op = history.invoke("burst", [event[0]], old)
+            sent[burst.send("append", {"stream": "burst", "events": [event]})] = op
+
+    with Writers(cluster, history, cluster.names) as writers:
+        writers.wait_acked(30)
+        pipeline(40)  # some of these are in flight on the leader when it freezes
+        cluster.pause(old)  # its writer thread keeps sending into the frozen process
+        paused_at = time.monotonic()
+        pipeline(40)  # these wait in its socket buffers: it reads them when it thaws
+        new = cluster.wait_for_leader(timeout=10, among=others)
+        writers.wait_acked(40, since=paused_at)
+        # Writes queued for the old leader while it was frozen are read as soon as it runs.
+        wait_until(lambda: time.monotonic() - paused_at > 3 * cluster.election_timeout, 10,
+                   "the pause to outlast the election timeout")
+        cluster.resume(old)
+        resumed_at = time.monotonic()
+        wait_until(lambda: (cluster.info(old) or {}).get("state") in ("Follower", "CatchingUp")
+                   and cluster.info(old)["leader"] == new, 10,
+                   f"{old} following {new} after it resumed", cluster)
+        stepped_down = time.monotonic() - resumed_at
+        writers.wait_acked(30, since=resumed_at)
+    replies = burst.collect(sent, timeout=cluster.write_timeout + 2)
+    burst.close()
+    for corr, op in sent.items():
+        kind, body = replies.get(corr, (None, None))
+        history.complete(op, kind, body, "no reply")
+    burst_outcomes = History()
+    burst_outcomes.ops = list(sent.values())
+    assert cluster.wait_for_leader() == new
+    truncated = "truncating the uncommitted log tail" in cluster.stderr_path(old).read_text()
+    print(f"paused {old}; new leader {new}; {old} followed it {stepped_down:.2f}s after "
+          f"SIGCONT (truncated an uncommitted tail: {truncated}); pipelined appends to "
+          f"it around the pause: {burst_outcomes.counts()}")
+    finish(cluster, history, cluster.names, new)
+
+
+# --- segregated networks ----------------------------------------------------------------------
+
+def test_client_messages_on_the_internal_port_and_cluster_messages_on_the_external_are_refused(
+        cluster):
+    from esnode.core.cluster_messages import WIRE_MESSAGES
+    from esnode.core.forwarding import FORWARD_MESSAGES, ForwardAppend
+    from esnode.core.types import EventData
+    from esnode.transport.codec import encode_request
+    from esnode.transport.internal_codec import InternalCodec
+
+    leader = cluster.wait_for_leader()
+    target = next(n for n in cluster.names if n != leader)
+    history = History()
+    appends_through_every_node(cluster, history, per_node=1)
+
+    # A client request sent to the internal (cluster) endpoint.
+    intruder = Raw(cluster.internal(target))
+    try:
+        intruder.send_raw(encode_request("append", 7, {"stream": "x", "events": [new_event()]}))
+        corr, kind, body = intruder.recv_raw(timeout=5)
+        assert kind == "error" and body["code"] == "bad_request", body
+        assert "external endpoint" in body["message"], body
+        # A well-formed cluster message from a peer that is not a member: refused as well.
+        codec = InternalCodec(WIRE_MESSAGES + FORWARD_MESSAGES)
+        intruder.send_raw(codec.encode(ForwardAppend(leader, 1, "forged", -2,
+                                                     (EventData(*new_event()),))))
+        corr, kind, body = intruder.recv_raw(timeout=5)
+        assert kind == "error" and body["code"] == "bad_request", body
+    finally:
+        intruder.close()
+
+    # A cluster message sent to the external (client) endpoint.
+    outsider = Raw(cluster.external(target))
+    try:
+        outsider.send_raw(codec.encode(ForwardAppend(leader, 1, "forged", -2, (EventData(*new_event()),))))
+        corr, kind, body = outsider.recv_raw(timeout=5)
+        assert kind == "error" and body["code"] == "bad_request", body
+        assert "internal endpoint" in body["message"], body
+        print(f"cluster message on the external port: {body['message']}")
+    finally:
+        outsider.close()
+
+    # Nothing was harmed: same leader, nothing forged written, writes still work everywhere.
+    assert cluster.wait_for_leader() == leader
+    appends_through_every_node(cluster, history, per_node=1)
+    logs = cluster.wait_converged(cluster.names, at_least=len(history.ops))
+    check(history, logs)
+    assert not any(e[1] in ("forged", "x") for log in logs.values() for e in log)

@@ -1,0 +1,121 @@
+"""A steady stream of appends through chosen nodes, recorded in a ``History``.
+
+One thread per node, each with its own raw DEALER (no client-side retries, so every outcome
+is exactly what the node said): single-event appends with fresh event ids, expected version
+"any", spread over a few shared streams. A node marked down is skipped until marked up again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+
+from tests.cluster.checker import FAIL, OK, History, Op
+from tests.cluster.harness import Cluster, NoReply, Raw, new_event, wait_until
+
+
+class Writers:
+    def __init__(self, cluster: Cluster, history: History, via: Iterable[str],
+                 streams: int = 4, prefix: str = "w", timeout: float | None = None):
+        self.cluster = cluster
+        self.history = history
+        self.via = list(via)
+        self.streams = [f"{prefix}-{i}" for i in range(streams)]
+        # The node answers outcome_unknown within its write timeout; allow some slack.
+        self.timeout = timeout or cluster.write_timeout + 2.0
+        self._stop = threading.Event()
+        self._down: set[str] = set()
+        self._threads = [threading.Thread(target=self._run, args=(n,), name=f"writer-{n}",
+                                          daemon=True) for n in self.via]
+        self.errors: list[BaseException] = []
+
+    def __enter__(self) -> Writers:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=self.timeout + 5)
+        assert not any(t.is_alive() for t in self._threads), "a writer thread did not stop"
+        if self.errors:
+            raise self.errors[0]
+
+    def down(self, name: str) -> None:
+        self._down.add(name)
+
+    def up(self, name: str) -> None:
+        self._down.discard(name)
+
+    def _run(self, node: str) -> None:
+        raw = Raw(self.cluster.external(node))
+        i = 0
+        try:
+            while not self._stop.is_set():
+                if node in self._down:
+                    self._stop.wait(0.05)
+                    continue
+                stream = self.streams[i % len(self.streams)]
+                i += 1
+                event = new_event()
+                op = self.history.invoke(stream, [event[0]], node)
+                try:
+                    kind, body = raw.call("append", {"stream": stream, "events": [event]},
+                                          timeout=self.timeout, abort=self._stop)
+                except NoReply as exc:
+                    self.history.complete(op, None, None, str(exc))
+                    continue
+                if self.history.complete(op, kind, body) == FAIL:
+                    self._stop.wait(0.02)  # an election: do not spin
+        except BaseException as exc:  # reported by stop()
+            self.errors.append(exc)
+        finally:
+            raw.close()
+
+    # --- waiting on progress -----------------------------------------------------------------
+    def acked(self) -> int:
+        return len(self.history.of(OK))
+
+    def wait_acked(self, more: int, timeout: float = 15.0, since: float | None = None,
+                   via: str | None = None) -> None:
+        """Wait for ``more`` further acknowledged appends (invoked after ``since``, a
+        monotonic time, and through ``via``, when given)."""
+        if via is not None:
+            since = time.monotonic() if since is None else since
+            wait_until(lambda: sum(1 for op in self.history.of(OK)
+                                   if op.t_invoke >= since and op.via == via) >= more,
+                       timeout, f"{more} appends through {via} acknowledged", self.cluster)
+        elif since is None:
+            target = self.acked() + more
+            wait_until(lambda: self.acked() >= target, timeout,
+                       f"{more} more acknowledged appends", self.cluster)
+        else:
+            wait_until(lambda: sum(1 for op in self.history.of(OK) if op.t_invoke >= since)
+                       >= more, timeout, f"{more} appends acknowledged after the fault",
+                       self.cluster)
+
+
+def retry_unknown(cluster: Cluster, history: History, node: str) -> list[Op]:
+    """Retry every unknown-outcome append through ``node`` with the same event ids; each
+    must now succeed (idempotently if it had been written). Updates the ops in place."""
+    retried = []
+    for op in history.of("unknown") + history.of("pending"):
+        deadline = time.monotonic() + 20
+        while True:
+            event_list = [new_event(eid) for eid in op.event_ids]
+            try:
+                kind, body = cluster.append(node, op.stream, event_list)
+            except NoReply:
+                kind, body = None, None
+            if kind == "ok":
+                History.complete(op, kind, body)
+                retried.append(op)
+                break
+            assert time.monotonic() < deadline, f"retrying {op!r} on {node}: {kind} {body}"
+            time.sleep(0.05)
+    return retried
