@@ -43,6 +43,7 @@ from esnode.core import effects as fx
 from esnode.core.clock import Clock
 from esnode.core.cluster_messages import (
     EpochWritten,
+    LocalPrepared,
     LocalWritten,
     RecordsRead,
     RecordsWritten,
@@ -106,6 +107,7 @@ class StorageActor(pykka.ThreadingActor):
         self._core_class = core_class
         self._rng = random.Random(seed)
         self._pending: list[PendingWrite] = []
+        self._shipped_early = False
         self._flush_scheduled = False
         self._awaiting: list[_Awaiting] = []
         self._seq = itertools.count()
@@ -177,9 +179,16 @@ class StorageActor(pykka.ThreadingActor):
             refusal = ErrorReply(self._refusal())
             self._answer([(p, refusal) for p in pending])
             return
+        self._shipped_early = False
         try:
-            outcomes = self._store.write([p.request for p in pending], self._clock.now_us())
+            outcomes = self._store.write([p.request for p in pending], self._clock.now_us(),
+                                         before_commit=self._ship_early)
         except StorageFull as exc:
+            if self._shipped_early:
+                # Followers may now hold records this node failed to keep: it must not go
+                # on leading with a log that differs from what it shipped.
+                raise RuntimeError(f"local write failed after its records were shipped: "
+                                   f"{exc}") from exc
             log.error("write of %d requests failed: %s", len(pending), exc)
             outcomes = [exc] * len(pending)
         answers = []
@@ -194,6 +203,15 @@ class StorageActor(pykka.ThreadingActor):
         self._answer(answers)
         self._run(self.core.step(LocalWritten(self._store.writer_position), now))
         self._release(self.core.commit_position)  # e.g. idempotent retries of old writes
+
+    def _ship_early(self, records: list[tuple[int, bytes]]) -> None:
+        """Send records to caught-up followers before our own fsync, so that the fsyncs of
+        the majority overlap instead of adding up (only sends can come out of this)."""
+        effects = self.core.step(LocalPrepared(tuple(records)), self._clock.monotonic())
+        sends = [(e.to, e.message) for e in effects if type(e) is fx.Send]
+        if sends:
+            self._shipped_early = True
+            self._transport.send_node(sends)
 
     def _release(self, commit: int) -> None:
         awaiting, done = self._awaiting, []

@@ -302,4 +302,16 @@ class LocalWritten:
     writer_position: int
 
 
-REPORTS: tuple[type, ...] = (EpochWritten, RecordsRead, RecordsWritten, Truncated, LocalWritten)
+@dataclass(frozen=True, slots=True)
+class LocalPrepared:
+    """Leader only: the storage actor is about to make these records durable (they are
+    encoded, the fsync has not happened). The leader may ship them to followers now, so that
+    their fsyncs overlap its own; its own copy counts towards the majority only after
+    ``LocalWritten``. If the local write then fails, the shell must stop the node (its log
+    would differ from what it shipped)."""
+
+    records: tuple[Record, ...]
+
+
+REPORTS: tuple[type, ...] = (EpochWritten, RecordsRead, RecordsWritten, Truncated, LocalWritten,
+                             LocalPrepared)

@@ -25,6 +25,7 @@ from esnode.core.cluster_messages import (
     Gossip,
     GossipReply,
     Heartbeat,
+    LocalPrepared,
     LocalWritten,
     RecordsRead,
     RecordsWritten,
@@ -279,6 +280,11 @@ class NodeCore:
             effects += self.leader.local_written(now)
         return effects
 
+    def _on_local_prepared(self, m: LocalPrepared, now: float) -> list[Effect]:
+        if self.leader is None or self.log.truncating:
+            return []
+        return self.leader.ship_prepared(m.records, now)
+
     def _on_records_read(self, m: RecordsRead, now: float) -> list[Effect]:
         return self.leader.on_records_read(m, now) if self.leader is not None else []
 
@@ -304,6 +310,7 @@ class NodeCore:
         GossipReply: _on_gossip_reply,
         EpochWritten: _on_epoch_written,
         LocalWritten: _on_local_written,
+        LocalPrepared: _on_local_prepared,
         RecordsRead: _on_records_read,
         RecordsWritten: _on_records_written,
         Truncated: _on_truncated,

@@ -151,6 +151,25 @@ class LeaderReplication:
     def ship_all(self, now: float) -> list[Effect]:
         return [e for peer in self.peers for e in self.ship(peer, now)]
 
+    def ship_prepared(self, records: tuple, now: float) -> list[Effect]:
+        """Ship records that are being made durable locally to every follower that is
+        exactly caught up to them and has room in its window (the others get them later,
+        read back from storage). Overlaps the followers' fsyncs with ours."""
+        if not records:
+            return []
+        size = sum(len(r[1]) for r in records)
+        effects: list[Effect] = []
+        cfg = self.config
+        for peer, p in self.peers.items():
+            # ``log.written`` is still the end of the log before these records.
+            if (p.subscription_id < 0 or p.reading or p.sent != self.log.written
+                    or p.inflight_records + len(records) > cfg.max_inflight_records
+                    or p.inflight_bytes + size > cfg.max_inflight_bytes):
+                continue
+            effects += self.on_records_read(
+                RecordsRead(peer, p.subscription_id, p.sent, records), now)
+        return effects
+
     def tick(self, now: float) -> list[Effect]:
         effects: list[Effect] = []
         for peer, p in self.peers.items():

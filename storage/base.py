@@ -19,7 +19,7 @@ from __future__ import annotations
 import bisect
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -59,6 +59,7 @@ from esnode.storage.rules import (
     check_expected_value,
     check_stream_name,
     decode_record,
+    encode_record,
     encode_metadata,
     epoch_fields,
     first_visible,
@@ -226,7 +227,9 @@ class StoreBase:
             head = self._heads[stream] = load_head(view, stream)
         return head
 
-    def write(self, requests: Sequence[WriteRequest], now_us: int) -> list[WriteOutcome]:
+    def write(self, requests: Sequence[WriteRequest], now_us: int,
+              before_commit: Callable[[list[tuple[int, bytes]]], None] | None = None
+              ) -> list[WriteOutcome]:
         with self._writer_view() as view:
             batch = _Batch(self, view)
             outcomes: list[WriteOutcome] = []
@@ -241,7 +244,11 @@ class StoreBase:
                 except EsError as exc:
                     outcomes.append(exc)
         if batch.records:
-            self._commit(batch.records, None, None)
+            values = None
+            if before_commit is not None:
+                values = [encode_record(rec) for rec in batch.records]
+                before_commit([(rec.position, v) for rec, v in zip(batch.records, values)])
+            self._commit(batch.records, values, None)
             self._apply(batch)
         return outcomes
 

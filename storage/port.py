@@ -7,7 +7,7 @@ one thread (the storage actor) calls the write methods; reads may come from any 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from esnode.core.types import (
@@ -23,8 +23,14 @@ from esnode.core.types import (
 
 class EventStore(Protocol):
     # --- writes: one call = one transaction = one fsync (group commit) -----------------------
-    def write(self, requests: Sequence[WriteRequest], now_us: int) -> list[WriteOutcome]:
+    def write(self, requests: Sequence[WriteRequest], now_us: int,
+              before_commit: Callable[[list[tuple[int, bytes]]], None] | None = None
+              ) -> list[WriteOutcome]:
         """Apply many append/delete requests in one durable transaction.
+
+        ``before_commit``, when given, is called with the raw records (as ``read_raw`` would
+        return them) after they are planned and before the transaction commits (the leader
+        ships them to followers while it fsyncs).
 
         Returns one outcome per request, in order; an error outcome (an ``EsError`` instance)
         for one request does not affect the others. Later requests see the effects of earlier

@@ -143,3 +143,34 @@ class TestReplicaSide:
         r = subscribed_replica()
         assert r.on_records(ReplicateRecords(2, "n1", 1, 90, ((100, b"x"),), (), -1), 0.0) == []
         assert r.on_records(ReplicateRecords(2, "n1", 1, 130, ((140, b"x"),), (), -1), 0.0) == []
+
+
+class TestShippingBeforeTheLeadersFsync:
+    def test_when_records_are_prepared_caught_up_followers_get_them_at_once(self):
+        core = leader(durable=100)
+        subscribe(core, "n2", writer=100, epochs=(E1, E2))
+        core.log.written = 100
+        effects = core.ship_prepared(((101, b"a"), (102, b"b")), 0.0)
+        [send] = [e for e in effects if isinstance(e, Send)]
+        assert send.to == "n2" and send.message.after_position == 100
+        assert [r[0] for r in send.message.records] == [101, 102]
+        assert core.peers["n2"].sent == 102
+
+    def test_a_follower_behind_gets_nothing_early_and_catches_up_by_reading(self):
+        core = leader(durable=100)
+        subscribe(core, "n2", writer=30, epochs=(E1,))
+        core.log.written = 100
+        assert core.ship_prepared(((101, b"a"),), 0.0) == []
+        assert core.peers["n2"].sent == 30
+
+    def test_an_early_ack_counts_but_our_own_copy_only_once_durable(self):
+        core = leader(durable=100)
+        subscribe(core, "n2", writer=100, epochs=(E1, E2))
+        subscribe(core, "n3", sub=7, writer=100, epochs=(E1, E2))
+        core.log.written = 100
+        core.ship_prepared(((101, b"a"),), 0.0)
+        first = core.on_ack(ReplicaAck(2, "n2", 1, 101), 0.0)
+        # n2 and our own log (durable only to 100): the majority holds 100, not 101
+        assert Committed(101) not in first
+        second = core.on_ack(ReplicaAck(2, "n3", 7, 101), 0.0)
+        assert Committed(101) in second  # two followers are a majority of three
