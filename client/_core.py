@@ -740,9 +740,16 @@ def perform(call: Call, timeout: float | None, settings: ConnectionSettings,
                     yield Rediscover(generation, f"{what}: {error.code}", step.hint)
                 except Unavailable as exc:
                     if unknown is not None:
-                        raise WriteUnavailable(f"{what}: {unknown}; then {exc}") from error
-                    raise Unavailable(f"{what} failed ({error.code}: {error}); then {exc}") \
-                        from error
+                        raise WriteUnavailable(f"{what}: {_detail(what, unknown)}; then {exc}") \
+                            from error
+                    raise Unavailable(f"{what} failed ({error.code}: {_detail(what, error)}); "
+                                      f"then {exc}") from error
+
+
+def _detail(what: str, error: EsError) -> str:
+    """``error``'s message without a leading ``what: `` (the client's own errors name the
+    operation already)."""
+    return str(error).removeprefix(f"{what}: ")
 
 
 def discover(settings: ConnectionSettings, cluster: ClusterState | None = None,
