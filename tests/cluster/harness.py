@@ -141,6 +141,22 @@ class Cluster:
         self._raws: dict[str, Raw] = {}
         self._clients: list = []
 
+    @classmethod
+    def adopt(cls, config: Path) -> Cluster:
+        """A handle on the nodes of an existing topology file whose processes someone else
+        runs (``esnode run`` as supervisor): talking to them works, process control does not."""
+        from esnode.core.config import load_topology
+
+        topology = load_topology(config)
+        self = cls.__new__(cls)
+        self.dir, self.config, self.size = Path(config).parent, Path(config), len(topology.nodes)
+        self.names = [n.name for n in topology.nodes]
+        self.ports = {n.name: (n.internal_advertise[1], n.external_advertise[1])
+                      for n in topology.nodes}
+        self.timers = {}
+        self.procs, self.paused, self._raws, self._clients = {}, set(), {}, []
+        return self
+
     # --- topology ------------------------------------------------------------------------
     def topology_text(self, name: str = "test") -> str:
         lines = ["[cluster]", f'name = "{name}"', f"size = {self.size}", ""]
