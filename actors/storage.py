@@ -248,6 +248,7 @@ class StorageActor(pykka.ThreadingActor):
     def _cluster(self, messages: list[tuple[str, object]]) -> None:
         now = self._clock.monotonic()
         forwarded: list[PendingWrite] = []
+        effects: list = []
         for sender, message in messages:
             if claimed_sender(message) != sender or sender not in self._peers:
                 log.warning("dropped %s from %r claiming to be %r", type(message).__name__,
@@ -261,7 +262,10 @@ class StorageActor(pykka.ThreadingActor):
                 forwarded.append(PendingWrite(b"", message.forward_id, DeleteRequest(
                     message.stream, message.expected_version, message.tombstone), sender))
             else:
-                self._run(self.core.step(message, now))
+                effects += self.core.step(message, now)
+        # One run for the whole burst: replicated records that arrived together are written
+        # in one transaction and one fsync (see _run).
+        self._run(effects)
         if forwarded:
             self._queue(forwarded)
 
@@ -296,7 +300,10 @@ class StorageActor(pykka.ThreadingActor):
         while effects:
             sends: list[tuple[str, object]] = []
             reports: list[object] = []
-            for e in effects:
+            merged: set[int] = set()
+            for index, e in enumerate(effects):
+                if index in merged:
+                    continue
                 cls = type(e)
                 if cls is fx.Send:
                     sends.append((e.to, e.message))
@@ -305,8 +312,9 @@ class StorageActor(pykka.ThreadingActor):
                     reports.append(RecordsRead(e.peer, e.subscription_id, e.after_position,
                                                tuple(records)))
                 elif cls is fx.WriteRecords:
-                    commit = min(core.commit_position, e.records[-1][0]) if e.records else None
-                    store.write_raw(e.records, commit_position=commit)
+                    records = self._merge_writes(effects, index, merged)
+                    commit = min(core.commit_position, records[-1][0]) if records else None
+                    store.write_raw(records, commit_position=commit)
                     if commit is not None:
                         self._commit_persisted = max(self._commit_persisted, commit)
                     reports.append(RecordsWritten(store.writer_position))
@@ -336,6 +344,21 @@ class StorageActor(pykka.ThreadingActor):
             for report in reports:
                 effects += core.step(report, now)
         self._publish_readable()
+
+    @staticmethod
+    def _merge_writes(effects: list, index: int, merged: set[int]) -> list:
+        """The records of ``effects[index]`` plus those of every later ``WriteRecords`` that
+        only ``Send``s separate from it: writing them earlier, in one fsync, still has them
+        durable before every effect that follows each of them."""
+        records = list(effects[index].records)
+        for later in range(index + 1, len(effects)):
+            cls = type(effects[later])
+            if cls is fx.WriteRecords:
+                records += effects[later].records
+                merged.add(later)
+            elif cls is not fx.Send:
+                break
+        return records
 
     def _publish_readable(self) -> None:
         readable = self.core.readable_position
