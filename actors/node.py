@@ -40,6 +40,10 @@ from esnode.transport.port import Transport
 TICK_INTERVAL_S = 0.02
 """Resolution of every timer in the node (elections, heartbeats, write timeouts)."""
 
+FORWARD_TIMEOUT_FACTOR = 1.2
+"""A forwarded write waits a little longer than the leader's own write timeout, so that the
+leader's definite answer (even "outcome unknown") normally arrives before ours."""
+
 DNS_REFRESH_S = 2.0
 """How often DNS discovery asks again."""
 
@@ -118,7 +122,8 @@ class Node:
             self.gateway = f.gateway_actor.start(
                 self.store, self.transport, self.clock, self.storage, self.subscriptions,
                 self.board, self.cluster_info, self.config.name,
-                forward_timeout=t.timers.write_timeout_ms / 1000, on_failure=self.fail)
+                forward_timeout=t.timers.write_timeout_ms / 1000 * FORWARD_TIMEOUT_FACTOR,
+                on_failure=self.fail)
             self._refs = [self.gateway, self.storage, self.subscriptions]
             self.transport.start(self._on_client, self._on_peer_gone, self._on_node)
             self._ticker = threading.Thread(target=self._tick, name="ticker", daemon=True)
