@@ -17,7 +17,8 @@ from tests.cluster.harness import Cluster, NoReply, Raw, new_event, wait_until
 
 class Writers:
     def __init__(self, cluster: Cluster, history: History, via: Iterable[str],
-                 streams: int = 4, prefix: str = "w", timeout: float | None = None):
+                 streams: int = 4, prefix: str = "w", timeout: float | None = None,
+                 max_batch: int = 1):
         self.cluster = cluster
         self.history = history
         self.via = list(via)
@@ -29,6 +30,7 @@ class Writers:
         self._threads = [threading.Thread(target=self._run, args=(n,), name=f"writer-{n}",
                                           daemon=True) for n in self.via]
         self.errors: list[BaseException] = []
+        self.max_batch = max_batch
 
     def __enter__(self) -> Writers:
         for t in self._threads:
@@ -62,10 +64,10 @@ class Writers:
                     continue
                 stream = self.streams[i % len(self.streams)]
                 i += 1
-                event = new_event()
-                op = self.history.invoke(stream, [event[0]], node)
+                events = [new_event() for _ in range(1 + i % self.max_batch)]
+                op = self.history.invoke(stream, [e[0] for e in events], node)
                 try:
-                    kind, body = raw.call("append", {"stream": stream, "events": [event]},
+                    kind, body = raw.call("append", {"stream": stream, "events": events},
                                           timeout=self.timeout, abort=self._stop)
                 except NoReply as exc:
                     self.history.complete(op, None, None, str(exc))
