@@ -668,16 +668,22 @@ SERVING_STATES = ("Leader", "Follower", "ReadOnlyReplica")
 
 def choose_member(info: ClusterInfo, preference: str,
                   rng: random.Random | None = None) -> MemberInfo | None:
-    """The member to talk to in a cluster view, by ``preference``: ``leader`` = the alive
-    ``Leader`` (the highest epoch if a stale view shows two), None while there is none;
-    ``follower`` = a random alive ``Follower`` (read-only replicas count), else the leader;
-    ``random`` = any alive serving member. Members without an external endpoint are never
-    chosen."""
+    """The member to talk to in a cluster view, by ``preference``: ``leader`` = the leader
+    (below), None while there is none; ``follower`` = a random alive ``Follower`` (read-only
+    replicas count), else the leader; ``random`` = any alive serving member. Members without
+    an external endpoint are never chosen.
+
+    The leader is the alive member with the highest epoch among those shown as ``Leader`` and
+    the one the answering node names as its leader (``info.leader``; it wins a tie). The
+    answering node learns a new leader at once, while the states in its member list are
+    gossip and may be a round or two old (the old leader still shown alive and ``Leader``,
+    the new one still ``Follower``)."""
     usable = [x for x in info.members if x.alive and x.external]
-    leaders = sorted((x for x in usable if x.state == "Leader"), key=lambda x: -x.epoch)
+    leaders = sorted((x for x in usable if x.state == "Leader" or x.name == info.leader),
+                     key=lambda x: (-x.epoch, x.name != info.leader))
     if preference == "leader":
         return leaders[0] if leaders else None
-    followers = [x for x in usable if x.state in SERVING_STATES[1:]]
+    followers = [x for x in usable if x.state in SERVING_STATES[1:] and x not in leaders[:1]]
     pool = (followers or leaders[:1]) if preference == "follower" else followers + leaders[:1]
     return (rng or random).choice(pool) if pool else None
 
@@ -753,18 +759,22 @@ def _detail(what: str, error: EsError) -> str:
 
 
 def discover(settings: ConnectionSettings, cluster: ClusterState | None = None,
-             hint: str | None = None) -> Flow:
+             hint: str | None = None, leaving: str | None = None) -> Flow:
     """Find the node to talk to; returns ``(zmq endpoint, node name or None)``.
 
     Direct: ping the one endpoint (any answer will do). Otherwise, each round: the seeds
     (``hint`` first, then the listed endpoints or the A records of the DNS name, then the
     members of the last known view) are asked for ``cluster_info`` in turn; the first view
     with a member to choose (``choose_member``) wins, once that member answers a ping.
-    ``discovery_attempts`` rounds, ``discovery_interval`` apart; then ``Unavailable`` saying
-    what each endpoint answered in the last round."""
+    Endpoints that did not answer earlier in this discovery (a dead node: every probe of it
+    costs ``gossip_timeout``), and ``leaving`` (the node the client is moving away from), are
+    tried last in each round, and a view that chooses one of them sends the client on to the
+    other endpoints first (then to it, at the end of the round). ``discovery_attempts`` rounds, ``discovery_interval`` apart; then ``Unavailable``
+    saying what each endpoint answered in the last round."""
     cluster = cluster if cluster is not None else ClusterState(settings)
     attempts, timeout = settings.discovery_attempts, settings.gossip_timeout
     why: dict[str, str] = {}
+    suspects: set[str] = {leaving} if leaving else set()
     for attempt in range(1, attempts + 1):
         why = {}
         if settings.direct:
@@ -777,12 +787,22 @@ def discover(settings: ConnectionSettings, cluster: ClusterState | None = None,
             except EsError:  # any answer, even an error, means it is there
                 return endpoint, None
         else:
-            for endpoint in (yield from _seeds(settings, cluster, hint, why)):
+            endpoints = yield from _seeds(settings, cluster, hint, why)
+            queue = [e for e in endpoints if e not in suspects] + \
+                [e for e in endpoints if e in suspects]
+            silent: set[str] = set()  # did not answer in this round
+            for endpoint in queue:  # may grow: a suspect chosen by a view is tried at the end
+                if endpoint in silent:
+                    continue
                 try:
                     info = yield Probe(endpoint, cluster_info(), timeout)
                 except EsError as exc:
                     why[endpoint] = f"{exc.code}: {exc}"
+                    if isinstance(exc, OperationTimeout):
+                        suspects.add(endpoint)
+                        silent.add(endpoint)
                     continue
+                suspects.discard(endpoint)
                 cluster.members = info.members
                 member = choose_member(info, settings.node_preference, cluster.rng)
                 if member is None:
@@ -793,11 +813,19 @@ def discover(settings: ConnectionSettings, cluster: ClusterState | None = None,
                     continue
                 target = zmq_endpoint(*member.external)
                 if target != endpoint:
+                    if target in suspects:
+                        why[endpoint] = (f"chose {member.name} at {target}, which did not "
+                                         "answer before")
+                        if target not in silent and target not in queue:
+                            queue.append(target)
+                        continue
                     try:
                         yield Probe(target, ping(), timeout)
                     except OperationTimeout as exc:
                         why[endpoint] = f"chose {member.name} at {target}, which did not " \
                                         f"answer ({exc})"
+                        suspects.add(target)
+                        silent.add(target)
                         continue
                     except EsError:
                         pass
@@ -835,12 +863,13 @@ def _seeds(settings: ConnectionSettings, cluster: ClusterState, hint: str | None
 def reconnect(cluster: ClusterState, settings: ConnectionSettings, generation: int,
               reason: str, hint: str | None = None) -> Flow:
     """Discover a node and connect to it — unless the connection changed since
-    ``generation`` (another caller did it already). The first connection is
-    ``reconnect(cluster, settings, 0, "connect")``."""
+    ``generation`` (another caller did it already); the node the client is on now is tried
+    last. The first connection is ``reconnect(cluster, settings, 0, "connect")``."""
     if cluster.generation != generation:
         return
     try:
-        endpoint, node = yield from discover(settings, cluster, hint)
+        endpoint, node = yield from discover(settings, cluster, hint,
+                                             cluster.endpoint if generation else None)
     except Unavailable as exc:
         if generation:
             cluster.emit(DiscoveryFailed(exc))

@@ -66,6 +66,18 @@ def test_follower_and_random_preferences_skip_dead_and_unserving_members():
     assert core.choose_member(view(member("n1", "Leader", alive=False)), "random") is None
 
 
+
+def test_the_leader_the_answering_node_names_beats_stale_gossiped_states():
+    # the old leader still shown alive and Leader, the new one still Follower: gossip lags,
+    # the answering node's own leader does not
+    stale = ClusterInfo("c", "n1", "n3", (member("n1", "Follower"), member("n2", "Leader"),
+                                          member("n3", "Follower")))
+    assert core.choose_member(stale, "leader").name == "n3"
+    assert core.choose_member(stale, "follower", random.Random(1)).name == "n1"
+    newer = ClusterInfo("c", "n1", "n3", (member("n2", "Leader", epoch=4),
+                                          member("n3", "Follower", epoch=3)))
+    assert core.choose_member(newer, "leader").name == "n2"  # a higher epoch still wins
+
 # --- retry decisions ---------------------------------------------------------------------------
 APPEND = core.append("s", new_event("T"))
 READ = core.read_all()
@@ -198,9 +210,10 @@ def test_discovery_tries_the_hint_first_and_remembers_the_members():
     (endpoint, _), _ = run(core.discover(GOSSIP, cluster, hint="tcp://h:2"), {core.Probe: probe})
     assert endpoint == "tcp://h:2" and probes == [("tcp://h:2", "cluster_info")]
     assert [m.name for m in cluster.members] == ["n1", "n2", "n3"]
-    probe, probes = gossip({"tcp://h:3": THREE}, dead={"tcp://a:1", "tcp://b:2", "tcp://c:3"})
-    run(core.discover(GOSSIP, cluster), {core.Probe: probe})  # seeds dead: known members used
-    assert ("tcp://h:3", "cluster_info") in probes
+    probe, probes = gossip({"tcp://h:2": THREE}, dead={"tcp://a:1", "tcp://b:2", "tcp://c:3"})
+    (endpoint, _), _ = run(core.discover(GOSSIP, cluster), {core.Probe: probe})
+    assert endpoint == "tcp://h:2"  # seeds dead: known members used
+    assert ("tcp://h:2", "cluster_info") in probes
 
 
 def test_discovery_without_a_leader_keeps_looking_then_says_what_it_saw():
@@ -219,6 +232,44 @@ def test_a_chosen_member_that_does_not_answer_is_passed_over():
     (endpoint, _), _ = run(core.discover(GOSSIP), {core.Probe: probe})
     assert endpoint == "tcp://h:3"
 
+
+
+def test_a_node_that_did_not_answer_is_tried_last_in_the_next_rounds():
+    electing = view(member("n1", "Follower"), member("n2", "Leader"), member("n3", "Follower"))
+    elected = view(member("n1", "Follower"), member("n2", "Leader"), member("n3", "Leader",
+                                                                           epoch=2))
+    views = {"tcp://a:1": electing, "tcp://c:3": electing}
+    probe, probes = gossip(views, dead={"tcp://b:2", "tcp://h:2"})
+
+    def election_over(effect):
+        views["tcp://c:3"] = elected
+
+    settings = ConnectionSettings(endpoints=(("a", 1), ("b", 2), ("c", 3)),
+                                  discovery_attempts=3)
+    (endpoint, node), _ = run(core.discover(settings), {core.Probe: probe,
+                                                        core.Sleep: election_over})
+    assert (endpoint, node) == ("tcp://h:3", "n3")
+    first = probes.index(("tcp://b:2", "cluster_info"))
+    second_round = probes[probes.index(("tcp://a:1", "cluster_info"), first):]
+    # round 2: the dead leader h:2 (chosen by a:1's stale view) and the dead seed b:2 wait
+    # until the others were asked, and c:3 already knows the new leader
+    assert second_round == [("tcp://a:1", "cluster_info"), ("tcp://c:3", "cluster_info"),
+                            ("tcp://h:3", "ping")]
+
+
+def test_rediscovery_asks_the_node_it_is_leaving_last():
+    settings = ConnectionSettings(endpoints=(("h", 2), ("h", 1), ("h", 3)), discovery_attempts=2)
+    cluster = core.ClusterState(settings)
+    probe, _ = gossip({"tcp://h:2": THREE})
+    run(core.reconnect(cluster, settings, 0, "connect"), {core.Probe: probe,
+                                                        core.Connect: lambda e: None})
+    assert cluster.endpoint == "tcp://h:2"
+    moved = view(member("n1", "Leader", epoch=2), member("n2", "Leader"),
+                 member("n3", "Follower"))
+    probe, probes = gossip({"tcp://h:1": moved, "tcp://h:3": moved}, dead={"tcp://h:2"})
+    run(core.reconnect(cluster, settings, 1, "heartbeat"), {core.Probe: probe,
+                                                           core.Connect: lambda e: None})
+    assert cluster.endpoint == "tcp://h:1" and probes == [("tcp://h:1", "cluster_info")]
 
 def test_dns_discovery_resolves_the_name_each_round():
     settings = ConnectionSettings(endpoints=(("es.test", 2113),), dns=True,

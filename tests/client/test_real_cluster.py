@@ -26,6 +26,11 @@ from tests.conftest import free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
+RIDE_OUT_ELECTIONS = {"maxDiscoverAttempts": 25}
+"""Added to the tests' fast-failover options (tests/client/cluster_support.py): their 5
+discovery rounds of ~0.2 s (a dead node's probe costs gossipTimeout 0.2 s) could end before
+an election with the server's default timers does (1-2 s)."""
+
 DNS_NAME = "cluster.esnode.test"
 LOOPBACK_HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 
@@ -198,29 +203,42 @@ def report_pauses(label: str, pauses: list[float]) -> None:
 
 # --- the tests ----------------------------------------------------------------------------------
 def test_appends_carry_on_through_three_leader_kills_with_gossip_seeds(cluster):
-    pauses = kill_leader_under_load(cluster, seeds(cluster.endpoints), kills=3)
+    pauses = kill_leader_under_load(cluster, seeds(cluster.endpoints, **RIDE_OUT_ELECTIONS),
+                                    kills=3)
     report_pauses("gossip seeds", pauses)
 
 
 def test_appends_carry_on_through_a_leader_kill_with_dns_discovery(dns_cluster):
     cluster, port, dns = dns_cluster
-    pauses = kill_leader_under_load(cluster, dns_seeds(DNS_NAME, port, dns), kills=2)
-    report_pauses("DNS discovery", pauses)
+    # the client's default options (heartbeat 1 s + 2 s, gossipTimeout 1 s, ...)
+    connection = f"esnode+dns://{DNS_NAME}:{port}?dnsServer={dns[0]}:{dns[1]}"
+    pauses = kill_leader_under_load(cluster, connection, kills=2)
+    report_pauses("DNS discovery, default client options", pauses)
 
 
 def test_all_subscriber_sees_every_event_once_and_in_order_through_a_failover(cluster):
     received: list = []
+    failure: list[BaseException] = []
     stop = threading.Event()
     notices = Notices()
-    with connect(seeds(cluster.endpoints)) as reader, connect(seeds(cluster.endpoints)) as writer:
+    connection = seeds(cluster.endpoints, **RIDE_OUT_ELECTIONS)
+    with connect(connection) as reader, connect(connection) as writer:
         reader.on_event(notices)
         sub = reader.subscribe("$all", from_="start")
 
         def consume() -> None:
-            while not stop.is_set():
-                event = sub.get(0.1)
-                if event is not None:
-                    received.append(event)
+            try:
+                while not stop.is_set():
+                    event = sub.get(0.1)
+                    if event is not None:
+                        received.append(event)
+            except BaseException as exc:  # noqa: BLE001 - reported by the test
+                failure.append(exc)
+
+        def reached(position: int) -> bool:
+            if failure:
+                raise AssertionError(f"the subscription failed: {failure[0]!r}")
+            return bool(received) and received[-1].position >= position
 
         consumer = threading.Thread(target=consume, name="all-subscriber", daemon=True)
         consumer.start()
@@ -239,7 +257,7 @@ def test_all_subscriber_sees_every_event_once_and_in_order_through_a_failover(cl
                                       <= {e.event_id for e in events} else None)(
                 all_events(cluster.endpoint(survivor))), 15, interval=0.2,
                 message="the survivor to have every acknowledged append")
-            wait_for(lambda: received and received[-1].position >= final[-1].position, 15,
+            wait_for(lambda: reached(final[-1].position), 15,
                      message=f"the subscriber to reach $all position {final[-1].position}")
         finally:
             stop.set()
