@@ -466,10 +466,10 @@ def ping(connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5
 
 
 # --- commands from other modules -----------------------------------------------------------------
-# `esnode run` (cli/run.py) and `esnode bench` (cli/bench.py) are added here: each module has a
-# `register(app)` function. A module that is not there yet is skipped; any other import error
-# is not hidden.
-for _name in ("run", "bench"):
+# `esnode run` (cli/run.py), `esnode bench` (cli/bench.py) and `esnode verify` (cli/verify.py)
+# are added here: each module has a `register(app)` function. A module that is not there yet is
+# skipped; any other import error is not hidden.
+for _name in ("run", "bench", "verify"):
     try:
         _module = importlib.import_module(f"esnode.cli.{_name}")
     except ModuleNotFoundError as _exc:

@@ -1,0 +1,560 @@
+"""The checker: invariants I1–I10 (shared reference ``reliability.md``) over a history and the
+final state of every node. Pure functions; O(n log n) in the size of the history and logs.
+
+An **observation** is any list of events somebody saw: a node's final ``$all``, a node's final
+read of a stream, a read made during the run, a subscription's deliveries. The **reference
+log** is the final ``$all`` served by the most nodes (the longest on a tie).
+
+- I1  every ok append's events are on every node, at the acknowledged stream versions and with
+      the last one at the acknowledged ``$all`` position (in ``$all`` and in the stream read);
+- I2  one event id per (stream, version) and per ``$all`` position, across every observation;
+- I3  no event of a failed append is visible anywhere; no append is visible only in part;
+- I4  no two appends with the same exact expected version on one stream both took effect (ok,
+      or unknown and present); one that took effect did so at version ``expected + 1``;
+- I5  an event id is at most once in a stream;
+- I6  on one stream, an append acknowledged before another was invoked has the lower version
+      and position; a leader read (``requires_leader``) invoked after an ack sees it;
+- I7  a subscription's deliveries have strictly increasing positions and are exactly the
+      reference log after its start (no gap, no duplicate, nothing the log does not hold);
+- I8  at most one leader per epoch in every ``cluster_info`` sample taken;
+- I9  ``$all`` order agrees with stream order: in every node's ``$all`` each stream's versions
+      increase (gap-free for the streams of the run) and its stream reads agree with its
+      ``$all``;
+- I10 no operation stayed pending; every reachable node serves the same ``$all``; a majority
+      of the nodes could be read.
+
+Unknown appends may have landed or not: both are accepted, but at most once (I5), atomically
+(I3) and where their expected version allows (I4). Reads of ``$all`` never show epoch
+records (``$epoch-information``), so "gap-free" means "the same records as the final read of
+``$all``", not "consecutive positions".
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from esnode.verify.history import (
+    APPEND,
+    CLUSTER_INFO,
+    FAIL,
+    OK,
+    PENDING,
+    READ_ALL,
+    READ_STREAM,
+    SUBSCRIBE,
+    UNKNOWN,
+    Event,
+    FinalState,
+    History,
+    Op,
+)
+
+INVARIANTS = tuple(f"I{i}" for i in range(1, 11))
+DESCRIPTIONS = {
+    "I1": "acknowledged appends present at their acknowledged positions on every node",
+    "I2": "one event per (stream, version) and per $all position",
+    "I3": "no event of a failed append visible; appends all-or-nothing",
+    "I4": "expected-version exclusivity",
+    "I5": "an event id at most once per stream",
+    "I6": "real-time order of acknowledged appends; leader reads see earlier acks",
+    "I7": "subscriptions in order, gap-free, a prefix of the final log",
+    "I8": "at most one leader per epoch",
+    "I9": "$all order agrees with stream order",
+    "I10": "convergence: nodes identical, no operation pending",
+}
+EXACT_MIN = -1
+"""Expected versions >= this are exact (``-1`` no stream, ``N >= 0``); -2 any, -4 exists."""
+
+
+@dataclass
+class Violation:
+    invariant: str
+    message: str
+    evidence: dict = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.invariant}: {self.message}"
+
+
+@dataclass
+class Result:
+    operations: dict[str, int]
+    """Every operation by outcome: ok / fail / unknown / pending."""
+    appends: dict[str, int]
+    """Appends by outcome, plus ``unknown_landed`` and ``unknown_not_landed``."""
+    events_checked: int
+    """Event records examined: every node's final logs and stream reads, reads, deliveries."""
+    distinct_events: int
+    """Distinct events in the reference log."""
+    nodes: list[str]
+    unreachable: dict[str, str]
+    violations: list[Violation]
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def by_invariant(self) -> dict[str, int]:
+        counts = Counter(v.invariant for v in self.violations)
+        return {inv: counts[inv] for inv in INVARIANTS if counts[inv]}
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok, "operations": self.operations, "appends": self.appends,
+                "events_checked": self.events_checked,
+                "distinct_events": self.distinct_events, "nodes": self.nodes,
+                "unreachable": self.unreachable, "violations_by_invariant": self.by_invariant(),
+                "violations": [asdict(v) for v in self.violations]}
+
+
+# --- helpers ------------------------------------------------------------------------------------
+def reference_log(final: FinalState) -> tuple[str | None, list[Event]]:
+    """The ``$all`` served by the most nodes (the longest on a tie): (a node serving it, log)."""
+    if not final.logs:
+        return None, []
+    groups: dict[tuple, list[str]] = defaultdict(list)
+    for node, log in sorted(final.logs.items()):
+        groups[tuple((e[0], e[3]) for e in log)].append(node)
+    key = max(groups, key=lambda k: (len(groups[k]), len(k)))
+    node = groups[key][0]
+    return node, final.logs[node]
+
+
+def observations(history: History, final: FinalState) -> list[tuple[str, list[Event], Op | None]]:
+    out: list[tuple[str, list[Event], Op | None]] = []
+    for node, log in sorted(final.logs.items()):
+        out.append((f"final $all of {node}", log, None))
+    for node, streams in sorted(final.streams.items()):
+        for stream, events in sorted(streams.items()):
+            out.append((f"final read of {stream} on {node}", events, None))
+    for op in history:
+        if op.kind in (READ_STREAM, READ_ALL, SUBSCRIBE) and op.events:
+            out.append((f"op {op.id} ({op.kind} by {op.process})", op.events, op))
+    return out
+
+
+def _ev(e: Event) -> dict:
+    return {"event_id": e[0], "stream": e[1], "version": e[2], "position": e[3]}
+
+
+def _brief(op: Op | None) -> dict | None:
+    return None if op is None else op.brief()
+
+
+# --- the checks ---------------------------------------------------------------------------------
+def check(history: History, final: FinalState | None) -> Result:
+    """Check every invariant; the result lists each violation with its evidence."""
+    final = final if final is not None else FinalState(converged_after=None)
+    ops = list(history)
+    appends = [op for op in ops if op.kind == APPEND]
+    _, ref = reference_log(final)
+    ref_by_id = {e[0]: e for e in ref}
+    obs = observations(history, final)
+    violations: list[Violation] = []
+    indexes = node_indexes(final)
+    violations += check_i1(appends, final, indexes)
+    violations += check_i2(obs)
+    violations += check_i3(appends, obs, final, indexes)
+    landed = _landed(appends, ref_by_id)
+    violations += check_i4(appends, landed)
+    violations += check_i5(obs)
+    violations += check_i6(ops, landed)
+    violations += check_i7(ops, ref, final.from_position)
+    violations += check_i8(ops)
+    violations += check_i9(final, {op.stream for op in appends})
+    violations += check_i10(ops, final)
+
+    counts = dict.fromkeys((OK, FAIL, UNKNOWN, PENDING), 0)
+    append_counts = dict.fromkeys((OK, FAIL, UNKNOWN, PENDING), 0)
+    for op in ops:
+        counts[op.outcome] = counts.get(op.outcome, 0) + 1
+        if op.kind == APPEND:
+            append_counts[op.outcome] = append_counts.get(op.outcome, 0) + 1
+    unknown = [op for op in appends if op.outcome == UNKNOWN]
+    append_counts["unknown_landed"] = sum(1 for op in unknown if op.id in landed)
+    append_counts["unknown_not_landed"] = len(unknown) - append_counts["unknown_landed"]
+    return Result(counts, append_counts, sum(len(events) for _, events, _ in obs), len(ref),
+                  sorted(final.logs), dict(final.unreachable), violations)
+
+
+def _landed(appends: list[Op], ref_by_id: dict[str, Event]) -> dict[int, list[Event]]:
+    """Appends that took effect, by op id -> their events in the reference log: ok ones (as
+    found, possibly missing: I1 reports that) and unknown ones whose first event is there."""
+    out = {}
+    for op in appends:
+        if op.outcome in (OK, UNKNOWN, PENDING) and op.event_ids and op.event_ids[0] in ref_by_id:
+            out[op.id] = [ref_by_id[i] for i in op.event_ids if i in ref_by_id]
+    return out
+
+
+def node_indexes(final: FinalState) -> dict[str, dict[str, Event]]:
+    """node -> event id -> its event in that node's final ``$all``."""
+    return {node: {e[0]: e for e in log} for node, log in final.logs.items()}
+
+
+def check_i1(appends: list[Op], final: FinalState,
+             indexes: dict[str, dict[str, Event]] | None = None) -> list[Violation]:
+    indexes = indexes if indexes is not None else node_indexes(final)
+    out = []
+    for op in appends:
+        if op.outcome != OK or op.first_version is None:
+            continue
+        want_versions = list(range(op.first_version, op.last_version + 1))
+        for node, log in sorted(final.logs.items()):
+            index = indexes[node]
+            found = [index.get(i) for i in op.event_ids]
+            missing = [i for i, e in zip(op.event_ids, found) if e is None]
+            if missing:
+                out.append(Violation("I1", f"acknowledged append {op.id} to {op.stream} "
+                                     f"(versions {op.first_version}..{op.last_version}, position "
+                                     f"{op.position}) is missing {len(missing)} of "
+                                     f"{len(op.event_ids)} event(s) on {node}",
+                                     {"node": node, "ops": [op.brief()], "missing": missing}))
+                continue
+            versions = [e[2] for e in found]
+            streams = {e[1] for e in found}
+            if (streams != {op.stream} or versions != want_versions
+                    or found[-1][3] != op.position):
+                out.append(Violation("I1", f"acknowledged append {op.id} is on {node} but not "
+                                     f"where it was acknowledged: {op.stream}@{want_versions} "
+                                     f"position {op.position} acknowledged, "
+                                     f"{sorted(streams)}@{versions} position {found[-1][3]} "
+                                     "found", {"node": node, "ops": [op.brief()],
+                                               "records": [_ev(e) for e in found]}))
+            stream_read = final.streams.get(node, {}).get(op.stream)
+            if stream_read is not None:
+                by_version = {e[2]: e for e in stream_read}
+                wrong = [(v, i) for v, i in zip(want_versions, op.event_ids)
+                         if by_version.get(v, [None])[0] != i]
+                if wrong:
+                    out.append(Violation("I1", f"acknowledged append {op.id} is not in the "
+                                         f"final read of {op.stream} on {node} at versions "
+                                         f"{want_versions}", {
+                                             "node": node, "ops": [op.brief()],
+                                             "records": [_ev(by_version[v]) for v, _ in wrong
+                                                         if v in by_version]}))
+    return out
+
+
+def check_i2(obs: list[tuple[str, list[Event], Op | None]]) -> list[Violation]:
+    out = []
+    slots: dict[tuple[str, int], tuple[str, str, Event]] = {}
+    positions: dict[int, tuple[str, str, Event]] = {}
+    reported: set = set()
+    for source, events, op in obs:
+        for e in events:
+            first = slots.setdefault((e[1], e[2]), (e[0], source, e))
+            if first[0] != e[0] and ("s", e[1], e[2]) not in reported:
+                reported.add(("s", e[1], e[2]))
+                out.append(Violation("I2", f"{e[1]}@{e[2]} is event {first[0]} in {first[1]} "
+                                     f"but {e[0]} in {source}", {
+                                         "records": [_ev(first[2]), _ev(e)],
+                                         "sources": [first[1], source],
+                                         "ops": [b for b in (_brief(op),) if b]}))
+            firstp = positions.setdefault(e[3], (e[0], source, e))
+            if firstp[0] != e[0] and ("p", e[3]) not in reported:
+                reported.add(("p", e[3]))
+                out.append(Violation("I2", f"$all position {e[3]} is event {firstp[0]} "
+                                     f"({firstp[2][1]}@{firstp[2][2]}) in {firstp[1]} but "
+                                     f"{e[0]} ({e[1]}@{e[2]}) in {source}", {
+                                         "records": [_ev(firstp[2]), _ev(e)],
+                                         "sources": [firstp[1], source],
+                                         "ops": [b for b in (_brief(op),) if b]}))
+    return out
+
+
+def check_i3(appends: list[Op], obs: list[tuple[str, list[Event], Op | None]],
+             final: FinalState,
+             indexes: dict[str, dict[str, Event]] | None = None) -> list[Violation]:
+    indexes = indexes if indexes is not None else node_indexes(final)
+    out = []
+    failed = {i: op for op in appends if op.outcome == FAIL for i in op.event_ids}
+    reported: set = set()
+    for source, events, reader in obs:
+        for e in events:
+            op = failed.get(e[0])
+            if op is not None and (op.id, source) not in reported:
+                reported.add((op.id, source))
+                out.append(Violation("I3", f"event {e[0]} of failed append {op.id} "
+                                     f"({op.error}) is visible in {source} at "
+                                     f"{e[1]}@{e[2]}, position {e[3]}", {
+                                         "ops": [b for b in (op.brief(), _brief(reader)) if b],
+                                         "records": [_ev(e)], "source": source}))
+    for op in appends:
+        if len(op.event_ids) < 2:
+            continue
+        for node, log in sorted(final.logs.items()):
+            index = indexes[node]
+            present = [i for i in op.event_ids if i in index]
+            if 0 < len(present) < len(op.event_ids):
+                out.append(Violation("I3", f"append {op.id} ({op.outcome}) is only partly on "
+                                     f"{node}: {len(present)} of {len(op.event_ids)} events",
+                                     {"node": node, "ops": [op.brief()],
+                                      "records": [_ev(index[i]) for i in present]}))
+    return out
+
+
+def check_i4(appends: list[Op], landed: dict[int, list[Event]]) -> list[Violation]:
+    out = []
+    groups: dict[tuple[str, int], list[Op]] = defaultdict(list)
+    for op in appends:
+        if op.expected_version is None or op.expected_version < EXACT_MIN:
+            continue
+        took_effect = op.outcome == OK or op.id in landed
+        if not took_effect:
+            continue
+        groups[(op.stream, op.expected_version)].append(op)
+        first = op.first_version if op.outcome == OK else (
+            landed[op.id][0][2] if landed.get(op.id) else None)
+        if first is not None and first != op.expected_version + 1:
+            out.append(Violation("I4", f"append {op.id} with expected version "
+                                 f"{op.expected_version} took effect at version {first} of "
+                                 f"{op.stream} (must be {op.expected_version + 1})", {
+                                     "ops": [op.brief()],
+                                     "records": [_ev(e) for e in landed.get(op.id, [])]}))
+    for (stream, expected), group in sorted(groups.items()):
+        if len(group) > 1:
+            out.append(Violation("I4", f"{len(group)} appends to {stream} with expected version "
+                                 f"{expected} all took effect: "
+                                 + ", ".join(f"{op.id} ({op.outcome})" for op in group), {
+                                     "ops": [op.brief() for op in group],
+                                     "records": [_ev(e) for op in group
+                                                 for e in landed.get(op.id, [])]}))
+    return out
+
+
+def check_i5(obs: list[tuple[str, list[Event], Op | None]]) -> list[Violation]:
+    out = []
+    seen: dict[tuple[str, str], dict[int, tuple[str, Event]]] = defaultdict(dict)
+    for source, events, _ in obs:
+        for e in events:
+            seen[(e[1], e[0])].setdefault(e[2], (source, e))
+    for (stream, event_id), versions in seen.items():
+        if len(versions) > 1:
+            out.append(Violation("I5", f"event id {event_id} is {len(versions)} times in "
+                                 f"{stream}: versions {sorted(versions)}", {
+                                     "records": [_ev(e) for _, e in versions.values()],
+                                     "sources": [s for s, _ in versions.values()]}))
+    return out
+
+
+def check_i6(ops: list[Op], landed: dict[int, list[Event]]) -> list[Violation]:
+    out = []
+    by_stream: dict[str, list[Op]] = defaultdict(list)
+    for op in ops:
+        if op.kind == APPEND:
+            by_stream[op.stream].append(op)
+
+    def span(op: Op) -> tuple[int, int, int] | None:
+        """(first version, last version, last position) where the append took effect."""
+        if op.outcome == OK and op.first_version is not None:
+            return op.first_version, op.last_version, op.position
+        events = landed.get(op.id)
+        if events:
+            return events[0][2], events[-1][2], events[-1][3]
+        return None
+
+    reads_of: dict[str, list[Op]] = defaultdict(list)
+    for op in ops:
+        if (op.kind == READ_STREAM and op.outcome == OK and op.requires_leader
+                and op.last_version is not None):
+            reads_of[op.stream].append(op)
+    all_acked: list[Op] = []
+    for stream, stream_ops in by_stream.items():
+        acked = [op for op in stream_ops if op.outcome == OK and span(op)]
+        all_acked += acked
+        effective = [op for op in stream_ops if span(op)]
+        for op, best in latest_acked_before(acked, effective, lambda o: o.last_version):
+            first, _, position = span(op)
+            if best is not op and (best.last_version >= first or best.position >= position):
+                out.append(Violation("I6", f"on {stream}, append {best.id} was acknowledged "
+                                     f"(versions ..{best.last_version}, position "
+                                     f"{best.position}) before append {op.id} was invoked, "
+                                     f"but {op.id} took effect at versions {first}.., position "
+                                     f"{position}", {"ops": [best.brief(), op.brief()]}))
+        for read, best in latest_acked_before(acked, reads_of.get(stream, []),
+                                              lambda o: o.last_version):
+            if read.last_version < best.last_version:
+                out.append(Violation("I6", f"leader read {read.id} of {stream} (node "
+                                     f"{read.node}) saw last version {read.last_version}, but "
+                                     f"append {best.id} had been acknowledged at version "
+                                     f"{best.last_version} before the read was invoked",
+                                     {"ops": [best.brief(), read.brief()]}))
+    # backwards leader reads of $all from the end: the newest event is at or past every ack
+    reads = [op for op in ops if op.kind == READ_ALL and op.outcome == OK
+             and op.requires_leader and op.from_position == -1 and op.events]
+    for read, best in latest_acked_before(all_acked, reads, lambda o: o.position):
+        newest = max(e[3] for e in read.events)
+        if newest < best.position:
+            out.append(Violation("I6", f"leader read {read.id} of $all from the end saw "
+                                 f"position {newest} at most, but append {best.id} had been "
+                                 f"acknowledged at position {best.position} before",
+                                 {"ops": [best.brief(), read.brief()]}))
+    return out
+
+
+def latest_acked_before(acked: list[Op], later: list[Op],
+                        key: Callable[[Op], int]) -> Iterator[tuple[Op, Op]]:
+    """For each op of ``later`` (by invocation time): (op, the op of ``acked`` with the
+    highest ``key`` among those acknowledged before it was invoked), when there is one."""
+    acked = sorted(acked, key=lambda o: o.t_complete)
+    i, best = 0, None
+    for op in sorted(later, key=lambda o: o.t_invoke):
+        while i < len(acked) and acked[i].t_complete < op.t_invoke:
+            if best is None or key(acked[i]) > key(best):
+                best = acked[i]
+            i += 1
+        if best is not None:
+            yield op, best
+
+
+def check_i7(ops: list[Op], ref: list[Event], log_start: int) -> list[Violation]:
+    out = []
+    for sub in ops:
+        if sub.kind != SUBSCRIBE or not sub.events:
+            continue
+        start = -1 if sub.from_position is None else sub.from_position
+        last = None
+        for k, e in enumerate(sub.events):
+            if last is not None and e[3] <= last[3]:
+                out.append(Violation("I7", f"subscription {sub.id} delivered position {e[3]} "
+                                     f"after {last[3]} (delivery {k})", {
+                                         "ops": [sub.brief()],
+                                         "records": [_ev(last), _ev(e)]}))
+                break
+            last = e
+        else:
+            delivered = [e for e in sub.events if e[3] >= log_start]
+            expected = [e for e in ref if e[3] > start]
+            for k, e in enumerate(delivered):
+                if k >= len(expected):
+                    out.append(Violation("I7", f"subscription {sub.id} delivered "
+                                         f"{len(delivered) - k} event(s) past the end of the "
+                                         f"final log, from {e[1]}@{e[2]} (position {e[3]})", {
+                                             "ops": [sub.brief()], "records": [_ev(e)]}))
+                    break
+                want = expected[k]
+                if (e[0], e[3]) != (want[0], want[3]):
+                    what = ("skipped" if e[3] > want[3] else "delivered something not in the "
+                            "final log instead of")
+                    out.append(Violation("I7", f"subscription {sub.id} {what} {want[1]}@"
+                                         f"{want[2]} (position {want[3]}): delivery {k} is "
+                                         f"{e[1]}@{e[2]} (position {e[3]})", {
+                                             "ops": [sub.brief()],
+                                             "records": [_ev(want), _ev(e)],
+                                             "delivery": k}))
+                    break
+    return out
+
+
+def check_i8(ops: list[Op]) -> list[Violation]:
+    claims: dict[int, dict[str, list[Op]]] = defaultdict(lambda: defaultdict(list))
+    for op in ops:
+        if op.kind != CLUSTER_INFO or op.outcome != OK or not op.info:
+            continue
+        for name, state, epoch, *_ in op.info.get("members", []):
+            if state == "Leader" and epoch is not None and epoch >= 0:
+                claims[epoch][name].append(op)
+    out = []
+    for epoch, leaders in sorted(claims.items()):
+        if len(leaders) > 1:
+            evidence = [{"leader": name, "samples": [op.brief() | {"info": op.info}
+                                                     for op in samples[:3]]}
+                        for name, samples in sorted(leaders.items())]
+            out.append(Violation("I8", f"epoch {epoch} had {len(leaders)} leaders: "
+                                 + ", ".join(sorted(leaders)), {"claims": evidence}))
+    return out
+
+
+def check_i9(final: FinalState, run_streams: set[str]) -> list[Violation]:
+    out = []
+    for node, log in sorted(final.logs.items()):
+        last_position = None
+        last_version: dict[str, Event] = {}
+        at: dict[tuple[str, int], Event] = {}
+        reported: set[str] = set()
+        for e in log:
+            if last_position is not None and e[3] <= last_position:
+                out.append(Violation("I9", f"$all of {node} is out of order: position {e[3]} "
+                                     f"after {last_position}", {"node": node,
+                                                                 "records": [_ev(e)]}))
+            last_position = e[3]
+            prev = last_version.get(e[1])
+            if e[1] not in reported:
+                if prev is None:
+                    bad = e[1] in run_streams and e[2] != 0
+                else:
+                    bad = e[2] <= prev[2] or (e[1] in run_streams and e[2] != prev[2] + 1)
+                if bad:
+                    reported.add(e[1])
+                    out.append(Violation("I9", f"in the $all of {node}, {e[1]}@{e[2]} "
+                                         f"(position {e[3]}) follows "
+                                         + (f"{e[1]}@{prev[2]} (position {prev[3]})" if prev
+                                            else "nothing of that stream"),
+                                         {"node": node, "records": [_ev(x) for x in (prev, e)
+                                                                    if x]}))
+            last_version[e[1]] = e
+            at[(e[1], e[2])] = e
+        for stream, events in sorted(final.streams.get(node, {}).items()):
+            versions = [e[2] for e in events]
+            if stream in run_streams and versions != list(range(len(versions))):
+                out.append(Violation("I9", f"final read of {stream} on {node} is not versions "
+                                     f"0..{len(versions) - 1} in order: {versions[:20]}",
+                                     {"node": node}))
+            for e in events:
+                other = at.get((e[1], e[2]))
+                if other is not None and (other[0], other[3]) != (e[0], e[3]):
+                    out.append(Violation("I9", f"on {node}, {stream}@{e[2]} reads as {e[0]} at "
+                                         f"position {e[3]} but $all has {other[0]} at "
+                                         f"{other[3]}", {"node": node,
+                                                         "records": [_ev(e), _ev(other)]}))
+                    break
+    return out
+
+
+def check_i10(ops: list[Op], final: FinalState) -> list[Violation]:
+    out = []
+    pending = [op for op in ops if op.outcome == PENDING]
+    if pending:
+        out.append(Violation("I10", f"{len(pending)} operation(s) never ended", {
+            "ops": [op.brief() for op in pending[:20]]}))
+    total = len(final.logs) + len(final.unreachable)
+    if total and len(final.logs) <= total // 2:
+        out.append(Violation("I10", f"only {len(final.logs)} of {total} nodes could be read "
+                             "after the run", {"unreachable": dict(final.unreachable)}))
+    if not final.logs and not final.unreachable and any(op.kind == APPEND for op in ops):
+        out.append(Violation("I10", "no final state was read from any node", {}))
+    logs = sorted(final.logs.items())
+    if len(logs) > 1:
+        first_node, first = logs[0]
+        a = [(e[0], e[3]) for e in first]
+        for node, log in logs[1:]:
+            b = [(e[0], e[3]) for e in log]
+            if a != b:
+                k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+                waited = (f"within {final.deadline:g}s" if final.converged_after is None
+                          else "")
+                out.append(Violation("I10", f"$all differs between {first_node} ({len(a)} "
+                                     f"events) and {node} ({len(b)}) from index {k} {waited}"
+                                     .rstrip(), {
+                                         "nodes": [first_node, node], "index": k,
+                                         "records": [_ev(x) for x in (first[k:k + 1]
+                                                                       + log[k:k + 1])]}))
+    return out
+
+
+def describe(v: Violation, limit: int = 600) -> str:
+    """One violation with its evidence, for people."""
+    import json
+
+    text = json.dumps(v.evidence, default=str)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return f"{v.invariant}: {v.message}\n    evidence: {text}"
+
+
+def summary(result: Result) -> dict[str, Any]:
+    return {"operations": result.operations, "appends": result.appends,
+            "events_checked": result.events_checked, "violations": len(result.violations)}
