@@ -404,18 +404,14 @@ class HostsCluster(Cluster):
         _live.append(self)
 
     def topology_text(self, name: str = "hosts") -> str:
-        lines = ["[cluster]", f'name = "{name}"', f"size = {self.size}", ""]
-        if self.timers:
-            lines.append("[timers]")
-            lines += [f"{key} = {value}" for key, value in self.timers.items()]
-            lines.append("")
-        for n in self.names:
-            lines += ["[[nodes]]", f'name = "{n}"', f'data_dir = "data/{n}"',
-                      f'internal_host = "{self.net.internal_ip(n)}"',
-                      f"internal_port = {INTERNAL_PORT}",
-                      f'external_host = "{self.net.external_ip(n)}"',
-                      f"external_port = {EXTERNAL_PORT}", ""]
-        return "\n".join(lines)
+        """The base topology with each node's own addresses instead of 127.0.0.1."""
+        head, *blocks = super().topology_text(name).split("[[nodes]]")
+        for i, node in enumerate(self.names):
+            blocks[i] = blocks[i].replace(
+                'internal_host = "127.0.0.1"', f'internal_host = "{self.net.internal_ip(node)}"'
+            ).replace('external_host = "127.0.0.1"',
+                      f'external_host = "{self.net.external_ip(node)}"')
+        return "[[nodes]]".join([head, *blocks])
 
     def external(self, name: str) -> str:
         return f"tcp://{self.net.external_ip(name)}:{EXTERNAL_PORT}"
