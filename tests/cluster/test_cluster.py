@@ -4,6 +4,8 @@ will be checked"), with kill -9, SIGSTOP/SIGCONT and restarts, and the history c
 from __future__ import annotations
 
 import collections
+import os
+import random
 import time
 
 import pytest
@@ -82,6 +84,30 @@ def test_a_leader_is_elected_and_appends_through_every_node_are_read_on_every_no
     for name in cluster.names:
         events = cluster.read_stream(name, "every-0")
         assert [e[2] for e in events] == list(range(len(events))) and events
+    # Every node's view converges: one Leader, everyone alive, external endpoints only.
+    externals = {n: ["127.0.0.1", cluster.ports[n][1]] for n in cluster.names}
+
+    def views_agree() -> bool:
+        for name in cluster.names:
+            info = cluster.info(name)
+            if info is None or info["leader"] != leader:
+                return False
+            states = {m["name"]: (m["state"], m["alive"]) for m in info["members"]}
+            if states.get(leader) != ("Leader", True) or not all(
+                    alive for _, alive in states.values()) or len(states) != size:
+                return False
+            assert {m["name"]: m["external"] for m in info["members"]} == externals, info
+        return True
+
+    wait_until(views_agree, 10, "every node's view: one leader, all members alive", cluster)
+    # requires_leader: a follower does not forward or serve, it names the leader.
+    follower = next(n for n in cluster.names if n != leader)
+    for op, args in (("append", {"stream": "rl", "events": [new_event()]}),
+                     ("read_all", {})):
+        kind, body = cluster.raw(follower).call(op, {**args, "requires_leader": True})
+        assert kind == "error" and body["code"] == "not_leader", body
+        assert body["leader"] == externals[leader], body
+    assert cluster.read_stream(leader, "rl") == []
 
 
 def test_kill_the_leader_under_load_with_default_timers(make_cluster):
@@ -112,6 +138,13 @@ def test_a_killed_follower_restarts_and_catches_up(cluster):
         killed_at = time.monotonic()
         cluster.kill(follower)
         writers.wait_acked(50, since=killed_at)  # the other two still make a majority
+        # Gossip: the survivors see it dead within dead_member_ms (+ a gossip round).
+        wait_until(lambda: all(not next(m["alive"] for m in cluster.info(n)["members"]
+                                        if m["name"] == follower)
+                               for n in cluster.names if n != follower), 10,
+                   f"{follower} reported dead", cluster)
+        dead_after = time.monotonic() - killed_at
+        assert dead_after < (FAST["dead_member_ms"] + 2 * FAST["gossip_interval_ms"]) / 1000 + 1
         cluster.start(follower)
         restarted_at = time.monotonic()
         wait_until(lambda: (cluster.info(follower) or {}).get("state") == "Follower", 15,
@@ -120,6 +153,7 @@ def test_a_killed_follower_restarts_and_catches_up(cluster):
         writers.wait_acked(30, since=restarted_at)
         writers.wait_acked(5, since=restarted_at, via=follower)
     assert cluster.wait_for_leader() == leader  # a returning follower disrupts nothing
+    print(f"killed follower {follower}: reported dead after {dead_after:.2f}s")
     finish(cluster, history, cluster.names, leader)
 
 
@@ -321,5 +355,55 @@ def test_rolling_faults_on_whoever_leads(cluster):
             wait_until(lambda: (cluster.info(leader) or {}).get("state") == "Follower",
                        15, f"{leader} following again", cluster)
             writers.wait_acked(3, since=time.monotonic(), via=leader)
+    print("rounds: " + "; ".join(rounds))
+    finish(cluster, history, cluster.names, cluster.wait_for_leader())
+
+
+def test_seeded_nemesis(cluster):
+    """Random faults from one printed seed (``ESNODE_NEMESIS_SEED`` replays one): kill -9 or
+    pause the leader or a follower, or take the majority down for a while, then heal, round
+    after round, under appends of 1-3 events and now and then 100."""
+    seed = int(os.environ.get("ESNODE_NEMESIS_SEED") or random.randrange(1 << 30))
+    print(f"nemesis seed {seed}")
+    rng = random.Random(seed)
+    history = History()
+    rounds = []
+    with Writers(cluster, history, cluster.names, max_batch=3, big=100) as writers:
+        writers.wait_acked(10)
+        for _ in range(5):
+            leader = cluster.wait_for_leader(timeout=15)
+            followers = [n for n in cluster.names if n != leader]
+            fault = rng.choice(["kill leader", "kill follower", "pause leader",
+                                "pause follower", "lose majority"])
+            victims = {"kill leader": [leader], "pause leader": [leader],
+                       "kill follower": [rng.choice(followers)],
+                       "pause follower": [rng.choice(followers)],
+                       "lose majority": [leader, rng.choice(followers)]}[fault]
+            rounds.append(f"{fault} {victims}")
+            started = time.monotonic()
+            for v in victims:
+                if fault.startswith("pause"):
+                    cluster.pause(v)
+                else:
+                    writers.down(v)
+                    cluster.kill(v)
+            if len(victims) == 1:
+                cluster.wait_for_leader(timeout=10, exclude=victims)
+                writers.wait_acked(10, since=started)
+            else:  # the lone survivor refuses writes until the majority is back
+                survivor = next(n for n in cluster.names if n not in victims)
+                wait_until(lambda: any(op.outcome == FAIL and op.t_invoke > started
+                                       for op in history.ops), 10, "a refused write", cluster)
+                assert not any(op.outcome == OK and op.t_invoke > started + 0.1
+                               and op.via == survivor for op in history.ops)
+            for v in victims:
+                if fault.startswith("pause"):
+                    cluster.resume(v)
+                else:
+                    cluster.start(v)
+                    writers.up(v)
+            wait_until(lambda: cluster.leader() is not None and all(
+                (cluster.info(n) or {}).get("state") in ("Leader", "Follower")
+                for n in cluster.names), 20, "every node leading or following", cluster)
     print("rounds: " + "; ".join(rounds))
     finish(cluster, history, cluster.names, cluster.wait_for_leader())

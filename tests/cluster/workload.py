@@ -18,7 +18,7 @@ from tests.cluster.harness import Cluster, NoReply, Raw, new_event, wait_until
 class Writers:
     def __init__(self, cluster: Cluster, history: History, via: Iterable[str],
                  streams: int = 4, prefix: str = "w", timeout: float | None = None,
-                 max_batch: int = 1):
+                 max_batch: int = 1, big: int = 0):
         self.cluster = cluster
         self.history = history
         self.via = list(via)
@@ -31,6 +31,7 @@ class Writers:
                                           daemon=True) for n in self.via]
         self.errors: list[BaseException] = []
         self.max_batch = max_batch
+        self.big = big  # every 50th append carries this many events (0: never)
 
     def __enter__(self) -> Writers:
         for t in self._threads:
@@ -64,7 +65,10 @@ class Writers:
                     continue
                 stream = self.streams[i % len(self.streams)]
                 i += 1
-                events = [new_event() for _ in range(1 + i % self.max_batch)]
+                size = 1 + i % self.max_batch
+                if self.big and i % 50 == 0:
+                    size = self.big
+                events = [new_event() for _ in range(size)]
                 op = self.history.invoke(stream, [e[0] for e in events], node)
                 try:
                     kind, body = raw.call("append", {"stream": stream, "events": events},
