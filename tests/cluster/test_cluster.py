@@ -381,12 +381,11 @@ def test_seeded_nemesis(cluster):
                        "lose majority": [leader, rng.choice(followers)]}[fault]
             rounds.append(f"{fault} {victims}")
             started = time.monotonic()
+            pausing = fault.startswith("pause")
             for v in victims:
-                if fault.startswith("pause"):
-                    cluster.pause(v)
-                else:
+                if not pausing:
                     writers.down(v)
-                    cluster.kill(v)
+                (cluster.pause if pausing else cluster.kill)(v)
             if len(victims) == 1:
                 cluster.wait_for_leader(timeout=10, exclude=victims)
                 writers.wait_acked(10, since=started)
@@ -397,11 +396,8 @@ def test_seeded_nemesis(cluster):
                 assert not any(op.outcome == OK and op.t_invoke > started + 0.1
                                and op.via == survivor for op in history.ops)
             for v in victims:
-                if fault.startswith("pause"):
-                    cluster.resume(v)
-                else:
-                    cluster.start(v)
-                    writers.up(v)
+                (cluster.resume if pausing else cluster.start)(v)
+                writers.up(v)
             wait_until(lambda: cluster.leader() is not None and all(
                 (cluster.info(n) or {}).get("state") in ("Leader", "Follower")
                 for n in cluster.names), 20, "every node leading or following", cluster)
