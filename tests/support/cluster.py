@@ -19,7 +19,6 @@ saw an encode/decode failure or a handler error.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from esnode.actors.node import Factories, Node
 from esnode.core.config import Topology, parse_topology
 from esnode.core.states import VNodeState
 from esnode.core.types import EventData, RecordedEvent
+from tests.conftest import wait_for
 from tests.support.inproc import FaultyNetwork, InProcClient, InProcNetwork
 
 FAST_TIMERS = {"election_timeout_ms": 500, "heartbeat_interval_ms": 50,
@@ -60,19 +60,6 @@ def cluster_topology(size: int, store: str = "memory", data_root: Path | str | N
         nodes.append(entry)
     return parse_topology({"cluster": {"name": "inproc", "size": size},
                            "timers": {**FAST_TIMERS, **(timers or {})}, "nodes": nodes})
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, message: str,
-               interval: float = 0.01) -> Any:
-    """Poll until ``condition()`` is truthy (and return it); fail with ``message``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
 
 
 def new_event(event_id: str | None = None, event_type: str = "Tested",
@@ -202,7 +189,7 @@ class InProcessCluster:
                          and self.nodes[n].board.leader == leader.config.name]
             return leader if len(following) >= want else None
 
-        return wait_until(settled, timeout, f"one leader followed by {want} of {names}")
+        return wait_for(settled, timeout, message=f"one leader followed by {want} of {names}")
 
     def client(self, name: str) -> InProcClient:
         return self.network.client(name)
@@ -250,6 +237,6 @@ class InProcessCluster:
                              f"{n.store.writer_position} readable "
                              f"{n.board.readable_position}" for n in self.running())
         try:
-            wait_until(lambda: self.converged(names), timeout, "identical committed logs")
+            wait_for(lambda: self.converged(names), timeout, message="identical committed logs")
         except AssertionError as exc:
             raise AssertionError(f"{exc}: {describe()}") from None
