@@ -1,0 +1,116 @@
+"""``esnode verify`` against a real 3-node cluster (node processes, LMDB in tmp): the workload
+rides through a kill -9 of the leader with no violation; the checker catches an acknowledged
+event removed from one node's final state; the CLI runs, saves, and re-checks a saved history
+(exit code 1 once a violation is injected)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from esnode.verify.checker import check
+from esnode.verify.history import APPEND, OK, load, save
+from esnode.verify.workload import Workload
+from tests.client.cluster_support import seeds
+from tests.cluster.conftest import FAST
+from tests.cluster.harness import Cluster, wait_until
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = Cluster(tmp_path_factory.mktemp("verify-cluster"), 3, **FAST)
+    try:
+        c.start()
+        c.wait_for_leader(timeout=20)
+        yield c
+    except BaseException:
+        print(c.logs())
+        raise
+    finally:
+        c.stop_all(graceful=False)
+
+
+def uri(cluster: Cluster) -> str:
+    return seeds([cluster.external(n) for n in cluster.names])
+
+
+@pytest.fixture(scope="module")
+def run_with_leader_kill(cluster):
+    """A 6 s workload; the leader is killed -9 once appends flow, and restarted once a new
+    leader is agreed on. Returns (history, final state, the time of the kill)."""
+    workload = Workload(uri(cluster), duration=6.0, clients=4, converge_timeout=20)
+    out: list = []
+    runner = threading.Thread(target=lambda: out.append(workload.run()), daemon=True)
+    runner.start()
+    try:
+        wait_until(lambda: workload.history.counts(APPEND)[OK] >= 30, 15,
+                   "30 acknowledged appends", cluster)
+        leader = cluster.wait_for_leader(timeout=10)
+        killed_at = time.monotonic()
+        cluster.kill(leader)
+        cluster.wait_for_leader(timeout=15, among=[n for n in cluster.names if n != leader])
+        cluster.start(leader)
+    finally:
+        runner.join(timeout=90)
+    assert not runner.is_alive() and out, "the workload did not finish"
+    history, final = out[0]
+    return history, final, killed_at
+
+
+def test_the_workload_rides_through_a_leader_kill_with_no_violation(run_with_leader_kill):
+    history, final, killed_at = run_with_leader_kill
+    result = check(history, final)
+    print(json.dumps({k: v for k, v in result.to_json().items() if k != "violations"}))
+    assert result.ok, "\n".join(str(v) for v in result.violations[:20])
+    assert result.appends[OK] > 30 and result.appends["fail"] > 0   # conflicts happened
+    assert any(op.kind == APPEND and op.outcome == OK and op.t_invoke > killed_at
+               for op in history), "no append acknowledged after the kill"
+    assert sorted(final.logs) == sorted(["node1", "node2", "node3"])
+    assert any(op.kind == "subscribe" and op.events for op in history)
+    assert any(op.kind == "cluster_info" and op.outcome == OK for op in history)
+
+
+def test_the_checker_catches_an_acked_event_missing_from_one_node(run_with_leader_kill):
+    history, final, _ = run_with_leader_kill
+    acked = [op for op in history if op.kind == APPEND and op.outcome == OK]
+    victim = acked[len(acked) // 2]
+    node = sorted(final.logs)[-1]
+    final = type(final)(**{**final.__dict__})
+    final.logs = {**final.logs, node: [e for e in final.logs[node]
+                                        if e[0] not in victim.event_ids]}
+    result = check(history, final)
+    i1 = [v for v in result.violations if v.invariant == "I1"]
+    assert i1 and i1[0].evidence["node"] == node
+    assert i1[0].evidence["ops"][0]["id"] == victim.id
+
+
+def esnode(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "esnode.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_cli_verify_runs_saves_and_rechecks(cluster, tmp_path):
+    saved = tmp_path / "run.jsonl"
+    done = esnode("verify", "--connect", uri(cluster), "--duration", "1.5", "--clients", "3",
+                  "--save", str(saved))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "VERDICT: OK" in done.stdout and "operations:" in done.stdout
+    assert "ops (" in done.stderr                                   # progress lines
+    again = esnode("verify", "--check", str(saved), "--json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    verdict = json.loads(again.stdout)
+    assert verdict["ok"] and verdict["operations"]["ok"] > 0 and verdict["events_checked"] > 0
+
+    history, final = load(saved)                      # inject: a failed append became visible
+    failed = next(op for op in history if op.kind == APPEND and op.outcome == OK)
+    failed.outcome, failed.error = "fail", "wrong_expected_version"
+    tampered = tmp_path / "tampered.jsonl"
+    save(history, final, tampered)
+    bad = esnode("verify", "--check", str(tampered))
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "I3" in bad.stdout and "VIOLATION" in bad.stdout and failed.event_ids[0] in bad.stdout
