@@ -128,12 +128,21 @@ def _check_log(name: str, log: list[list], problems: list[str]) -> dict[str, lis
 
 
 def check(history: History, logs: dict[str, list[list]], converged: bool = True,
-          streams: Iterable[str] | None = None) -> None:
+          streams: Iterable[str] | None = None,
+          reads: dict[tuple[str, str], tuple[int, str, int]] | None = None) -> None:
     """Raise ``CheckFailed`` listing every violation; ``logs`` maps node name to its ``$all``.
 
     ``streams``: only events of these streams are checked for gap-free versions (default: the
-    streams the history wrote)."""
+    streams the history wrote). ``reads``: events nodes served during the run ((id, node) ->
+    (position, stream, version)); each must be in every final log at that place: a
+    node must never serve a record that is later truncated (a precommitted read)."""
     problems: list[str] = []
+    for name, log in logs.items():
+        final = {e[0]: (e[8], e[1], e[2]) for e in log}
+        for (eid, node), (position, stream, version) in (reads or {}).items():
+            if final.get(eid) != (position, stream, version):
+                problems.append(f"{node} served {eid} as {stream}@{version} at {position}, "
+                                f"but {name} ends with {final.get(eid)} (precommitted read)")
     watched = set(streams) if streams is not None else {op.stream for op in history.ops}
     indexes = {}
     for name, log in logs.items():

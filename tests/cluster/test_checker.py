@@ -67,3 +67,12 @@ def test_an_unknown_append_is_all_or_nothing():
     check(h, {"n1": [ev("a", "s", 0, 1), ev("b", "s", 1, 2)]})
     with pytest.raises(CheckFailed, match="only part"):
         check(h, {"n1": [ev("a", "s", 0, 1)]})
+
+
+def test_a_read_of_a_record_that_later_vanished_is_reported():
+    reads = {("a", "n2"): (1, "s", 0), ("zz", "n2"): (9, "s", 3)}
+    with pytest.raises(CheckFailed, match="precommitted read"):
+        check(history(*OPS), {"n1": GOOD}, reads=reads)
+    check(history(*OPS), {"n1": GOOD}, reads={("a", "n2"): (1, "s", 0)})
+    with pytest.raises(CheckFailed, match="precommitted read"):  # another place
+        check(history(*OPS), {"n1": GOOD}, reads={("a", "n2"): (2, "s", 0)})

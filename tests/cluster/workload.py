@@ -106,6 +106,51 @@ class Writers:
                        self.cluster)
 
 
+class Readers:
+    """One thread per node reading the newest events of ``$all`` over and over; every event
+    seen is kept ((id, node) -> (position, stream, version)) so the checker can prove no node
+    served a record that was later truncated (a read past the commit position)."""
+
+    def __init__(self, cluster: Cluster, via: Iterable[str], timeout: float = 1.0):
+        self.cluster = cluster
+        self.via = list(via)
+        self.timeout = timeout
+        self.seen: dict[tuple[str, str], tuple[int, str, int]] = {}  # (id, node) -> place
+        self.reads = 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(n,), name=f"reader-{n}",
+                                          daemon=True) for n in self.via]
+
+    def __enter__(self) -> Readers:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=self.timeout + 5)
+
+    def _run(self, node: str) -> None:
+        raw = Raw(self.cluster.external(node))
+        try:
+            while not self._stop.is_set():
+                try:
+                    kind, body = raw.call("read_all", {"from_position": -1, "backwards": True,
+                                                       "max_count": 200},
+                                          timeout=self.timeout, abort=self._stop)
+                except NoReply:
+                    continue
+                if kind != "ok":
+                    continue
+                self.reads += 1
+                for e in body["events"]:
+                    self.seen.setdefault((e[0], node), (e[8], e[1], e[2]))
+                self._stop.wait(0.005)
+        finally:
+            raw.close()
+
+
 def retry_unknown(cluster: Cluster, history: History, node: str) -> list[Op]:
     """Retry every unknown-outcome append through ``node`` with the same event ids; each
     must now succeed (idempotently if it had been written). Updates the ops in place."""
