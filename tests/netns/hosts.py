@@ -461,6 +461,12 @@ class HostsCluster(Cluster):
         info = self.info(name, timeout=0.5)
         return info["state"] if info else None
 
+    def state_lines(self, name: str) -> list[str]:
+        """The node's logged state changes (``state ...`` lines) since its last start."""
+        text = self.stderr_path(name).read_text(errors="replace")
+        return [line.split(" state ", 1)[1] for line in text.split("=== start")[-1].splitlines()
+                if " state " in line]
+
     def wait_state(self, name: str, predicate, timeout: float, what: str) -> str:
         return wait_until(lambda: (s := self.state(name)) is not None and predicate(s) and s,
                           timeout, f"{name} {what}", self)
