@@ -1,7 +1,10 @@
-"""The transport port: how actors receive client requests and send replies.
+"""The transport port: how actors receive client requests and cluster messages, and send
+replies and cluster messages.
 
-Production uses ``ZmqTransport``; tests swap in an in-process double. Actors only see typed
-messages (``core.messages``); encoding lives in the transport.
+Production uses ``ZmqTransport``; tests swap in an in-process double
+(``tests/support/inproc.py``: ``InProcTransport`` on an ``InProcNetwork`` or
+``FaultyNetwork``). Actors only see typed messages (``core.messages``,
+``core.cluster_messages``); encoding lives in the transport.
 """
 
 from __future__ import annotations
@@ -22,11 +25,18 @@ PeerGoneHandler = Callable[[bytes], None]
 
 
 class Transport(Protocol):
-    def start(self, on_client: ClientHandler, on_peer_gone: PeerGoneHandler) -> None:
-        """Bind and begin delivering requests; returns once bound (raises if it cannot)."""
+    def start(self, on_client: ClientHandler, on_peer_gone: PeerGoneHandler,
+              on_node: NodeHandler | None = None) -> None:
+        """Bind and begin delivering requests (and, with ``on_node``, cluster messages) on
+        the transport's own thread; returns once bound (raises if it cannot)."""
 
     def send_client(self, replies: Iterable[tuple[bytes, int, Any]]) -> None:
         """Queue ``(peer, corr, server_message)`` replies; thread-safe, never blocks."""
+
+    def send_node(self, messages: Iterable[tuple[str, Any]]) -> None:
+        """Queue ``(peer_node_name, cluster_message)``; thread-safe, never blocks. A message
+        to an unreachable peer is dropped: cluster protocols carry their own acks and
+        retries."""
 
     def pause_receiving(self) -> None:
         """Stop reading client requests (the first step of a graceful shutdown)."""

@@ -155,3 +155,25 @@ def test_a_reply_the_real_codec_cannot_encode_is_an_error(net):
     a.transport.send_client([(b"client-9", 2, object())])
     with pytest.raises(NetworkError, match="cannot encode the reply"):
         net.check()
+
+
+def test_the_double_and_the_zmq_transport_both_implement_the_port():
+    import inspect
+
+    from esnode.transport.port import Transport
+    from esnode.transport.zmq_transport import ZmqTransport
+    from tests.support.inproc import InProcTransport
+
+    methods = [n for n, v in vars(Transport).items()
+               if not n.startswith("_") and (callable(v) or isinstance(v, property))]
+    assert {"start", "send_client", "send_node", "pause_receiving", "stop",
+            "external_endpoint"} <= set(methods)
+    for name in methods:
+        port = vars(Transport)[name]
+        for impl in (ZmqTransport, InProcTransport):
+            have = getattr(impl, name)
+            if isinstance(port, property):
+                assert isinstance(have, property), (impl, name)
+            else:
+                assert (list(inspect.signature(have).parameters)
+                        == list(inspect.signature(port).parameters)), (impl, name)
