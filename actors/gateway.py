@@ -54,6 +54,9 @@ log = logging.getLogger("esnode.gateway")
 
 _SUBSCRIPTION_OPS = (m.Subscribe, m.Credit, m.Unsubscribe)
 
+FORWARD_ID_SHIFT = 128 - 48
+"""Forward ids start at a random 48-bit number (fits msgpack's integers with room to count)."""
+
 
 def split_writes(envelopes: list[m.ClientEnvelope]) -> tuple[list[PendingWrite], list]:
     """Separate client writes (as storage requests) from everything else. On the leader the
@@ -112,7 +115,10 @@ class GatewayActor(pykka.ThreadingActor):
         self._committed = board.readable_position
         self._accepting = True
         self._forwarded: dict[int, _Forwarded] = {}
-        self._forward_ids = itertools.count(1)
+        # Forward ids start at a random base: after a restart, the leader's late answer to a
+        # write forwarded by the previous process must not match a new write's id (it would
+        # acknowledge the new write with the other's outcome).
+        self._forward_ids = itertools.count(uuid.uuid4().int >> FORWARD_ID_SHIFT)
 
     def on_receive(self, message: object) -> None:
         cls = type(message)

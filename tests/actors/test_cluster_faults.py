@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from esnode.core.messages import Append, ReadStream
+from esnode.core.messages import Append, EventsPushed, ReadStream, Subscribe
 from esnode.core.states import VNodeState
 from esnode.core.types import ANY as ANY_VERSION
 from tests.conftest import wait_for
@@ -189,3 +189,94 @@ def test_acknowledged_writes_survive_loss_duplication_and_reordering_exactly_onc
             assert set(held) <= set(ids) | unknown
             versions = [e.version for e in cluster.events(node) if e.stream == stream]
             assert versions == list(range(len(versions)))
+
+
+def pushed(client, corr: int, stream: str) -> list[str]:
+    return [e.event_id for message in client.messages(corr) if type(message) is EventsPushed
+            for e in message.events if e.stream == stream]
+
+
+def test_subscribers_on_every_node_see_each_acknowledged_event_once_through_a_failover(
+        make_cluster):
+    cluster = make_cluster()
+    net = cluster.network
+    old = cluster.wait_for_leader()
+    subscribers = {}
+    for name in cluster.names:
+        client = cluster.client(name)
+        corr = client.send(Subscribe("$all"))
+        assert outcome(client.wait(corr))[0] == "ok"
+        subscribers[name] = (client, corr)
+    acked = []
+
+    def write(node: str, n: int) -> None:
+        for _ in range(n):
+            event = new_event()
+            kind, body = append(cluster.client(node), "sub", event)
+            assert kind == "ok", body
+            acked.append(event.event_id)
+
+    write(old.config.name, 5)
+    net.isolate(old.config.name)
+    others = [n for n in cluster.names if n != old.config.name]
+    cluster.wait_for_leader(among=others)
+    write(others[0], 5)
+    net.recover()
+    cluster.wait_for_leader()
+    write(others[1], 5)
+    for name, (client, corr) in subscribers.items():
+        wait_for(lambda c=client, k=corr: len(pushed(c, k, "sub")) >= len(acked), timeout=10,
+                 message=f"the subscriber on {name} to receive every event")
+        assert pushed(client, corr, "sub") == acked, name
+
+
+def test_a_five_node_cluster_partitioned_two_three_serves_only_on_the_majority_side(
+        make_cluster):
+    cluster = make_cluster(size=5)
+    net = cluster.network
+    old = cluster.wait_for_leader()
+    minority = [old.config.name, cluster.followers(old)[0].config.name]
+    majority = [n for n in cluster.names if n not in minority]
+    net.partition(minority, majority)
+    new = cluster.wait_for_leader(among=majority)
+    wait_for(lambda: not cluster.leaders(minority), STEP_DOWN_BOUND + SCHEDULING_SLACK,
+             message="no leader left on the minority side")
+    stranded = new_event()
+    for name in minority:
+        kind, detail = append(cluster.client(name), "p", stranded)
+        assert kind in REFUSALS, detail
+    kept = new_event()
+    assert append(cluster.client(majority[-1]), "p", kept)[0] == "ok"
+    net.recover()
+    assert cluster.wait_for_leader() is new
+    cluster.wait_converged()
+    for name in cluster.names:
+        assert ids_on(cluster, name, "p") == [kept.event_id]
+
+
+def test_nodes_restart_from_disk_and_catch_up(make_cluster):
+    cluster = make_cluster(store="lmdb")
+    leader = cluster.wait_for_leader()
+    follower = cluster.followers(leader)[0].config.name
+    written = []
+
+    def write(node: str) -> None:
+        event = new_event()
+        assert append(cluster.client(node), "r", event)[0] == "ok"
+        written.append(event.event_id)
+
+    write(leader.config.name)
+    cluster.stop_node(follower)
+    write(leader.config.name)  # 2 of 3 still commit
+    cluster.start_node(follower)
+    cluster.wait_converged()
+    name = leader.config.name
+    cluster.stop_node(name)  # the leader goes: the other two elect one
+    others = [n for n in cluster.names if n != name]
+    cluster.wait_for_leader(among=others)
+    write(others[0])
+    cluster.start_node(name)
+    cluster.wait_for_leader()
+    cluster.wait_converged()
+    for node in cluster.names:
+        assert ids_on(cluster, node, "r") == written
