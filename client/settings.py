@@ -51,10 +51,10 @@ class ConnectionSettings:
     operation_timeout: float = 5.0
     max_retries: int = 3
     retry_delay: float = 0.1
-    keepalive_interval: float = 1.0
+    keepalive_interval: float = 0.5
     """Silence (nothing received while requests or subscriptions are open) after which the
     client pings the node; 0 disables the heartbeat."""
-    keepalive_timeout: float = 2.0
+    keepalive_timeout: float = 1.0
     """How long that ping may take before the node is taken for dead (re-discovery)."""
     direct: bool = False
     """Talk to exactly ``endpoints[0]``: no gossip, never move to another node."""
