@@ -138,8 +138,7 @@ def test_teardown_leaves_nothing_and_stale_leftovers_are_swept(tmp_path):
     dead = 4194305
     stale_ns = f"esn-{dead}-node1"
     hosts.ip("netns", "add", stale_ns)
-    hosts.ip("link", "add", f"esn{dead}c", "type", "veth", "peer", "name", f"esn{dead}x",
-             "netns", stale_ns)
+    hosts.ip("link", "add", f"esn{dead}c", "type", "veth", "peer", "name", f"esn{dead}x")
     try:
         removed = hosts.sweep_stale()
         assert stale_ns in removed and f"esn{dead}c" in removed, removed
