@@ -20,12 +20,12 @@ _swept: list[str] | None = None
 
 
 def pytest_collection_modifyitems(config, items):
-    if _reason is None:
-        return
-    skip = pytest.mark.skip(reason=f"hosts tier skipped: {_reason}")
+    skip = pytest.mark.skip(reason=f"hosts tier skipped: {_reason}") if _reason else None
     for item in items:
         if "tests/netns/" in str(item.fspath).replace("\\", "/"):
-            item.add_marker(skip)
+            item.add_marker(pytest.mark.netns)
+            if skip is not None:
+                item.add_marker(skip)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
