@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from tests.support.cluster import InProcessCluster
@@ -29,3 +31,5 @@ def make_cluster(tmp_path):
         cluster.stop(check=False)
     for cluster in made:
         cluster.network.check()
+    left = [t.name for t in threading.enumerate() if t.name in ("ticker", "inproc-network")]
+    assert not left, f"threads left running: {left}"
