@@ -660,6 +660,9 @@ Flow = Generator[Request | Probe | Resolve | Sleep | Connect | Rediscover, Any, 
 RETRYABLE = (NotReady, NoQuorum)
 """Errors after which the node has done nothing and the same request may be sent again."""
 
+REFUSALS = (NotReady, NoQuorum, NotLeader, Unavailable, ConnectionLost)
+"""Errors that say the request was not even looked at (nothing about earlier attempts)."""
+
 RESUMABLE_DROPS = (NotReady, NotLeader, NoQuorum, OutcomeUnknown, Unavailable, ConnectionLost)
 """A subscription the node drops with one of these is made again (``resubscribe``)."""
 
@@ -736,6 +739,13 @@ def perform(call: Call, timeout: float | None, settings: ConnectionSettings,
                 unknown = error
             step = retry_step(error, call, attempt, settings)
             if step is None or cluster.closed:
+                if unknown is not None and isinstance(error, REFUSALS):
+                    # The last attempt was refused before it was looked at, so it says
+                    # nothing about the earlier one, which may have been made.
+                    raise OutcomeUnknown(
+                        f"{what}: {_detail(what, unknown)}; a retry was then refused "
+                        f"({error.code}: {_detail(what, error)}): the write may or may not "
+                        "have been made; retry it with the same event ids") from error
                 raise
             attempt += 1
             cluster.emit(Retrying(what, attempt, error))

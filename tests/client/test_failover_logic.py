@@ -177,6 +177,21 @@ def test_an_unknown_write_that_cannot_be_retried_anywhere_stays_unknown():
     assert not isinstance(info.value, OutcomeUnknown) and "read of $all" in str(info.value)
 
 
+def test_a_refusal_after_an_unknown_outcome_is_still_unknown():
+    """A retry refused unread (no quorum) says nothing about the earlier attempt, which may
+    have been made: the caller must not be told the write failed."""
+    answer, _ = scripted(WriteTimeout("silence"), NoQuorum("x"), NoQuorum("x"), NoQuorum("x"))
+    with pytest.raises(OutcomeUnknown) as info:
+        run(core.perform(APPEND, 1.0, GOSSIP), {core.Request: answer, core.Sleep: lambda e: None,
+                                                core.Rediscover: lambda e: None})
+    assert "no_quorum" in str(info.value) and "may or may not" in str(info.value)
+    # A definite answer that was looked at (the ids were checked first) stays definite.
+    answer, _ = scripted(WriteTimeout("silence"), WrongExpectedVersion("s", 1, 2))
+    with pytest.raises(WrongExpectedVersion):
+        run(core.perform(APPEND, 1.0, GOSSIP), {core.Request: answer,
+                                                core.Rediscover: lambda e: None})
+
+
 # --- discovery ---------------------------------------------------------------------------------
 def gossip(views, dead=()):
     """Probe answers: cluster_info from ``views`` (endpoint -> ClusterInfo), pings from
