@@ -29,7 +29,7 @@ class CoreConfig:
     batch_bytes: int = 1 << 20
     max_inflight_records: int = 4000
     max_inflight_bytes: int = 8 << 20
-    max_truncation: int = 256 << 20
+    max_truncation: int = 1_000_000
     """Largest tail (in position units) a replica truncates on line; more is refused."""
     subscription_epochs: int = 20
     epoch_cache: int = 1000
@@ -65,6 +65,7 @@ class CoreConfig:
             heartbeat_interval=t.heartbeat_interval_ms / 1000,
             gossip_interval=t.gossip_interval_ms / 1000,
             dead_member_timeout=t.dead_member_ms / 1000,
+            max_truncation=topology.cluster.max_truncation,
             internal_endpoint=node.internal_advertise, external_endpoint=node.external_advertise)
         values.update(overrides)
         return cls(**values)

@@ -22,6 +22,9 @@ class ClusterSection:
     name: str = "esnode"
     size: int = 1
     allow_even_size: bool = False
+    max_truncation: int = 1_000_000
+    """Most records a node drops on line from a diverged, uncommitted tail; more is refused
+    (the node stays out of the cluster and says why) for an operator to look at."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +153,9 @@ def parse_topology(raw: dict, source: str = "") -> Topology:
         raise TopologyError("nodes: missing; describe each node in a [[nodes]] table")
     nodes = tuple(_section(NodeSection, n, f"nodes[{i}]") for i, n in enumerate(raw_nodes))
 
+    if cluster.max_truncation < 0:
+        raise TopologyError(f"cluster.max_truncation: must be 0 or more, got "
+                            f"{cluster.max_truncation}")
     if cluster.size < 1:
         raise TopologyError(f"cluster.size: must be at least 1, got {cluster.size}")
     if cluster.size % 2 == 0 and not cluster.allow_even_size:
