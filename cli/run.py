@@ -114,7 +114,7 @@ def register(app: typer.Typer) -> None:
         restart: bool = typer.Option(False, "--restart",
                                      help="Restart a node that crashes (with backoff)."),
     ) -> None:
-        """Run esnode nodes.
+        """Run the nodes of a topology: all of them (supervised), or one with --node.
 
         With no --node, starts one process per node of the topology and supervises them;
         Ctrl-C (or SIGTERM) stops them all gracefully.
