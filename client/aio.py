@@ -1,8 +1,11 @@
-"""The asyncio client: the same protocol core as the threaded one, on ``zmq.asyncio``.
+"""The asyncio client: the same protocol core as the threaded one, on the event loop.
 
-Everything runs on the event loop that connected: coroutines send on the DEALER directly, one
-reader task routes replies to futures and pushes to subscription queues, and one loop timer
-(re-armed to the earliest deadline) enforces per-operation timeouts and the heartbeat.
+Everything runs on the event loop that connected. The DEALER is a plain (non-asyncio) socket:
+coroutines send on it without blocking, and the loop watches its file descriptor
+(``add_reader``) to drain every reply at once and route it to its future or subscription
+queue. (``zmq.asyncio`` makes a future and several flag operations per message, which cost
+the asyncio client half its throughput.) One loop timer (re-armed to the earliest deadline)
+enforces per-operation timeouts and the heartbeat.
 Discovery, retries and failover are the core's flows (as in the threaded client); a
 re-discovery runs under an ``asyncio.Lock`` and its ``Connect`` replaces socket and reader.
 """
@@ -59,12 +62,12 @@ class AsyncClient(Operations):
     def __init__(self, settings: ConnectionSettings) -> None:
         self.settings = settings
         self._cluster = core.ClusterState(settings)
-        self._ctx = zmq.asyncio.Context()
-        self._sock: zmq.asyncio.Socket | None = None
+        self._ctx = zmq.asyncio.Context()  # throwaway discovery probes
+        self._data_ctx = zmq.Context()  # the DEALER: plain socket, watched by the loop
+        self._sock: zmq.Socket | None = None
         self._core = core.ProtocolCore("", settings.keepalive_interval,
                                        settings.keepalive_timeout, self._cluster.stats)
         self._switch_lock = asyncio.Lock()
-        self._reader: asyncio.Task | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._closed = False
@@ -113,14 +116,11 @@ class AsyncClient(Operations):
                 frame = self._core.unsubscribe(sub)
                 if frame is not None:
                     linger = CLOSE_LINGER_MS
-                    await self._sock.send(frame)
+                    await self._send(frame)
         self._finish("the client was closed")
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
-        if self._sock is not None:
-            self._sock.close(linger=linger)
+        self._close_socket(linger)
         self._ctx.term()
+        self._data_ctx.term()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -174,11 +174,24 @@ class AsyncClient(Operations):
         if when is not None and when < self._timer_at:
             self._arm(when)
         try:
-            await self._sock.send(frame)
+            await self._send(frame)
             return await fut
         except asyncio.CancelledError:
             self._core.forget(corr)
             raise
+
+    async def _send(self, frame: bytes) -> None:
+        """Send without blocking the loop; at the high-water mark, yield until there is room."""
+        sock = self._sock
+        while True:
+            try:
+                sock.send(frame, zmq.NOBLOCK)
+                break
+            except zmq.Again:
+                await asyncio.sleep(0.001)
+        # A send can consume the socket's edge-triggered readiness: look for replies now.
+        if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._loop.call_soon(self._on_readable)
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:
@@ -194,32 +207,41 @@ class AsyncClient(Operations):
         old = self._core.endpoint
         _deliver(self._core.close(f"the client moved from {old} to {endpoint}" if old
                                   else "connecting", lost=True))
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
-        if self._sock is not None:
-            self._sock.close(linger=0)
-        self._sock = self._ctx.socket(zmq.DEALER)
+        self._close_socket(0)
+        self._sock = self._data_ctx.socket(zmq.DEALER)
         configure_socket(self._sock, endpoint)
         self._core.endpoint = endpoint
-        self._reader = asyncio.create_task(self._read_loop(), name="esnode-client-reader")
+        self._loop.add_reader(self._sock.getsockopt(zmq.FD), self._on_readable)
+
+    def _close_socket(self, linger: int) -> None:
+        if self._sock is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._sock.getsockopt(zmq.FD))
+            self._sock.close(linger=linger)
+            self._sock = None
 
     def _on_timer(self) -> None:
         self._timer, self._timer_at = None, float("inf")
         failed, frame = self._core.expire(self._loop.time())
         _deliver(failed)
         if frame is not None and self._sock is not None:
-            self._sock.send(frame)
+            try:
+                self._sock.send(frame, zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # a heartbeat ping: the next one will do
         when = self._core.next_deadline()
         if when is not None:
             self._arm(when)
 
-    async def _read_loop(self) -> None:
-        recv, receive = self._sock.recv, self._core.receive
-        ok, err = core.OK, core.ERROR
+    def _on_readable(self) -> None:
+        """Drain every reply the socket holds (its descriptor is edge-triggered)."""
+        sock = self._sock
+        if sock is None:
+            return
+        receive, ok, err = self._core.receive, core.OK, core.ERROR
         try:
-            while True:
-                done = receive(await recv())
+            while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                done = receive(sock.recv(zmq.NOBLOCK))
                 if done is not None:
                     target, kind, payload = done
                     if kind == ok:
@@ -230,8 +252,8 @@ class AsyncClient(Operations):
                             target.set_exception(payload)
                     else:
                         target.put_nowait((kind, payload))
-        except asyncio.CancelledError:
-            raise
+        except zmq.Again:
+            pass
         except Exception as exc:  # noqa: BLE001 - fail everyone rather than hang them
             log.exception("esnode async client reader crashed")
             self._finish(f"the client's reader crashed ({exc!r})")
@@ -244,7 +266,7 @@ class AsyncClient(Operations):
 
     async def _send_credit(self, subscription: int, n: int) -> None:
         if not self._closed:
-            await self._sock.send(self._core.credit(subscription, n))
+            await self._send(self._core.credit(subscription, n))
 
     async def _pages(self, read: Callable[[int, int], Awaitable[Any]], start: int,
                      limit: int | None, size: int) -> AsyncIterator[RecordedEvent]:
@@ -318,7 +340,7 @@ class AsyncSubscription(SubscriptionView):
         client = self._client
         frame = None if client._closed else client._core.unsubscribe(self._state.id)
         if frame is not None:
-            await client._sock.send(frame)
+            await client._send(frame)
         self._inbox.put_nowait((core.CLOSED, None))
 
     async def __aenter__(self) -> AsyncSubscription:
