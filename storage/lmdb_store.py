@@ -288,13 +288,11 @@ class LmdbEventStore(StoreBase):
         """Move event ids into the ``event_ids`` db in key order, in bulk: a put per event id
         at random places of a big B-tree would write a page per event; a sorted bulk merge
         writes each touched page once."""
-        key_of, pack2, db = self._stream_key, QQ.pack, self._ids
-        entries = sorted((event_id.encode() + key_of(stream), hit)
-                         for (event_id, stream), hit in ids.items())
-        put = txn.put
-        for key, (version, position) in entries:
-            put(key, pack2(version, position), db=db)
-        put(b"ids", Q.pack(through + 1), db=self._checkpoints)
+        key_of, pack2 = self._stream_key, QQ.pack
+        items = sorted([(event_id.encode() + key_of(stream), pack2(*hit))
+                        for (event_id, stream), hit in ids.items()])
+        txn.cursor(db=self._ids).putmulti(items)  # one C loop for the whole merge
+        txn.put(b"ids", Q.pack(through + 1), db=self._checkpoints)
 
     def _remove_after(self, position: int) -> None:
         def work(txn: lmdb.Transaction) -> None:
