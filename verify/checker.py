@@ -8,6 +8,8 @@ log** is the final ``$all`` served by the most nodes (the longest on a tie).
 - I1  every ok append's events are on every node, at the acknowledged stream versions and with
       the last one at the acknowledged ``$all`` position (in ``$all`` and in the stream read);
 - I2  one event id per (stream, version) and per ``$all`` position, across every observation;
+      every event a read served during the run (from the final logs' start on) is in every
+      node's final ``$all`` at the position it was served at: nothing served is later truncated;
 - I3  no event of a failed append is visible anywhere; no append is visible only in part;
 - I4  no two appends with the same exact expected version on one stream both took effect (ok,
       or unknown and present); one that took effect did so at version ``expected + 1``;
@@ -55,7 +57,7 @@ from esnode.verify.history import (
 INVARIANTS = tuple(f"I{i}" for i in range(1, 11))
 DESCRIPTIONS = {
     "I1": "acknowledged appends present at their acknowledged positions on every node",
-    "I2": "one event per (stream, version) and per $all position",
+    "I2": "one event per (stream, version) and per $all position; nothing served truncated",
     "I3": "no event of a failed append visible; appends all-or-nothing",
     "I4": "expected-version exclusivity",
     "I5": "an event id at most once per stream",
@@ -156,6 +158,7 @@ def check(history: History, final: FinalState | None) -> Result:
     indexes = node_indexes(final)
     violations += check_i1(appends, final, indexes)
     violations += check_i2(obs)
+    violations += check_reads_kept(ops, final, indexes)
     violations += check_i3(appends, obs, final, indexes)
     landed = _landed(appends, ref_by_id)
     violations += check_i4(appends, landed)
@@ -262,6 +265,34 @@ def check_i2(obs: list[tuple[str, list[Event], Op | None]]) -> list[Violation]:
                                          "records": [_ev(firstp[2]), _ev(e)],
                                          "sources": [firstp[1], source],
                                          "ops": [b for b in (_brief(op),) if b]}))
+    return out
+
+
+def check_reads_kept(ops: list[Op], final: FinalState,
+                     indexes: dict[str, dict[str, Event]] | None = None) -> list[Violation]:
+    """I2: an event a read (of a stream or of ``$all``) served during the run is in every
+    node's final ``$all`` at the same position: a node must never serve a record that is later
+    truncated (a read past the commit position). Events before ``final.from_position`` are not
+    in the final logs and are not checked; subscriptions are checked by I7. One violation per
+    read: the first of its events that was lost."""
+    nodes = sorted((indexes if indexes is not None else node_indexes(final)).items())
+    out = []
+    for op in ops:
+        if op.kind not in (READ_STREAM, READ_ALL):
+            continue
+        lost = next(((e, node, index.get(e[0])) for e in op.events
+                     if e[3] >= final.from_position for node, index in nodes
+                     if index.get(e[0], (None,) * 4)[3] != e[3]), None)
+        if lost is None:
+            continue
+        e, node, kept = lost
+        out.append(Violation("I2", f"op {op.id} ({op.kind} by {op.process}, node {op.node}) "
+                             f"was served {e[0]} as {e[1]}@{e[2]} at position {e[3]}, but the "
+                             f"final $all of {node} has "
+                             + ("no such event" if kept is None else f"it at position {kept[3]}")
+                             + " (a served record was truncated)", {
+                                 "node": node, "ops": [op.brief()],
+                                 "records": [_ev(x) for x in (e, kept) if x]}))
     return out
 
 

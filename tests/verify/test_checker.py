@@ -145,6 +145,23 @@ def test_i2_two_event_ids_for_one_stream_version():
     assert fired(b, final) == {"I2"}
 
 
+def test_i2_a_read_served_a_record_that_was_later_truncated():
+    b, final = clean()
+    b.op(READ_ALL, OK, 3.5, 3.6, from_position=-1, node="n2",   # an uncommitted tail
+         events=[["d1", "s", 3, 15], ["zz", "s", 4, 16]])
+    b.op(READ_STREAM, OK, 3.5, 3.6, stream="s", node="n2", last_version=3,
+         events=[["d1", "s", 3, 17]])                           # another position
+    result = check(b.history(), final)
+    assert set(result.by_invariant()) == {"I2"} and len(result.violations) == 2
+    assert "no such event" in str(result.violations[0])
+    assert "at position 15" in str(result.violations[1])
+    assert result.violations[0].evidence["records"] == [
+        {"event_id": "zz", "stream": "s", "version": 4, "position": 16}]
+    b.ops[-2].events = [["old", "pre", 0, 3], ["d1", "s", 3, 15]]  # "old": before the logs
+    b.ops[-1].events = [["d1", "s", 3, 15]]
+    assert fired(b, final_from(LOG, from_position=5)) == set()
+
+
 def test_i3_an_event_of_a_failed_append_is_visible():
     b, final = clean()
     final = final_from(LOG + [["b1", "s", 4, 16]])
