@@ -23,7 +23,7 @@ def appends_through_every_node(cluster: Cluster, history: History, per_node: int
     for name in cluster.names:
         for i in range(per_node):
             event = new_event()
-            op = history.invoke(f"every-{i % 2}", [event[0]], name)
+            op = history.append(f"every-{i % 2}", [event[0]], name)
             kind, body = cluster.append(name, op.stream, [event])
             assert history.complete(op, kind, body) == OK, (name, kind, body)
 
@@ -34,9 +34,9 @@ def finish(cluster: Cluster, history: History, nodes: list[str], leader: str,
     the history (and what ``readers`` saw) against every node's ``$all``."""
     retried = retry_unknown(cluster, history, leader)
     logs = cluster.wait_converged(nodes, at_least=len(history.of(OK)))
-    check(history, logs, reads=readers.seen if readers else None)
+    check(history, logs)
     if readers:
-        print(f"readers: {readers.reads} reads, {len(readers.seen)} events seen")
+        print(f"readers: {readers.reads} reads, {readers.seen()} events seen")
     print(f"history: {history.counts()}, {len(retried)} unknown retried "
           f"({sum(op.idempotent for op in retried)} were already written)")
     return logs
@@ -243,10 +243,10 @@ def test_a_paused_leader_steps_down_on_resume_and_loses_nothing_acknowledged(clu
     def pipeline(n: int) -> None:
         for _ in range(n):
             event = new_event()
-            op = history.invoke("burst", [event[0]], old)
+            op = history.append("burst", [event[0]], old)
             sent[burst.send("append", {"stream": "burst", "events": [event]})] = op
 
-    with Readers(cluster, cluster.names) as readers, \
+    with Readers(cluster, history, cluster.names) as readers, \
             Writers(cluster, history, cluster.names) as writers:
         writers.wait_acked(30)
         pipeline(40)  # some of these are in flight on the leader when it freezes
@@ -270,8 +270,7 @@ def test_a_paused_leader_steps_down_on_resume_and_loses_nothing_acknowledged(clu
     for corr, op in sent.items():
         kind, body = replies.get(corr, (None, None))
         history.complete(op, kind, body, "no reply")
-    burst_outcomes = History()
-    burst_outcomes.ops = list(sent.values())
+    burst_outcomes = History(sent.values())
     assert cluster.wait_for_leader() == new
     truncated = "truncating the uncommitted log tail" in cluster.stderr_path(old).read_text()
     print(f"paused {old}; new leader {new}; {old} followed it {stepped_down:.2f}s after "
@@ -339,7 +338,7 @@ def test_rolling_faults_on_whoever_leads(cluster):
     duplicated, every node converges."""
     history = History()
     rounds = []
-    with Readers(cluster, cluster.names) as readers, \
+    with Readers(cluster, history, cluster.names) as readers, \
             Writers(cluster, history, cluster.names, max_batch=3) as writers:
         writers.wait_acked(20)
         for fault in ("kill", "pause", "kill", "kill"):
@@ -375,7 +374,7 @@ def test_seeded_nemesis(cluster):
     rng = random.Random(seed)
     history = History()
     rounds = []
-    with Readers(cluster, cluster.names) as readers, \
+    with Readers(cluster, history, cluster.names) as readers, \
             Writers(cluster, history, cluster.names, max_batch=3, big=100) as writers:
         writers.wait_acked(10)
         for _ in range(5):
@@ -402,7 +401,7 @@ def test_seeded_nemesis(cluster):
                 wait_until(lambda: any(op.outcome == FAIL and op.t_invoke > started
                                        for op in history.ops), 10, "a refused write", cluster)
                 assert not any(op.outcome == OK and op.t_invoke > started + 0.1
-                               and op.via == survivor for op in history.ops)
+                               and op.process == survivor for op in history.ops)
             for v in victims:
                 (cluster.resume if pausing else cluster.start)(v)
                 writers.up(v)

@@ -75,7 +75,7 @@ def test_esnode_run_starts_the_topology_serves_and_stops_cleanly_on_sigterm(tmp_
         history = History()
         for name in cluster.names:
             event = new_event()
-            op = history.invoke("supervised", [event[0]], name)
+            op = history.append("supervised", [event[0]], name)
             assert history.complete(op, *cluster.append(name, "supervised", [event])) == OK
         check(history, cluster.wait_converged(cluster.names, at_least=3))
         # A new user's view, from the topology's folder: `esnode status` finds the nodes.

@@ -11,7 +11,8 @@ import threading
 import time
 from collections.abc import Iterable
 
-from tests.cluster.checker import FAIL, OK, History, Op
+from esnode.verify.history import APPEND, compact
+from tests.cluster.checker import FAIL, OK, PENDING, UNKNOWN, History, Op
 from tests.cluster.harness import Cluster, NoReply, Raw, new_event, wait_until
 
 
@@ -69,7 +70,7 @@ class Writers:
                 if self.big and i % 50 == 0:
                     size = self.big
                 events = [new_event() for _ in range(size)]
-                op = self.history.invoke(stream, [e[0] for e in events], node)
+                op = self.history.append(stream, [e[0] for e in events], node)
                 try:
                     kind, body = raw.call("append", {"stream": stream, "events": events},
                                           timeout=self.timeout, abort=self._stop)
@@ -94,7 +95,7 @@ class Writers:
         if via is not None:
             since = time.monotonic() if since is None else since
             wait_until(lambda: sum(1 for op in self.history.of(OK)
-                                   if op.t_invoke >= since and op.via == via) >= more,
+                                   if op.t_invoke >= since and op.process == via) >= more,
                        timeout, f"{more} appends through {via} acknowledged", self.cluster)
         elif since is None:
             target = self.acked() + more
@@ -107,21 +108,29 @@ class Writers:
 
 
 class Readers:
-    """One thread per node reading the newest events of ``$all`` over and over; every event
-    seen is kept ((id, node) -> (position, stream, version)) so the checker can prove no node
-    served a record that was later truncated (a read past the commit position)."""
+    """One thread per node reading the newest events of ``$all`` over and over; every event a
+    node served is recorded once, in one read op per node of ``history``
+    (``History.served``), so the checker proves no node served a record that was later
+    truncated (a read past the commit position)."""
 
-    def __init__(self, cluster: Cluster, via: Iterable[str], timeout: float = 1.0):
+    def __init__(self, cluster: Cluster, history: History, via: Iterable[str],
+                 timeout: float = 1.0):
         self.cluster = cluster
+        self.history = history
         self.via = list(via)
         self.timeout = timeout
-        self.seen: dict[tuple[str, str], tuple[int, str, int]] = {}  # (id, node) -> place
         self.reads = 0
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(n,), name=f"reader-{n}",
                                           daemon=True) for n in self.via]
+        self._ops: dict[str, Op] = {}
+
+    def seen(self) -> int:
+        """Distinct events served, summed over the nodes."""
+        return sum(len(op.events) for op in self._ops.values())
 
     def __enter__(self) -> Readers:
+        self._ops = {n: self.history.served(n) for n in self.via}
         for t in self._threads:
             t.start()
         return self
@@ -130,9 +139,12 @@ class Readers:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=self.timeout + 5)
+        for op in self._ops.values():
+            History.end(op, OK, attempts=self.reads)
 
     def _run(self, node: str) -> None:
         raw = Raw(self.cluster.external(node))
+        events, seen = self._ops[node].events, set()
         try:
             while not self._stop.is_set():
                 try:
@@ -145,7 +157,9 @@ class Readers:
                     continue
                 self.reads += 1
                 for e in body["events"]:
-                    self.seen.setdefault((e[0], node), (e[8], e[1], e[2]))
+                    if e[0] not in seen:
+                        seen.add(e[0])
+                        events.append(compact(e))
                 self._stop.wait(0.005)
         finally:
             raw.close()
@@ -155,7 +169,7 @@ def retry_unknown(cluster: Cluster, history: History, node: str) -> list[Op]:
     """Retry every unknown-outcome append through ``node`` with the same event ids; each
     must now succeed (idempotently if it had been written). Updates the ops in place."""
     retried = []
-    for op in history.of("unknown") + history.of("pending"):
+    for op in [op for op in history.of(UNKNOWN) + history.of(PENDING) if op.kind == APPEND]:
         deadline = time.monotonic() + 20
         while True:
             event_list = [new_event(eid) for eid in op.event_ids]

@@ -77,7 +77,7 @@ def test_segregated_networks(hosts_cluster):
     history = History()
     for name in cluster.names:
         event = new_event()
-        op = history.invoke("seg", [event[0]], name)
+        op = history.append("seg", [event[0]], name)
         kind, body = cluster.append(name, "seg", [event])
         assert history.complete(op, kind, body) == "ok", (name, kind, body)
     logs = cluster.wait_converged(cluster.names, at_least=len(history.ops))

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 from tests.cluster.checker import FAIL, OK, History, check
 from tests.cluster.harness import NoReply, new_event, wait_until
+from tests.cluster.writer import ClientWriter
 from tests.netns.hosts import HostsCluster
-from tests.netns.writer import ClientWriter
 
 CLEAR = {"no_quorum", "not_leader", "not_ready"}
 TIMES: list[str] = []
@@ -28,7 +28,7 @@ def report(line: str) -> None:
 def minority_write(cluster: HostsCluster, node: str, history: History) -> dict:
     """An append through a minority node, recorded: it must fail, clearly and in time."""
     event = new_event()
-    op = history.invoke("minority", [event[0]], node)
+    op = history.append("minority", [event[0]], node)
     started = time.monotonic()
     try:
         kind, body = cluster.append(node, "minority", [event])
@@ -64,7 +64,7 @@ def split_leader_off(cluster: HostsCluster, label: str,
     cluster.start()
     leader = cluster.wait_for_leader(timeout=20)
     history = History()
-    writer = ClientWriter(cluster, history)
+    writer = ClientWriter(cluster.cluster_client(), history, cluster=cluster)
     with writer:
         writer.wait_acked(20)
         majority = fault(leader, [n for n in cluster.names if n != leader])
@@ -132,7 +132,7 @@ def test_a_bridge_node_keeps_the_cluster_writable(hosts_cluster):
     leader = cluster.wait_for_leader(timeout=20)
     cut_off, bridge = [n for n in cluster.names if n != leader]
     history = History()
-    writer = ClientWriter(cluster, history)
+    writer = ClientWriter(cluster.cluster_client(), history, cluster=cluster)
     with writer:
         writer.wait_acked(20)
         cluster.cut(leader, cut_off)

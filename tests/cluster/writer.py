@@ -1,8 +1,8 @@
-"""A steady writer through the client library (every node's external endpoint as a seed),
-recording each append as ok / fail / unknown in a ``History`` for the checker.
+"""A steady writer through the client library, recording each append as ok / fail / unknown in
+a ``History`` for the checker (tests/cluster/checker.py).
 
-One thread, one append at a time, single-event appends with fresh ids, expected version
-"any", over a few streams. Classification:
+One thread, one append at a time (every ``interval`` seconds), single-event appends with fresh
+ids, expected version "any", over a few streams. Classification:
 
 - ``AppendSuccess`` -> ok, at its position and versions;
 - ``NoQuorum`` / ``NotLeader`` / ``NotReady`` / a plain ``Unavailable`` -> fail, unless an
@@ -10,7 +10,8 @@ One thread, one append at a time, single-event appends with fresh ids, expected 
   outcome: the client's ``Retrying`` notices say so, and then it is unknown;
 - any ``OutcomeUnknown`` (``WriteTimeout``, ``WriteUnavailable``, server ``outcome_unknown``)
   or ``ConnectionLost`` -> unknown;
-- anything else -> "unexpected" (the checker reports it).
+- any other error -> unknown and unexpected (the checker reports it); an exception that is
+  not an ``EsError`` stops the writer and is raised by ``stop``.
 """
 
 from __future__ import annotations
@@ -19,24 +20,24 @@ import threading
 import time
 import uuid
 
-from tests.cluster.checker import FAIL, OK, UNKNOWN, History, Op
+from tests.cluster.checker import FAIL, OK, UNEXPECTED, UNKNOWN, History, Op
 from tests.cluster.harness import wait_until
-
-DEFINITE = ("no_quorum", "not_leader", "not_ready", "unavailable")
 
 
 class ClientWriter:
-    def __init__(self, cluster, history: History, streams: int = 3, prefix: str = "cw",
-                 **options: object) -> None:
-        from esnode.client import connect
+    """Appends through ``client`` (the test's own: it stays open) recording in ``history``;
+    ``cluster`` (optional) says which nodes ran when a wait gives up."""
 
-        self.cluster = cluster
+    def __init__(self, client, history: History, streams: int = 3, prefix: str = "cw",
+                 interval: float = 0.0, cluster=None) -> None:
+        self.client = client
         self.history = history
+        self.cluster = cluster
+        self.interval = interval
         self.streams = [f"{prefix}-{i}" for i in range(streams)]
-        self.client = connect(cluster.seeds(**options))
         self._retry_unknown = False
         self._lock = threading.Lock()
-        self.client.on_event(self._notice)
+        self._unsubscribe = client.on_event(self._notice)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="client-writer", daemon=True)
         self.errors: list[BaseException] = []
@@ -59,10 +60,10 @@ class ClientWriter:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
-        alive = self._thread.is_alive()
-        self.client.close()
-        assert not alive, "the client writer did not stop"
+        if self._thread.ident is not None:
+            self._thread.join(timeout=30)
+        self._unsubscribe()
+        assert not self._thread.is_alive(), "the client writer is stuck in an append"
         if self.errors:
             raise self.errors[0]
 
@@ -87,7 +88,7 @@ class ClientWriter:
                 event = new_event("Tested", b"{}", id=eid)
                 with self._lock:
                     self._retry_unknown = False
-                op = self.history.invoke(stream, [eid], "client")
+                op = self.history.append(stream, [eid], "client")
                 try:
                     ok = self.client.append(stream, [event])
                 except OutcomeUnknown as exc:  # before Unavailable: WriteUnavailable is both
@@ -101,19 +102,20 @@ class ClientWriter:
                                    " (an earlier attempt was unknown)" if earlier_unknown else "")
                     self._stop.wait(0.02)
                 except EsError as exc:
-                    self._complete(op, "unexpected", exc)
+                    self._complete(op, UNKNOWN, exc, prefix=f"{UNEXPECTED} ")
                 else:
-                    History.complete(op, "ok", {
-                        "position": ok.position, "first_version": ok.first_version,
-                        "last_version": ok.last_version, "idempotent": ok.idempotent})
+                    History.end(op, OK, position=ok.position, first_version=ok.first_version,
+                                last_version=ok.last_version, idempotent=ok.idempotent)
+                if self.interval:
+                    self._stop.wait(self.interval)  # the pace of the load
         except BaseException as exc:  # reported by stop()
             self.errors.append(exc)
 
     @staticmethod
-    def _complete(op: Op, outcome: str, exc: BaseException, note: str = "") -> None:
-        op.t_complete = time.monotonic()
-        op.outcome = outcome
-        op.error = f"{getattr(exc, 'code', type(exc).__name__)}: {exc}{note}"[:300]
+    def _complete(op: Op, outcome: str, exc: BaseException, note: str = "",
+                  prefix: str = "") -> None:
+        History.end(op, outcome, error=f"{prefix}{getattr(exc, 'code', type(exc).__name__)}: "
+                    f"{exc}{note}"[:300])
 
     # --- progress --------------------------------------------------------------------------
     def acked_since(self, since: float) -> list[Op]:
