@@ -7,21 +7,22 @@ Run with ``-s`` to see the measured pauses (kill -> next successful append)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 import statistics
 import threading
 import time
 import uuid
-from collections import Counter
-from dataclasses import dataclass
 
 import pytest
 from typer.testing import CliRunner
 
 from esnode.cli.main import app
 from esnode.client import Unavailable, connect, new_event
-from esnode.client.errors import EsError
-from tests.client.cluster_support import Notices, dns_seeds, dns_server, seeds
-from tests.client.real_cluster import RealCluster, common_free_port
+from tests.client.cluster_support import Notices, dns_server, seeds
+from tests.cluster.checker import OK, History, check
+from tests.cluster.harness import Cluster, common_free_port
+from tests.cluster.writer import ClientWriter
 from tests.conftest import free_port, wait_for
 
 pytestmark = pytest.mark.slow
@@ -35,18 +36,25 @@ DNS_NAME = "cluster.esnode.test"
 LOOPBACK_HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    """A started 3-node cluster with an agreed leader; every process ends after the test.
-    The nodes' stderr is printed at teardown (pytest shows it when the test fails)."""
-    c = RealCluster(tmp_path / "cluster")
+@contextmanager
+def real_cluster(tmp_path, **options) -> Iterator[Cluster]:
+    """A started 3-node cluster (the server's default timers) whose live nodes agree on a
+    leader; every process ends after the test and the nodes' stderr tails are printed
+    (pytest shows them when the test fails)."""
+    c = Cluster(tmp_path / "cluster", name="client-test", **options)
     try:
         c.start()
-        c.wait_leader()
+        c.wait_for_leader(timeout=20, settled=True)
         yield c
     finally:
-        c.close()
-        print(c.report())
+        c.stop_all(graceful=False)
+        print(c.logs(40))
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    with real_cluster(tmp_path) as c:
+        yield c
 
 
 @pytest.fixture
@@ -55,143 +63,56 @@ def dns_cluster(tmp_path):
     and a DNS server on loopback resolving ``DNS_NAME`` to those three addresses; yields
     ``(cluster, port, dns server address)``."""
     port = common_free_port(LOOPBACK_HOSTS)
-    c = RealCluster(tmp_path / "cluster", hosts=LOOPBACK_HOSTS, external_port=port)
-    try:
-        with dns_server({DNS_NAME: LOOPBACK_HOSTS}) as dns:
-            c.start()
-            c.wait_leader()
-            yield c, port, dns
-    finally:
-        c.close()
-        print(c.report())
+    with dns_server({DNS_NAME: LOOPBACK_HOSTS}) as dns, \
+            real_cluster(tmp_path, hosts=LOOPBACK_HOSTS, external_port=port) as c:
+        yield c, port, dns
 
 
-# --- a steady writer ----------------------------------------------------------------------------
-@dataclass
-class Outcome:
-    event_id: str
-    stream: str
-    started: float
-    ended: float
-    error: BaseException | None = None
+def check_history(cluster: Cluster, history: History) -> dict[str, list]:
+    """Every append reported success or a clear error; the history checker passes against
+    every surviving node's ``$all`` (returned), and nothing was written that nobody
+    appended."""
+    clear = [op for op in history if op.outcome != OK]
+    assert all(all(op.error.partition(": ")[::2]) for op in clear), \
+        f"appends that failed without a clear error: {[op.brief() for op in clear]}"
+    logs = cluster.wait_converged(cluster.running(), timeout=15,
+                                  at_least=len(history.of(OK)))
+    check(history, logs)
+    mine = {eid for op in history for eid in op.event_ids}
+    for name, log in logs.items():
+        foreign = {e[0] for e in log} - mine
+        assert not foreign, f"{name}: events nobody appended: {foreign}"
+    return logs
 
 
-class SteadyAppender:
-    """Appends one event (expected version any) to one of ``streams`` streams every
-    ``interval`` seconds from a background thread, recording each call's outcome: every call
-    either returns or raises, so nothing can go unreported."""
-
-    def __init__(self, client, interval: float = 0.005, streams: int = 4) -> None:
-        self.client, self.interval = client, interval
-        self.streams = [f"steady-{uuid.uuid4().hex[:8]}-{i}" for i in range(streams)]
-        self.outcomes: list[Outcome] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="steady-appender", daemon=True)
-
-    def __enter__(self) -> SteadyAppender:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-        assert not self._thread.is_alive(), "the appender is stuck in an append"
-
-    def _run(self) -> None:
-        i = 0
-        while not self._stop.is_set():
-            event = new_event("Tick", {"i": i})
-            stream = self.streams[i % len(self.streams)]
-            started = time.monotonic()
-            try:
-                self.client.append(stream, event)
-                error = None
-            except BaseException as exc:  # noqa: BLE001 - recorded and checked by the test
-                error = exc
-            self.outcomes.append(Outcome(event.event_id, stream, started, time.monotonic(),
-                                         error))
-            i += 1
-            self._stop.wait(self.interval)  # the pace of the load, not a synchronisation
-
-    def succeeded(self) -> list[Outcome]:
-        return [o for o in list(self.outcomes) if o.error is None]
-
-    def failed(self) -> list[Outcome]:
-        return [o for o in list(self.outcomes) if o.error is not None]
-
-    def first_success_after(self, moment: float, timeout: float = 20.0) -> Outcome:
-        """Wait for an append started after ``moment`` to succeed; return the first."""
-        def first() -> Outcome | None:
-            return next((o for o in self.succeeded() if o.started >= moment), None)
-
-        return wait_for(first, timeout, message="an append to succeed after the kill")
-
-    def wait_successes(self, n: int, timeout: float = 10.0) -> None:
-        wait_for(lambda: len(self.succeeded()) >= n, timeout, message=f"{n} appends")
-
-
-def all_events(endpoint: str) -> list:
-    """Every event of ``$all`` as one node has it (a direct connection: read locally)."""
-    with connect(f"tcp://{endpoint}", timeout=5, discovery_attempts=3) as client:
-        return list(client.iter_all())
-
-
-def check_exactly_once(cluster: RealCluster, appender: SteadyAppender) -> None:
-    """Every append reported success or a clear error; every success is in every surviving
-    node's ``$all`` exactly once; a failed one at most once; nothing else was written."""
-    for outcome in appender.failed():
-        error = outcome.error
-        assert isinstance(error, EsError) and error.code and str(error), \
-            f"append of {outcome.event_id} failed without a clear error: {error!r}"
-    succeeded = {o.event_id for o in appender.succeeded()}
-    mine = {o.event_id for o in appender.outcomes}
-    for name in cluster.alive:
-        def has_all(name=name) -> list | None:
-            events = all_events(cluster.endpoint(name))
-            ids = {e.event_id for e in events}
-            return events if succeeded <= ids else None
-
-        events = wait_for(has_all, 15, interval=0.2,
-                          message=f"{name} to have every acknowledged append")
-        counts = Counter(e.event_id for e in events)
-        duplicated = {i: n for i, n in counts.items() if n > 1}
-        assert not duplicated, f"{name}: events written more than once: {duplicated}"
-        assert set(counts) <= mine, f"{name}: events nobody appended: {set(counts) - mine}"
-        positions = [e.position for e in events]
-        assert positions == sorted(set(positions)), f"{name}: $all positions not increasing"
-
-
-def kill_leader_under_load(cluster: RealCluster, connection: str, kills: int) -> list[float]:
+def kill_leader_under_load(cluster: Cluster, connection: str, kills: int) -> list[float]:
     """A client on ``connection`` appends steadily while the leader is SIGKILLed ``kills``
     times (the killed node is restarted and rejoins before the next kill); returns the
     pauses (kill -> the first successful append started after it)."""
     pauses = []
     notices = Notices()
+    history = History()
     with connect(connection) as client:
         client.on_event(notices)
-        with SteadyAppender(client) as appender:
-            appender.wait_successes(20)
+        with ClientWriter(client, history, streams=4, prefix=f"steady-{uuid.uuid4().hex[:8]}",
+                          interval=0.005) as writer:
+            writer.wait_acked(20, since=0.0, timeout=10)
             for round_ in range(kills):
-                leader = cluster.wait_leader()
-                before = len(appender.succeeded())
-                appender.wait_successes(before + 20)
+                leader = cluster.wait_for_leader(timeout=20, settled=True)
+                writer.wait_acked(20, timeout=10)
                 killed_at = time.monotonic()
                 cluster.kill(leader)
-                first = appender.first_success_after(killed_at)
-                pauses.append(first.ended - killed_at)
+                pauses.append(writer.wait_acked(1, since=killed_at, timeout=20) - killed_at)
                 print(f"kill {round_ + 1}: {leader} killed; next successful append after "
                       f"{pauses[-1] * 1000:.0f} ms (client now on {client.node})")
                 assert client.node != leader
                 if round_ < kills - 1:
                     cluster.start(leader)
-                    cluster.wait_leader()
-            appender.wait_successes(len(appender.succeeded()) + 20)
-        print(f"{len(appender.outcomes)} appends, {len(appender.failed())} failed: "
-              f"{[repr(o.error) for o in appender.failed()]}; stats {client.stats}")
-    check_exactly_once(cluster, appender)
+                    cluster.wait_for_leader(timeout=20, settled=True)
+            writer.wait_acked(20, timeout=10)
+        print(f"appends {history.counts()}: "
+              f"{[op.error for op in history if op.outcome != OK]}; stats {client.stats}")
+    check_history(cluster, history)
     assert client.stats.node_changes >= kills
     return pauses
 
@@ -221,6 +142,7 @@ def test_all_subscriber_sees_every_event_once_and_in_order_through_a_failover(cl
     failure: list[BaseException] = []
     stop = threading.Event()
     notices = Notices()
+    history = History()
     connection = seeds(cluster.endpoints, **RIDE_OUT_ELECTIONS)
     with connect(connection) as reader, connect(connection) as writer:
         reader.on_event(notices)
@@ -243,22 +165,18 @@ def test_all_subscriber_sees_every_event_once_and_in_order_through_a_failover(cl
         consumer = threading.Thread(target=consume, name="all-subscriber", daemon=True)
         consumer.start()
         try:
-            leader = cluster.wait_leader()
+            leader = cluster.wait_for_leader(timeout=20, settled=True)
             assert reader.node == leader
-            with SteadyAppender(writer) as appender:
-                appender.wait_successes(50)
+            with ClientWriter(writer, history, streams=4, interval=0.005,
+                              prefix=f"steady-{uuid.uuid4().hex[:8]}") as appender:
+                appender.wait_acked(50, since=0.0, timeout=10)
                 killed_at = time.monotonic()
                 cluster.kill(leader)
-                appender.first_success_after(killed_at)
-                appender.wait_successes(len(appender.succeeded()) + 50)
-            survivor = cluster.alive[0]
-            final = wait_for(lambda: (lambda events: events if {o.event_id for o in
-                                                                appender.succeeded()}
-                                      <= {e.event_id for e in events} else None)(
-                all_events(cluster.endpoint(survivor))), 15, interval=0.2,
-                message="the survivor to have every acknowledged append")
-            wait_for(lambda: reached(final[-1].position), 15,
-                     message=f"the subscriber to reach $all position {final[-1].position}")
+                appender.wait_acked(1, since=killed_at, timeout=20)
+                appender.wait_acked(50, timeout=10)
+            final = [(e[8], e[0]) for e in check_history(cluster, history)[cluster.running()[0]]]
+            wait_for(lambda: reached(final[-1][0]), 15,
+                     message=f"the subscriber to reach $all position {final[-1][0]}")
         finally:
             stop.set()
             consumer.join(timeout=5)
@@ -266,8 +184,7 @@ def test_all_subscriber_sees_every_event_once_and_in_order_through_a_failover(cl
     positions = [e.position for e in received]
     assert all(a < b for a, b in zip(positions, positions[1:], strict=False)), \
         "subscriber positions not strictly increasing"
-    assert [(e.position, e.event_id) for e in received] == \
-        [(e.position, e.event_id) for e in final[:len(received)]], \
+    assert [(e.position, e.event_id) for e in received] == final[:len(received)], \
         "the subscriber's events differ from the final $all (gap or duplicate)"
     assert len(received) == len(final)
     assert reader.stats.resubscriptions >= 1, notices.items
@@ -311,7 +228,7 @@ def test_cli_works_with_every_form_of_connect(dns_cluster, monkeypatch):
     cluster, port, dns = dns_cluster
     runner = CliRunner()
     monkeypatch.delenv("ESNODE_CONNECT", raising=False)
-    monkeypatch.chdir(cluster.root)  # holds the cluster's topology.toml: the default
+    monkeypatch.chdir(cluster.dir)  # holds the cluster's topology.toml: the default
 
     def run(*args: str, env: dict | None = None):
         result = runner.invoke(app, list(args), env={"COLUMNS": "200", **(env or {})})

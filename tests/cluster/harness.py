@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -120,19 +121,55 @@ class Raw:
         self._sock.close(linger=0)
 
 
+def free_port_on(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def common_free_port(hosts: Iterable[str], tries: int = 20) -> int:
+    """A TCP port free on every one of ``hosts`` (e.g. 127.0.0.2, 127.0.0.3, 127.0.0.4)."""
+    hosts = list(hosts)
+    for _ in range(tries):
+        port = free_port_on(hosts[0])
+        try:
+            for host in hosts[1:]:
+                with socket.socket() as s:
+                    s.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no port free on all of {hosts}")
+
+
 def new_event(eid: str | None = None, event_type: str = "Tested", data: bytes = b"{}") -> list:
     return [eid or str(uuid.uuid4()), event_type, data, b"", True]
 
 
 class Cluster:
-    """``size`` nodes on 127.0.0.1 with free ports; ``timers`` go into ``[timers]``."""
+    """``size`` nodes on 127.0.0.1 with free ports; ``timers`` go into ``[timers]`` (none: the
+    server's defaults).
 
-    def __init__(self, directory: Path, size: int = 3, name: str = "test", **timers: int):
+    ``hosts``: each node's external (client) address instead of 127.0.0.1 (e.g. 127.0.0.2-4,
+    for DNS discovery); ``external_port``: one external port shared by every node (only with a
+    distinct host per node). Internal endpoints stay on 127.0.0.1."""
+
+    hosts: dict[str, str] = {}
+    """node -> its external address, where it is not 127.0.0.1."""
+
+    def __init__(self, directory: Path, size: int = 3, name: str = "test",
+                 hosts: Iterable[str] | None = None, external_port: int | None = None,
+                 **timers: int):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.size = size
         self.names = [f"node{i + 1}" for i in range(size)]
-        self.ports = {n: (free_port(), free_port()) for n in self.names}  # (internal, external)
+        if hosts is not None:
+            self.hosts = dict(zip(self.names, hosts, strict=True))
+        if external_port is not None and len(set(self.hosts.values())) != size:
+            raise ValueError("a shared external port needs a distinct host per node")
+        self.ports = {n: (free_port(), external_port or free_port_on(self.host(n)))
+                      for n in self.names}  # (internal, external)
         self.timers = timers
         self.config = self.dir / "topology.toml"
         self.config.write_text(self.topology_text(name))
@@ -168,11 +205,23 @@ class Cluster:
             internal, external = self.ports[n]
             lines += ["[[nodes]]", f'name = "{n}"', f'data_dir = "data/{n}"',
                       'internal_host = "127.0.0.1"', f"internal_port = {internal}",
-                      'external_host = "127.0.0.1"', f"external_port = {external}", ""]
+                      f'external_host = "{self.host(n)}"', f"external_port = {external}", ""]
         return "\n".join(lines)
 
+    def host(self, name: str) -> str:
+        """``name``'s external address."""
+        return self.hosts.get(name, "127.0.0.1")
+
+    def endpoint(self, name: str) -> str:
+        """``host:port`` of ``name``'s external endpoint."""
+        return self.external(name).removeprefix("tcp://")
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [self.endpoint(n) for n in self.names]
+
     def external(self, name: str) -> str:
-        return f"tcp://127.0.0.1:{self.ports[name][1]}"
+        return f"tcp://{self.host(name)}:{self.ports[name][1]}"
 
     def internal(self, name: str) -> str:
         return f"tcp://127.0.0.1:{self.ports[name][0]}"
@@ -195,15 +244,22 @@ class Cluster:
             proc = self.procs.get(name)
             if proc is not None and proc.poll() is None:
                 raise RuntimeError(f"{name} is already running (pid {proc.pid})")
+            prefix, where = self.launcher(name)
             with open(self.stderr_path(name), "ab") as err:
-                err.write(f"=== start {name} at {time.strftime('%H:%M:%S')} ===\n".encode())
+                err.write(f"=== start {name}{where} at {time.strftime('%H:%M:%S')} ===\n"
+                          .encode())
                 err.flush()
                 self.procs[name] = subprocess.Popen(
-                    [sys.executable, "-m", "esnode.cli", "run", "--config", str(self.config),
-                     "--node", name],
+                    [*prefix, sys.executable, "-m", "esnode.cli", "run", "--config",
+                     str(self.config), "--node", name],
                     cwd=self.dir, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
             self.paused.discard(name)
+
+    def launcher(self, name: str) -> tuple[list[str], str]:
+        """What ``name``'s command line starts with, and where it runs (for the stderr
+        marker): nothing here; a namespace on other hosts."""
+        return [], ""
 
     def running(self) -> list[str]:
         return [n for n, p in self.procs.items() if p.poll() is None]
@@ -317,28 +373,35 @@ class Cluster:
             return None
         return body if kind == "ok" else None
 
-    def leader(self, among: Iterable[str] | None = None) -> str | None:
+    def leader(self, among: Iterable[str] | None = None, settled: bool = False) -> str | None:
         """The one node (among the answering ones) that says it is the Leader and that every
-        other answering node names as leader; None while that is not so."""
-        infos = {n: self.info(n) for n in (among or self.running())}
+        other answering node names as leader; None while that is not so. ``settled``: also
+        every one of them answers and shows every one of them alive in its member list (what
+        a client's gossip discovery needs)."""
+        asked = list(among or self.running())
+        infos = {n: self.info(n) for n in asked}
         infos = {n: i for n, i in infos.items() if i is not None}
         leaders = [n for n, i in infos.items() if i["state"] == "Leader"]
         if len(leaders) != 1:
             return None
         if any(i["leader"] != leaders[0] for i in infos.values()):
             return None
+        if settled and (len(infos) != len(asked) or not all(
+                set(asked) <= {m["name"] for m in i["members"] if m["alive"]}
+                and {m["name"]: m["state"] for m in i["members"]}.get(leaders[0]) == "Leader"
+                for i in infos.values())):
+            return None
         return leaders[0]
 
     def wait_for_leader(self, timeout: float = 15.0, among: Iterable[str] | None = None,
-                        exclude: Iterable[str] = ()) -> str:
+                        exclude: Iterable[str] = (), settled: bool = False) -> str:
         among = list(among) if among is not None else None
         excluded = set(exclude)
 
         def found() -> str | None:
             names = among if among is not None else [n for n in self.running()
                                                      if n not in self.paused]
-            leader = self.leader([n for n in names if n not in excluded])
-            return leader
+            return self.leader([n for n in names if n not in excluded], settled)
 
         return wait_until(found, timeout, f"one leader agreed on by every answering node"
                           f" (among {among or 'all running'}, excluding {sorted(excluded)})",

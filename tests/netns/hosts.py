@@ -419,27 +419,8 @@ class HostsCluster(Cluster):
     def internal(self, name: str) -> str:
         return f"tcp://{self.net.internal_ip(name)}:{INTERNAL_PORT}"
 
-    def seeds(self, **options: object) -> str:
-        """``esnode://`` with every node's external endpoint (fast-failover options)."""
-        from tests.client.cluster_support import seeds
-
-        return seeds([self.external(n) for n in self.names], **options)
-
-    def start(self, *names: str) -> None:
-        for name in names or self.names:
-            proc = self.procs.get(name)
-            if proc is not None and proc.poll() is None:
-                raise RuntimeError(f"{name} is already running (pid {proc.pid})")
-            with open(self.stderr_path(name), "ab") as err:
-                err.write(f"=== start {name} in {self.net.ns(name)} at "
-                          f"{time.strftime('%H:%M:%S')} ===\n".encode())
-                err.flush()
-                self.procs[name] = subprocess.Popen(
-                    ["ip", "netns", "exec", self.net.ns(name), sys.executable, "-m",
-                     "esnode.cli", "run", "--config", str(self.config), "--node", name],
-                    cwd=self.dir, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
-            self.paused.discard(name)
+    def launcher(self, name: str) -> tuple[list[str], str]:
+        return ["ip", "netns", "exec", self.net.ns(name)], f" in {self.net.ns(name)}"
 
     # --- faults, delegated -----------------------------------------------------------------
     def cut(self, a: str, b: str) -> None:
