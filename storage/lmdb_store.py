@@ -4,7 +4,7 @@
 | --- | --- | --- |
 | ``log`` | position (8 bytes big-endian) | the record: msgpack array of the RecordedEvent fields |
 | ``streams`` | stream key + version (8 bytes BE) | position (8 bytes BE) |
-| ``event_ids`` | event id (36 ASCII bytes) + stream key | version, position (2 x 8 bytes BE) |
+| ``event_ids`` | stream key + event id (36 ASCII bytes) | version, position (2 x 8 bytes BE) |
 | ``checkpoints`` | ``commit`` / ``vote`` / ``ids`` | commit position / msgpack [term, candidate] / first position whose ids are not merged (8 bytes BE) |
 
 Event ids reach ``event_ids`` in bulk merges (see ``_merge_ids``); until then the log itself is
@@ -153,7 +153,7 @@ class _LmdbView:
         hit = self.recent.get((event_id, stream))
         if hit is not None:
             return hit
-        hit = self.txn.get(event_id.encode() + self.key(stream), db=self.ids)
+        hit = self.txn.get(self.key(stream) + event_id.encode(), db=self.ids)
         return QQ.unpack(hit) if hit is not None else None
 
     def any_known(self, event_ids: list[str], stream: str) -> bool:
@@ -162,7 +162,7 @@ class _LmdbView:
             return True
         key = self.key(stream)
         cursor = self.txn.cursor(db=self.ids)
-        return bool(cursor.getmulti([i.encode() + key for i in event_ids]))
+        return bool(cursor.getmulti([key + i.encode() for i in event_ids]))
 
     def log_records(self, first: int, count: int) -> list[RecordedEvent]:
         cursor = self.txn.cursor(db=self.log)
@@ -287,9 +287,10 @@ class LmdbEventStore(StoreBase):
     def _merge_ids(self, txn: lmdb.Transaction, ids: dict, through: int) -> None:
         """Move event ids into the ``event_ids`` db in key order, in bulk: a put per event id
         at random places of a big B-tree would write a page per event; a sorted bulk merge
-        writes each touched page once."""
+        writes each touched page once, and keys that start with the stream keep the ids of
+        one stream's appends together (few pages touched per stream)."""
         key_of, pack2 = self._stream_key, QQ.pack
-        items = sorted([(event_id.encode() + key_of(stream), pack2(*hit))
+        items = sorted([(key_of(stream) + event_id.encode(), pack2(*hit))
                         for (event_id, stream), hit in ids.items()])
         txn.cursor(db=self._ids).putmulti(items)  # one C loop for the whole merge
         txn.put(b"ids", Q.pack(through + 1), db=self._checkpoints)
@@ -304,7 +305,7 @@ class LmdbEventStore(StoreBase):
                 skey = self._stream_key(rec.stream)
                 txn.delete(skey + Q.pack(rec.version), db=self._streams)
                 if rec.position <= self._ids_through:
-                    txn.delete(rec.event_id.encode() + skey, db=self._ids)
+                    txn.delete(skey + rec.event_id.encode(), db=self._ids)
                 txn.delete(Q.pack(rec.position), db=self._log)
             if position < self._ids_through:
                 txn.put(b"ids", Q.pack(position + 1), db=self._checkpoints)
