@@ -441,22 +441,29 @@ class StoreBase:
                 self.set_commit_position(commit)
             return
         expected = self._writer_position + 1
-        decoded = []
-        for position, raw in records:
-            rec = decode_record(raw)
-            if position != expected or rec.position != position:
-                raise ValueError(f"record at position {position} (encoded {rec.position}) does "
-                                 f"not continue the log at {expected}")
-            decoded.append(rec)
-            expected += 1
         with self._writer_view() as view:
             batch = _Batch(self, view)
-            for rec in decoded:
-                if (rec.version != TOMBSTONE_VERSION
-                        and rec.version != batch.head(rec.stream).last + 1):
-                    raise ValueError(f"record at position {rec.position} has version "
-                                     f"{rec.version} of {rec.stream!r}: not the next one")
-                batch.add_record(rec)
+            heads, ids, out = batch.heads, batch.ids, batch.records
+            for position, raw in records:
+                rec = decode_record(raw)
+                if position != expected or rec.position != position:
+                    raise ValueError(f"record at position {position} (encoded {rec.position}) "
+                                     f"does not continue the log at {expected}")
+                expected += 1
+                stream, version = rec.stream, rec.version
+                if version != TOMBSTONE_VERSION and version != batch.head(stream).last + 1:
+                    raise ValueError(f"record at position {position} has version {version} "
+                                     f"of {stream!r}: not the next one")
+                if version == TOMBSTONE_VERSION or stream.startswith("$"):
+                    batch.add_record(rec)  # tombstones, metadata and epochs: the long way
+                    continue
+                # the hot path: what add_record does for an ordinary event, inline
+                head = batch.head(stream)
+                heads[stream] = _new(Head, (version, head.tombstoned, head.meta_version,
+                                            head.meta))
+                ids[(rec.event_id, stream)] = (version, position)
+                out.append(rec)
+                batch.next_position = expected
         self._commit(batch.records, [raw for _, raw in records], commit)
         self._apply(batch)
         if commit is not None:
