@@ -11,22 +11,11 @@ import dns.resolver
 
 from esnode.client._core import Resolve
 from esnode.client.errors import Unavailable
+from esnode.transport.discovery import addresses, make_resolver
 
 
 def _resolver(cls: type, effect: Resolve) -> Any:
-    if effect.server is None:
-        resolver = cls()
-    else:
-        host, port = effect.server
-        resolver = cls(configure=False)
-        resolver.port = port
-        resolver.nameservers = [host]
-    resolver.lifetime = resolver.timeout = effect.timeout
-    return resolver
-
-
-def _addresses(answer: Any) -> list[str]:
-    return sorted({record.address for record in answer})
+    return make_resolver(cls, effect.server, effect.timeout)
 
 
 def _failure(effect: Resolve, exc: Exception) -> Unavailable:
@@ -37,7 +26,7 @@ def _failure(effect: Resolve, exc: Exception) -> Unavailable:
 
 def resolve(effect: Resolve) -> list[str]:
     try:
-        return _addresses(_resolver(dns.resolver.Resolver, effect).resolve(effect.name, "A"))
+        return addresses(_resolver(dns.resolver.Resolver, effect).resolve(effect.name, "A"))
     except (dns.exception.DNSException, OSError) as exc:
         raise _failure(effect, exc) from None
 
@@ -47,4 +36,4 @@ async def resolve_async(effect: Resolve) -> list[str]:
         answer = await _resolver(dns.asyncresolver.Resolver, effect).resolve(effect.name, "A")
     except (dns.exception.DNSException, OSError) as exc:
         raise _failure(effect, exc) from None
-    return _addresses(answer)
+    return addresses(answer)

@@ -20,17 +20,28 @@ def parse_endpoint(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def make_resolver(cls: type, server: tuple[str, int] | None, timeout: float):
+    """A dnspython resolver (``cls``: the sync or the asyncio one) asking ``server`` (host,
+    port), or the system's name servers when None; shared by nodes and clients."""
+    if server is None:
+        resolver = cls()
+    else:
+        resolver = cls(configure=False)
+        resolver.nameservers, resolver.port = [server[0]], server[1]
+    resolver.lifetime = resolver.timeout = timeout
+    return resolver
+
+
+def addresses(answer) -> list[str]:
+    return sorted({record.address for record in answer})
+
+
 def resolve_a(name: str, server: str = "", timeout: float = DNS_TIMEOUT_S) -> list[str]:
     """Every A record of ``name``, asking ``server`` ("ip:port") or the system's resolver.
     Raises ``dns.exception.DNSException`` or ``OSError``."""
-    if server:
-        host, port = parse_endpoint(server)
-        resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers, resolver.port = [host], port
-    else:
-        resolver = dns.resolver.Resolver()
-    resolver.lifetime = resolver.timeout = timeout
-    return sorted({record.address for record in resolver.resolve(name, "A")})
+    resolver = make_resolver(dns.resolver.Resolver,
+                             parse_endpoint(server) if server else None, timeout)
+    return addresses(resolver.resolve(name, "A"))
 
 
 def gossip_seeds(topology: Topology, me: NodeSection) -> list[tuple[str, int]]:
