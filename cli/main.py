@@ -437,9 +437,12 @@ def status(connect_to: Connect = None, as_json: Json = False, timeout: Timeout =
         return
     table = Table(title=f"cluster {info.cluster} (answered by {info.node}; leader: "
                         f"{info.leader or 'none'})", title_justify="left")
-    for column in ("name", "state", "alive", "epoch", "writer pos", "commit pos", "clients on",
+    # Names, states and endpoints are what an operator reads and copies: never cut short.
+    for column in ("name", "state", "alive", "epoch", "writer", "commit", "clients on",
                    "priority"):
-        table.add_column(column)
+        keep = column in ("name", "state", "clients on")
+        table.add_column(column, no_wrap=keep, overflow="fold" if keep else "ellipsis",
+                         min_width={"state": 10, "clients on": 15}.get(column))
     for m in info.members:
         table.add_row(m.name, m.state, "yes" if m.alive else "[red]NO[/]", str(m.epoch),
                       str(m.writer_position), str(m.commit_position),
