@@ -611,6 +611,33 @@ class ClusterState:
 
 
 # --- flows: generators of effects, performed by the shells -------------------------------------
+class ProbeExchange:
+    """One discovery question on a throwaway socket, without the I/O (both flavours): the
+    frame to send, then ``answer(frame)`` for each frame received until it returns True."""
+
+    def __init__(self, effect: "Probe") -> None:
+        self.effect = effect
+        self._pc = ProtocolCore(effect.endpoint)
+        _, self.frame = self._pc.start(effect.call, True, 0.0, None)
+        self.result: Any = None
+
+    def answer(self, frame: bytes) -> bool:
+        """Feed a received frame; True once the answer is in ``result`` (an error raises)."""
+        done = self._pc.receive(frame)
+        if done is None:
+            return False
+        _, kind, payload = done
+        if kind == ERROR:
+            raise payload
+        self.result = payload
+        return True
+
+    def timeout(self) -> EsError:
+        e = self.effect
+        return OperationTimeout(f"{e.call.op} got no answer from {e.endpoint} within "
+                                f"{e.timeout:g}s")
+
+
 class Request(NamedTuple):
     """Send ``call`` on the connection and wait for its answer (or ``timeout``)."""
 

@@ -23,7 +23,7 @@ import zmq.asyncio
 from esnode.client import _core as core
 from esnode.client._api import Operations, SubscriptionView
 from esnode.client._dns import resolve_async
-from esnode.client.errors import ClientClosed, EsError, OperationTimeout
+from esnode.client.errors import ClientClosed, EsError
 from esnode.client.settings import ConnectionSettings, settings_from
 from esnode.client.sync import CLOSE_LINGER_MS, configure_socket
 from esnode.core.messages import FROM_START
@@ -37,20 +37,14 @@ async def probe(ctx: zmq.asyncio.Context, effect: core.Probe) -> Any:
     sock = ctx.socket(zmq.DEALER)
     try:
         configure_socket(sock, effect.endpoint)
-        pc = core.ProtocolCore(effect.endpoint)
-        _, frame = pc.start(effect.call, True, 0.0, None)
-        await sock.send(frame)
+        exchange = core.ProbeExchange(effect)
+        await sock.send(exchange.frame)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + effect.timeout
         while (left := deadline - loop.time()) > 0 and await sock.poll(int(left * 1000) + 1):
-            done = pc.receive(await sock.recv())
-            if done is not None:
-                _, kind, payload = done
-                if kind == core.ERROR:
-                    raise payload
-                return payload
-        raise OperationTimeout(f"{effect.call.op} got no answer from {effect.endpoint} within "
-                               f"{effect.timeout:g}s")
+            if exchange.answer(await sock.recv()):
+                return exchange.result
+        raise exchange.timeout()
     finally:
         sock.close(linger=0)
 

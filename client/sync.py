@@ -79,19 +79,13 @@ def probe(ctx: zmq.Context, effect: core.Probe) -> Any:
     sock = ctx.socket(zmq.DEALER)
     try:
         configure_socket(sock, effect.endpoint)
-        pc = core.ProtocolCore(effect.endpoint)
-        _, frame = pc.start(effect.call, True, 0.0, None)
-        sock.send(frame)
+        exchange = core.ProbeExchange(effect)
+        sock.send(exchange.frame)
         deadline = time.monotonic() + effect.timeout
         while (left := deadline - time.monotonic()) > 0 and sock.poll(int(left * 1000) + 1):
-            done = pc.receive(sock.recv())
-            if done is not None:
-                _, kind, payload = done
-                if kind == core.ERROR:
-                    raise payload
-                return payload
-        raise OperationTimeout(f"{effect.call.op} got no answer from {effect.endpoint} within "
-                               f"{effect.timeout:g}s")
+            if exchange.answer(sock.recv()):
+                return exchange.result
+        raise exchange.timeout()
     finally:
         sock.close(linger=0)
 
