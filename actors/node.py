@@ -73,7 +73,9 @@ def default_transport(topology: Topology, node: NodeSection) -> Transport:
         peers={} if seeded else {n.name: n.internal_advertise for n in others},
         members=[n.name for n in others],
         seeds=gossip_seeds(topology, node) if seeded else (),
-        internal_codec=InternalCodec(WIRE_MESSAGES + FORWARD_MESSAGES))
+        internal_codec=InternalCodec(WIRE_MESSAGES + FORWARD_MESSAGES),
+        internal_also=(node.internal_gossip_port,)
+        if node.internal_gossip_port not in (0, node.internal_port) else ())
 
 
 @dataclass(frozen=True)

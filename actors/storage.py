@@ -113,7 +113,10 @@ class StorageActor(pykka.ThreadingActor):
         self._seq = itertools.count()
         self._write_timeout = topology.timers.write_timeout_ms / 1000
         self._peers = {n.name for n in topology.nodes if n.name != node_name}
-        self._externals = {n.name: n.external_advertise for n in topology.nodes}
+        # Members known only by their gossip endpoint (a cluster started from command lines)
+        # have no external endpoint here: gossip tells it (``_external_of``).
+        self._externals = {n.name: n.external_advertise for n in topology.nodes
+                           if n.external_port}
         self._commit_persisted = store.commit_position
         self._commit_persist_due = 0.0
         self._readable = store.commit_position
@@ -165,9 +168,18 @@ class StorageActor(pykka.ThreadingActor):
             return NotReady("this node is becoming the leader; retry shortly")
         leader = core.leader_id
         if leader is not None and leader != self._name:
-            return NotLeader(self._externals.get(leader), f"the leader is {leader}")
+            return NotLeader(self._external_of(leader), f"the leader is {leader}")
         return NoQuorum("no leader: an election is in progress or a majority of the "
                         "cluster cannot be reached; the write was not made")
+
+    def _external_of(self, name: str) -> tuple[str, int] | None:
+        """A member's external endpoint: from the topology, else as it gossiped it."""
+        known = self._externals.get(name)
+        if known is None:
+            for m in self._board.members:
+                if m.name == name and m.external_port:
+                    return (m.external_host, m.external_port)
+        return known
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -371,7 +383,7 @@ class StorageActor(pykka.ThreadingActor):
         log.info("state %s", e.line)
         board = self._board
         board.state, board.term, board.leader = e.new, e.term, e.leader_id
-        board.leader_external = self._externals.get(e.leader_id) if e.leader_id else None
+        board.leader_external = self._external_of(e.leader_id) if e.leader_id else None
         if e.new not in LEADER_ROLES:
             self._fail_awaiting(OutcomeUnknown(
                 f"this node stopped being the leader ({e.new.name}); the write may or may "

@@ -64,6 +64,16 @@ class NodeSection:
     external_advertise_host: str = ""
     external_advertise_port: int = 0
     priority: int = 0
+    internal_gossip_port: int = 0
+    """A second port on ``internal_host`` where the internal endpoint also listens: Event
+    Store's ``--int-http-port``, where gossip seeds and ``--cluster-gossip-port`` point."""
+    external_http_port: int = 0
+    """The HTTP API's port on ``external_host`` (0: no HTTP API)."""
+
+    @property
+    def gossip_port(self) -> int:
+        """Where other nodes' gossip seeds point: the gossip port if set, else the internal one."""
+        return self.internal_gossip_port or self.internal_port
 
     @property
     def internal_bind(self) -> tuple[str, int]:
@@ -181,8 +191,17 @@ def parse_topology(raw: dict, source: str = "") -> Topology:
         seen_names.add(node.name)
         if node.mem_db == bool(node.data_dir):
             raise TopologyError(f"{where}: set exactly one of data_dir or mem_db = true")
-        for key in ("internal_port", "external_port"):
-            _check_port(getattr(node, key), f"{where}.{key}")
+        for key in ("internal_port", "external_port", "internal_gossip_port",
+                    "external_http_port"):
+            if key in ("internal_port", "external_port") or getattr(node, key):
+                _check_port(getattr(node, key), f"{where}.{key}")
+        if node.internal_gossip_port and node.internal_host == node.external_host and \
+                node.internal_gossip_port in (node.external_port, node.external_http_port):
+            raise TopologyError(f"{where}.internal_gossip_port: same address as an external "
+                                "port; the internal and external networks need separate "
+                                "endpoints")
+        if node.external_http_port and node.external_http_port == node.external_port:
+            raise TopologyError(f"{where}.external_http_port: same port as external_port")
         if node.internal_port == node.external_port and node.internal_host == node.external_host:
             raise TopologyError(f"{where}.external_port: same address as internal_port; the "
                                 "internal and external networks need separate endpoints")
@@ -197,16 +216,25 @@ def parse_topology(raw: dict, source: str = "") -> Topology:
     return Topology(cluster, discovery, timers, nodes, source)
 
 
-def load_topology(path: str | Path) -> Topology:
-    """Load and validate a topology file. Relative ``data_dir``/``log_dir`` are resolved
-    against the file's folder, so a topology works from any working directory."""
+def read_topology_file(path: str | Path) -> dict:
+    """The file's TOML as a plain dict (not validated yet): command-line options edit it
+    before ``load_topology`` validates it."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise TopologyError(f"{path}: no such file") from None
     except tomllib.TOMLDecodeError as exc:
         raise TopologyError(f"{path}: not valid TOML ({exc})") from None
+
+
+def load_topology(path: str | Path, raw: dict | None = None) -> Topology:
+    """Load and validate a topology file (or ``raw``, its edited content). Relative
+    ``data_dir``/``log_dir`` are resolved against the file's folder, so a topology works from
+    any working directory."""
+    path = Path(path)
+    if raw is None:
+        raw = read_topology_file(path)
     topology = parse_topology(raw, str(path))
     base = path.resolve().parent
     nodes = tuple(

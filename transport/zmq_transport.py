@@ -85,8 +85,10 @@ class ZmqTransport:
                  peers: dict[str, tuple[str, int]] | None = None,
                  internal_codec: InternalCodec | None = None,
                  members: Iterable[str] = (),
-                 seeds: Iterable[tuple[str, int]] = ()) -> None:
+                 seeds: Iterable[tuple[str, int]] = (),
+                 internal_also: Iterable[int] = ()) -> None:
         self._bind = external_bind
+        self._internal_also = tuple(internal_also)
         self._max_message_size = max_message_size
         self._ctx = context or zmq.Context.instance()
         self._internal_bind = internal_bind
@@ -169,6 +171,14 @@ class ZmqTransport:
             raise OSError(f"cannot bind the {which} endpoint {host}:{port}: {exc}") from None
         return sock
 
+    @staticmethod
+    def _bind_also(sock: zmq.Socket, bind: tuple[str, int]) -> None:
+        try:
+            sock.bind(f"tcp://{bind[0]}:{bind[1]}")
+        except zmq.ZMQError as exc:
+            raise OSError(f"cannot bind the internal (gossip) endpoint {bind[0]}:{bind[1]}: "
+                          f"{exc}") from None
+
     def _dealer(self, host: str, port: int) -> zmq.Socket:
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -190,6 +200,8 @@ class ZmqTransport:
             if self._internal_bind is not None:
                 internal = self._router(self._internal_bind, "internal")
                 sockets.append(internal)
+                for port in self._internal_also:  # the gossip port: same socket, same rules
+                    self._bind_also(internal, (self._internal_bind[0], port))
                 self.internal_endpoint = internal.getsockopt_string(zmq.LAST_ENDPOINT)
             self._dealers = {name: self._dealer(*addr) for name, addr in self._peers.items()}
             sockets.extend(self._dealers.values())
