@@ -288,6 +288,64 @@ def register(app: typer.Typer) -> None:
                 metavar="" if option.kind == "flag" else option.kind.upper(),
                 rich_help_panel=panel)]))
     run.__signature__ = inspect.Signature(parameters)
+    register_control(app)
     run.__doc__ = RUN_HELP
     app.command(context_settings={"ignore_unknown_options": True,
                                   "allow_extra_args": True})(run)
+
+
+STOP_WAIT_S = 30.0
+SupervisedConfig = Annotated[Path, typer.Option("--config", "-c",
+                                                help="Topology file the supervisor runs.")]
+NodeName = Annotated[str, typer.Option("--node", "-n", help="The node to act on.")]
+
+
+def register_control(app: typer.Typer) -> None:
+    """``esnode stop --node`` and ``esnode restart --node``: ask the supervisor of a
+    ``--config`` cluster, and wait until it has done it."""
+    def control(action: str, config: Path, node: str) -> None:
+        try:
+            load_topology(config).node(node)
+        except TopologyError as exc:
+            raise fail(str(exc)) from None
+        state = RunState.for_config(config)
+        before = state.load()
+        if before is None:
+            typer.echo(f"esnode: no `esnode run --config {config}` is running here; start "
+                       "the cluster with it first", err=True)
+            raise typer.Exit(1)
+        old = before["nodes"].get(node)
+        state.request(node, action)
+        deadline = time.monotonic() + STOP_WAIT_S
+        while time.monotonic() < deadline:
+            now = state.load()
+            pid = (now or {}).get("nodes", {}).get(node)
+            if action == "stop" and pid is None:
+                typer.echo(f"esnode: stopped {node}" + (f" (pid {old})" if old else ""),
+                           err=True)
+                return
+            if action == "restart" and pid not in (None, old):
+                typer.echo(f"esnode: restarted {node} (pid {pid})", err=True)
+                return
+            time.sleep(0.1)
+        typer.echo(f"esnode: the supervisor did not {action} {node} within "
+                   f"{STOP_WAIT_S:.0f}s; see its output", err=True)
+        raise typer.Exit(1)
+
+    @app.command()
+    def stop(node: NodeName, config: SupervisedConfig = DEFAULT_CONFIG) -> None:
+        """Stop one node of a cluster that `esnode run --config` supervises (gracefully; it
+        stays stopped until `esnode restart --node NAME`).
+
+        **Example:** `esnode stop --node node2`
+        """
+        control("stop", config, node)
+
+    @app.command()
+    def restart(node: NodeName, config: SupervisedConfig = DEFAULT_CONFIG) -> None:
+        """Restart (or start again after `esnode stop`) one node of a cluster that
+        `esnode run --config` supervises, and print its new PID.
+
+        **Example:** `esnode restart --node node2`
+        """
+        control("restart", config, node)

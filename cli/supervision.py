@@ -64,6 +64,7 @@ class RunState:
     def remove(self) -> None:
         with contextlib.suppress(OSError):
             shutil.rmtree(self.folder)
+            self.folder.parent.rmdir()  # only when no other topology's state is there
 
     # --- the commands' side ------------------------------------------------------------------
     def load(self) -> dict | None:
