@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 from tests.cluster.harness import Cluster, wait_until
-from tests.cluster.test_supervisor import children_of, our_node, shipped_topology_copy
+from tests.cluster.test_supervisor import children_of, end_supervisor, shipped_topology_copy
 
 
 def esnode(*args: str, cwd) -> subprocess.CompletedProcess:
@@ -74,13 +74,4 @@ def test_restart_by_default_pids_in_status_and_stop_restart_one_node(tmp_path):
         raise
     finally:
         log.close()
-        leftovers = children_of(supervisor.pid) if supervisor.poll() is None else \
-            [pid for pid in seen if our_node(pid, config)]
-        for pid in leftovers:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if supervisor.poll() is None:
-            supervisor.kill()
-            supervisor.wait(timeout=10)
+        end_supervisor(supervisor, seen, config)
