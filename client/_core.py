@@ -693,7 +693,9 @@ REFUSALS = (NotReady, NoQuorum, NotLeader, Unavailable, ConnectionLost)
 RESUMABLE_DROPS = (NotReady, NotLeader, NoQuorum, OutcomeUnknown, Unavailable, ConnectionLost)
 """A subscription the node drops with one of these is made again (``resubscribe``)."""
 
-SERVING_STATES = ("Leader", "Follower", "ReadOnlyReplica")
+SERVING_STATES = ("Leader", "Follower")
+"""States (core/states.py names) in which a member serves clients; the server has no
+read-only replicas."""
 
 
 def choose_member(info: ClusterInfo, preference: str,

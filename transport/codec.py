@@ -16,10 +16,10 @@ from esnode.core import messages as m
 from esnode.core.types import BadRequest, EsError, EventData
 
 DEFAULT_MAX_MESSAGE_SIZE = 80 * 1024 * 1024
+"""Largest frame accepted on the external socket (an append of up to 64 MiB plus framing)."""
 CLUSTER_MAGIC = "esnode-cluster"
 """First item of every internal (cluster) message (``transport/internal_codec.py``): a frame
 starting with it on the external endpoint is refused as cluster traffic by name."""
-"""Largest frame accepted on the external socket (an append of up to 64 MiB plus framing)."""
 
 _packb = msgpack.Packer(use_bin_type=True).pack
 
