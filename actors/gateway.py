@@ -100,7 +100,8 @@ class GatewayActor(pykka.ThreadingActor):
                  storage: pykka.ActorRef, subscriptions: pykka.ActorRef,
                  board: StatusBoard, cluster_info: Callable[[], dict], node_name: str,
                  forward_timeout: float = 5.0,
-                 on_failure: Callable[[str], None] | None = None) -> None:
+                 on_failure: Callable[[str], None] | None = None,
+                 admin: Callable[[m.Admin], dict] | None = None) -> None:
         super().__init__()
         self._store = store
         self._transport = transport
@@ -112,6 +113,7 @@ class GatewayActor(pykka.ThreadingActor):
         self._name = node_name
         self._forward_timeout = forward_timeout
         self._on_fatal = on_failure
+        self._admin = admin
         self._committed = board.readable_position
         self._accepting = True
         self._forwarded: dict[int, _Forwarded] = {}
@@ -245,6 +247,8 @@ class GatewayActor(pykka.ThreadingActor):
             if cls is m.Ping:
                 info = self._cluster_info()
                 return m.Reply({"node": info["node"], "state": info["state"]})
+            if cls is m.Admin and self._admin is not None:
+                return m.Reply(self._admin(request))
         except EsError as exc:
             return m.ErrorReply(exc)
         raise TypeError(f"gateway cannot answer {cls.__name__}")

@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import pykka
 
 from esnode.actors.gateway import GatewayActor, split_writes
 from esnode.actors.messages import (
+    AdminCommand,
     ClientBatch,
     ClusterInbound,
     Committed,
@@ -29,12 +30,15 @@ from esnode.actors.messages import (
 from esnode.actors.status import StatusBoard
 from esnode.actors.storage import StorageActor
 from esnode.actors.subscriptions import SubscriptionsActor
+from esnode.core import messages as m
 from esnode.core.clock import Clock, SystemClock
 from esnode.core.cluster_messages import WIRE_MESSAGES
 from esnode.core.config import NodeSection, Topology
 from esnode.core.forwarding import FORWARD_MESSAGES, ForwardReply
 from esnode.core.states import VNodeState
+from esnode.core.types import NotLeader, NotReady
 from esnode.storage.port import EventStore
+from esnode.storage.scavenge import Scavenger
 from esnode.transport.port import Transport
 
 TICK_INTERVAL_S = 0.02
@@ -49,6 +53,12 @@ DNS_REFRESH_S = 2.0
 
 GATEWAY_TICK_EVERY = 5
 """The gateway's timers (forward timeouts) need only every fifth tick."""
+
+SCAVENGE_PAUSE_S = 0.002
+"""Between scavenge chunks: the writer gets the disk (and LMDB's write lock) first."""
+
+SHUTDOWN_DELAY_S = 0.1
+"""A shutdown asked over the network starts after its answer has gone out."""
 
 log = logging.getLogger("esnode.node")
 
@@ -125,11 +135,15 @@ class Node:
                 self.store, self.transport, self.clock, self.storage, self.subscriptions,
                 self.board, self.cluster_info, self.config.name,
                 forward_timeout=t.timers.write_timeout_ms / 1000 * FORWARD_TIMEOUT_FACTOR,
-                on_failure=self.fail)
+                on_failure=self.fail, admin=self.admin)
             self._refs = [self.gateway, self.storage, self.subscriptions]
             self.transport.start(self._on_client, self._on_peer_gone, self._on_node)
             self._ticker = threading.Thread(target=self._tick, name="ticker", daemon=True)
             self._ticker.start()
+            self.scavenger = Scavenger(self.store, self.clock.now_us, SCAVENGE_PAUSE_S) \
+                if hasattr(self.store, "rewrite") else None  # (a test's stand-in store)
+            if self.scavenger is not None:
+                self.scavenger.resume()  # one the node was running when it went down
             if t.discovery.dns:
                 threading.Thread(target=self._rediscover, name="dns-discovery",
                                  daemon=True).start()
@@ -182,6 +196,9 @@ class Node:
             if self._stopped.is_set():
                 return
             log.info("node %s shutting down", self.config.name)
+            scavenger = getattr(self, "scavenger", None)
+            if scavenger is not None:
+                scavenger.stop(resumable=True)
             if self._refs:
                 self.transport.pause_receiving()
                 self._try_tell(self.gateway, StopAccepting())
@@ -275,6 +292,33 @@ class Node:
                 self.subscriptions.tell(message)
         except pykka.ActorDeadError:
             pass
+
+    def admin(self, request: m.Admin) -> dict:
+        """An operator's request (docs/operations.md), answered at once: resign and priority
+        go to the writer's cluster core, a shutdown starts after the answer is sent, scavenge
+        runs on its own thread (its progress is the answer)."""
+        action = request.action
+        if action in ("resign", "set_priority"):
+            if action == "resign" and not self.board.is_leader:
+                raise NotLeader(self.board.leader_external,
+                                f"only the leader resigns; the leader is {self.board.leader}")
+            self.storage.tell(AdminCommand(action, request.value))
+            return {"node": self.config.name, "action": action, "accepted": True}
+        if action == "shutdown":
+            log.info("shutdown requested by an operator")
+            threading.Timer(SHUTDOWN_DELAY_S, self.stop).start()
+            return {"node": self.config.name, "action": action, "accepted": True}
+        if self.scavenger is None:
+            raise NotReady("this node's store cannot scavenge")
+        if action == "scavenge":
+            self.scavenger.start()
+        elif action == "scavenge_stop":
+            self.scavenger.stop()
+        progress = self.scavenger.progress
+        return {"node": self.config.name, "action": action,
+                "scavenge": None if progress is None else
+                {**asdict(progress), "percent": round(progress.percent, 1),
+                 "running": self.scavenger.running}}
 
     def cluster_info(self) -> dict:
         board, c = self.board, self.config

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import pykka
 
 from esnode.actors.messages import (
+    AdminCommand,
     ClusterInbound,
     Committed,
     Flush,
@@ -141,12 +142,23 @@ class StorageActor(pykka.ThreadingActor):
             self._cluster(message.messages)
         elif cls is Tick:
             self._tick()
+        elif cls is AdminCommand:
+            self._admin(message)
         elif cls is Shutdown:
             self._flush()
             self._run(self.core.shutdown(self._clock.monotonic()))
             self._persist_commit(force=True)
         else:
             log.error("storage actor got an unknown message %r", message)
+
+    def _admin(self, command: AdminCommand) -> None:
+        now = self._clock.monotonic()
+        if command.action == "resign":
+            log.info("resigning leadership on an operator's request")
+            self._run(self.core.resign(now))
+        elif command.action == "set_priority":
+            log.info("election priority set to %d", command.value)
+            self.core.set_priority(command.value, now)
 
     def on_failure(self, exception_type, exception_value, traceback) -> None:
         log.critical("storage actor crashed: %s: %s", exception_type.__name__, exception_value)

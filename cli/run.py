@@ -111,7 +111,8 @@ def supervise(config: Path, topology: Topology, restart: bool) -> int:
             code = proc.poll()
             if code is None:
                 continue
-            if name in held:
+            if name in held or code == 0:  # stopped on purpose (esnode stop, admin shutdown)
+                held.add(name)
                 typer.echo(f"esnode: node {name} stopped (esnode restart --node {name} starts "
                            "it again)", err=True)
                 del procs[name]

@@ -73,6 +73,7 @@ CLIENT_OPS: dict[str, Any] = {
     "unsubscribe": lambda a: m.Unsubscribe(_arg(a, "subscription")),
     "cluster_info": lambda a: m.ClusterInfo(),
     "ping": lambda a: m.Ping(),
+    "admin": lambda a: m.Admin(_arg(a, "action"), _arg(a, "value", None)),
 }
 
 
