@@ -7,12 +7,14 @@ uses the defaults. Nothing else in the code base constructs actors or sockets.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import pykka
+from prometheus_client import start_http_server
 
 from esnode.actors.gateway import GatewayActor, split_writes
 from esnode.actors.messages import (
@@ -27,6 +29,7 @@ from esnode.actors.messages import (
     Tick,
     WriteBatch,
 )
+from esnode.actors.metrics import MeteredStore, Metrics
 from esnode.actors.status import StatusBoard
 from esnode.actors.storage import StorageActor
 from esnode.actors.subscriptions import SubscriptionsActor
@@ -61,6 +64,25 @@ SHUTDOWN_DELAY_S = 0.1
 """A shutdown asked over the network starts after its answer has gone out."""
 
 log = logging.getLogger("esnode.node")
+
+
+def _inbox(ref: pykka.ActorRef) -> int:
+    try:
+        return ref.actor_inbox.qsize()
+    except (AttributeError, NotImplementedError):
+        return 0
+
+
+def _subscription_count(ref: pykka.ActorRef | None) -> int | None:
+    weak = getattr(ref, "_actor_weakref", None)
+    actor = weak() if weak is not None else None
+    subs = getattr(actor, "_subs", None)
+    return len(subs) if subs is not None else None
+
+
+def _count(counter) -> dict:
+    return {sample.labels["outcome"]: sample.value for metric in counter.collect()
+            for sample in metric.samples if sample.name.endswith("_total")}
 
 
 def default_store(node: NodeSection) -> EventStore:
@@ -121,7 +143,8 @@ class Node:
     def start(self) -> Node:
         f, t = self.factories, self.topology
         self.clock = f.clock()
-        self.store = f.store(self.config)
+        self.metrics = Metrics(self.stats)
+        self.store = MeteredStore(f.store(self.config), self.metrics)
         self.board = StatusBoard(self.store.commit_position)
         self.transport = f.transport(t, self.config)
         try:
@@ -147,6 +170,9 @@ class Node:
             if t.discovery.dns:
                 threading.Thread(target=self._rediscover, name="dns-discovery",
                                  daemon=True).start()
+            if self.config.metrics_port:
+                self._metrics_server, _ = start_http_server(
+                    self.config.metrics_port, self.config.external_host, self.metrics.registry)
         except BaseException:
             self._teardown()
             raise
@@ -227,7 +253,47 @@ class Node:
         except Exception:  # the actor's own failure was already logged
             pass
 
+    def stats(self) -> dict:
+        """This node's figures (``esnode stats``, and the gauges of the metrics)."""
+        board, store = self.board, self.store
+        leader = board.is_leader
+        writer = store.writer_position
+        members = [{"name": m.name, "state": VNodeState(m.state).name, "alive": m.is_alive,
+                    "member_alive": int(m.is_alive),
+                    "member_writer_position": m.writer_position,
+                    "replication_lag_records": max(0, writer - m.writer_position)
+                    if leader and m.name != self.config.name else None}
+                   for m in board.members]
+        refs = {"gateway": getattr(self, "gateway", None),
+                "storage": getattr(self, "storage", None),
+                "subscriptions": getattr(self, "subscriptions", None)}
+        queues = {name: _inbox(ref) for name, ref in refs.items() if ref is not None}
+        progress = self.scavenger.progress if self.scavenger is not None else None
+        path = getattr(store, "path", None)
+        data_file = os.path.join(path, "data.mdb") if path else None
+        return {
+            "node": self.config.name, "state": board.state.name, "term": board.term,
+            "is_leader": int(leader), "leader": board.leader, "writer_position": writer,
+            "commit_position": board.readable_position,
+            "subscriptions": _subscription_count(refs["subscriptions"]),
+            "storage_live_bytes": store.live_bytes() if hasattr(store, "live_bytes") else None,
+            "storage_file_bytes": os.path.getsize(data_file)
+            if data_file and os.path.exists(data_file) else None,
+            "storage_map_bytes": getattr(store, "map_size", None),
+            "scavenge_running": int(bool(self.scavenger and self.scavenger.running)),
+            "scavenge_percent": round(progress.percent, 1) if progress else None,
+            "scavenge_records": progress.scavenged if progress else None,
+            "scavenge_bytes_reclaimed": progress.bytes_reclaimed if progress else None,
+            "appends": _count(self.metrics.requests),
+            "events_written": self.metrics.events._value.get(),
+            "queues": queues, "members": members,
+        }
+
     def _teardown(self) -> None:
+        server = getattr(self, "_metrics_server", None)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
         for ref in self._refs:
             try:
                 ref.stop(timeout=10)
@@ -308,6 +374,8 @@ class Node:
             log.info("shutdown requested by an operator")
             threading.Timer(SHUTDOWN_DELAY_S, self.stop).start()
             return {"node": self.config.name, "action": action, "accepted": True}
+        if action == "stats":
+            return self.stats()
         if self.scavenger is None:
             raise NotReady("this node's store cannot scavenge")
         if action == "scavenge":

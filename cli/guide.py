@@ -75,6 +75,8 @@ OPTIONS = (
            "--int-tcp-port)."),
     Option("--ext-http-port", "ext_http_port", "port",
            "Port of the HTTP API (external_http_port)."),
+    Option("--metrics-port", "metrics_port", "port",
+           "(esnode only) Prometheus metrics over HTTP on --ext-ip (metrics_port)."),
     Option("--cluster-size", "cluster_size", "int", "Number of nodes (cluster.size)."),
     Option("--discover-via-dns", "discover_via_dns", "bool",
            "true: find the other nodes through --cluster-dns; false: through --gossip-seed "
@@ -112,6 +114,7 @@ class GuideOptions:
     ext_tcp_port: int | None = None
     int_http_port: int | None = None
     ext_http_port: int | None = None
+    metrics_port: int | None = None
     cluster_size: int | None = None
     discover_via_dns: bool | None = None
     gossip_seed: tuple[tuple[str, int], ...] | None = None
@@ -269,6 +272,8 @@ def self_section(o: GuideOptions, cwd: Path) -> NodeSection:
         entry["internal_gossip_port"] = o.int_http_port
     if o.ext_http_port:
         entry["external_http_port"] = o.ext_http_port
+    if o.metrics_port:
+        entry["metrics_port"] = o.metrics_port
     if o.int_ip_advertise_as:
         entry["internal_advertise_host"] = o.int_ip_advertise_as
     if o.ext_ip_advertise_as:
@@ -334,7 +339,8 @@ NODE_KEYS = {"log": "log_dir", "int_ip": "internal_host", "ext_ip": "external_ho
              "int_ip_advertise_as": "internal_advertise_host",
              "ext_ip_advertise_as": "external_advertise_host", "int_tcp_port": "internal_port",
              "ext_tcp_port": "external_port", "int_http_port": "internal_gossip_port",
-             "ext_http_port": "external_http_port", "node_priority": "priority"}
+             "ext_http_port": "external_http_port", "metrics_port": "metrics_port",
+             "node_priority": "priority"}
 DISCOVERY_KEYS = {"cluster_dns": "dns", "cluster_gossip_port": "gossip_port",
                   "dns_server": "dns_server"}
 

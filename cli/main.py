@@ -468,13 +468,29 @@ def metadata_set(
 
 
 @app.command()
-def status(connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0) -> None:
+def status(connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0,
+           watch: Annotated[bool, typer.Option(
+               "--watch", "-w", help="Refresh every second (lag behind the leader, records/s); "
+                                     "Ctrl-C to stop.")] = False) -> None:
     """Show the cluster as the node sees it: each member's state, epoch, positions and
     whether it is alive (and, for a cluster `esnode run` supervises from ./topology.toml,
     each node's PID).
 
-    **Example:** `esnode status --connect tcp://127.0.0.1:2113`
+    **Examples**
+
+    ```
+    esnode status --connect tcp://127.0.0.1:2113
+    esnode status --watch
+    ```
     """
+    if watch:
+        from esnode.cli.ops import watch as watch_cluster
+
+        try:
+            watch_cluster(connect_to, timeout)
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        return
     with session(connect_to, timeout) as client:
         info = client.cluster_info()
     pids = local_pids() if connect_to is None else {}

@@ -69,6 +69,9 @@ class NodeSection:
     Store's ``--int-http-port``, where gossip seeds and ``--cluster-gossip-port`` point."""
     external_http_port: int = 0
     """The HTTP API's port on ``external_host`` (0: no HTTP API)."""
+    metrics_port: int = 0
+    """Prometheus metrics over HTTP on ``external_host`` (0: none), until the HTTP API
+    serves them."""
 
     @property
     def gossip_port(self) -> int:
@@ -192,7 +195,7 @@ def parse_topology(raw: dict, source: str = "") -> Topology:
         if node.mem_db == bool(node.data_dir):
             raise TopologyError(f"{where}: set exactly one of data_dir or mem_db = true")
         for key in ("internal_port", "external_port", "internal_gossip_port",
-                    "external_http_port"):
+                    "external_http_port", "metrics_port"):
             if key in ("internal_port", "external_port") or getattr(node, key):
                 _check_port(getattr(node, key), f"{where}.{key}")
         if node.internal_gossip_port and node.internal_host == node.external_host and \

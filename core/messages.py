@@ -190,7 +190,7 @@ class Ping:
 
 
 ADMIN_ACTIONS = ("resign", "set_priority", "shutdown", "scavenge", "scavenge_stop",
-                 "scavenge_status")
+                 "scavenge_status", "stats")
 
 
 @dataclass(frozen=True, slots=True)
