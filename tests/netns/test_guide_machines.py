@@ -9,8 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.harness import new_event, wait_until
-from tests.cluster.test_guide_command_lines import appended
+from tests.cluster.test_guide_command_lines import survives_losing_a_node
 from tests.netns import hosts
 
 GOSSIP_PORT = 2115
@@ -29,7 +28,7 @@ class GuideHostsCluster(hosts.HostsCluster):
     def arguments(self, name: str) -> list[str]:
         seeds = ",".join(f"{self.net.internal_ip(n)}:{GOSSIP_PORT}" for n in self.names
                          if n != name)
-        return ["run", "--mem-db", "--log", f"./logs/{name}",
+        return ["run", "--mem-db", "--log", f"./logs/log{self.names.index(name) + 1}",
                 "--int-ip", self.net.internal_ip(name), "--ext-ip", self.net.external_ip(name),
                 f"--int-tcp-port={hosts.INTERNAL_PORT}", f"--ext-tcp-port={hosts.EXTERNAL_PORT}",
                 f"--int-http-port={GOSSIP_PORT}", "--ext-http-port=2116", "--cluster-size=3",
@@ -60,18 +59,4 @@ def guide_cluster(request, network, tmp_path) -> Iterator[GuideHostsCluster]:
 
 
 def test_the_guides_separate_machines_command_lines(guide_cluster):
-    cluster = guide_cluster
-    cluster.start()
-    leader = cluster.wait_for_leader(timeout=30, settled=True)
-    follower = next(n for n in cluster.names if n != leader)
-    first = new_event()
-    assert cluster.append(follower, "machines", [first])[0] == "ok"
-    cluster.kill(leader)
-    survivors = [n for n in cluster.names if n != leader]
-    cluster.wait_for_leader(timeout=30, among=survivors)
-    second = new_event()
-    wait_until(lambda: appended(cluster, survivors[0], "machines", second), 30,
-               "an append through a survivor", cluster)
-    for name in survivors:
-        wait_until(lambda n=name: [e[0] for e in cluster.read_stream(n, "machines")]
-                   == [first[0], second[0]], 20, f"{name} to hold both writes", cluster)
+    survives_losing_a_node(guide_cluster)
