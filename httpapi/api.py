@@ -199,6 +199,11 @@ def base_url(request: web.Request) -> str:
     return f"{scheme}://{host}{':' + port if port else ''}{prefix.rstrip('/')}"
 
 
+def _media(request: web.Request) -> str:
+    """The body's media type; none given is none (aiohttp would say octet-stream)."""
+    return request.content_type if request.headers.get("Content-Type") else ""
+
+
 def _first(value: str | None) -> str | None:
     return value.split(",", 1)[0].strip() if value else None
 
@@ -303,8 +308,9 @@ class HttpApi:
             response = error_response(exc.status, exc.reason, str(exc), exc.code)
         except EsError as exc:
             response = self.error_for(request, exc, reading=request.method in ("GET", "HEAD"))
-        except web.HTTPException as exc:
-            response = exc
+        except web.HTTPException as exc:  # aiohttp's own 404/405/413
+            exc.headers.update(CORS_HEADERS)
+            raise
         response.headers.update(CORS_HEADERS)
         return response
 
@@ -331,7 +337,7 @@ class HttpApi:
 
     async def _post(self, request: web.Request, stream: str, incoming_id: str | None
                     ) -> web.Response:
-        media = request.content_type
+        media = _media(request)
         expected = expected_version(request)
         leader = require_leader(request)
         if incoming_id is None and media in EVENTS_TYPES:
@@ -379,7 +385,7 @@ class HttpApi:
         event_type = es_header(request, "EventType")
         if event_type is not None and event_type != METADATA_TYPE:
             raise _bad("Bad Request. You should not include an event type for metadata.")
-        media = request.content_type
+        media = _media(request)
         if media in EVENTS_TYPES:
             events = parse_events(await self._body(request))
             if len(events) != 1:
