@@ -71,3 +71,13 @@ def http_node() -> Iterator[HttpNode]:
     yield h
     h.session.close()
     h.node.stop()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+from tests.http.cluster import make_http_cluster  # noqa: E402,F401  (fixture)
