@@ -374,7 +374,8 @@ class HttpApi:
         body = await self._call(m.Append(stream, expected, events, leader),
                                 self.write_timeout, write=True)
         location = f"{base_url(request)}/streams/{atom.escape(stream)}/{body['first_version']}"
-        return web.Response(status=201, reason="Created", headers={"Location": location})
+        return web.Response(status=201, reason="Created", headers={
+            "Location": location, "ESnode-Position": str(body["position"])})
 
     async def post_metadata(self, request: web.Request) -> web.Response:
         stream = request.match_info["stream"]

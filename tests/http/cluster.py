@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.cluster.conftest import FAST
 from tests.cluster.harness import Cluster
 from tests.conftest import free_port
 
@@ -46,3 +47,12 @@ def make_http_cluster(request, tmp_path) -> Iterator[Callable[..., HttpCluster]]
         if report is not None and report.failed:
             for cluster in clusters:
                 print(f"\n===== node logs of {cluster.dir} =====\n{cluster.logs()}")
+
+
+@pytest.fixture
+def http_cluster(make_http_cluster) -> HttpCluster:
+    """A started 3-node cluster (FAST timers) with HTTP, settled on a leader."""
+    c = make_http_cluster(3, **FAST)
+    c.start()
+    c.wait_for_leader(timeout=30, settled=True)
+    return c

@@ -80,4 +80,4 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
-from tests.http.cluster import make_http_cluster  # noqa: E402,F401  (fixture)
+from tests.http.cluster import http_cluster, make_http_cluster  # noqa: E402,F401  (fixtures)

@@ -9,19 +9,10 @@ import json
 import pytest
 import requests
 
-from tests.cluster.conftest import FAST
 from tests.cluster.harness import wait_until
 from tests.http.conftest import ATOM, EVENTS, ev
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def cluster(make_http_cluster):
-    c = make_http_cluster(3, **FAST)
-    c.start()
-    c.wait_for_leader(timeout=30, settled=True)
-    return c
 
 
 def post(url: str, events: list[dict], **headers: str) -> requests.Response:
@@ -29,7 +20,8 @@ def post(url: str, events: list[dict], **headers: str) -> requests.Response:
                          headers={"Content-Type": EVENTS, **headers})
 
 
-def test_any_node_takes_writes_and_require_leader_redirects(cluster):
+def test_any_node_takes_writes_and_require_leader_redirects(http_cluster):
+    cluster = http_cluster
     leader = cluster.wait_for_leader()
     follower = next(n for n in cluster.names if n != leader)
     r = post(cluster.http(follower) + "/streams/fwd", [ev(), ev()], **{"ES-ExpectedVersion": "-1"})
@@ -57,7 +49,8 @@ def test_any_node_takes_writes_and_require_leader_redirects(cluster):
     assert deleted.status_code == 204
 
 
-def test_gossip_lists_every_member_with_its_http_endpoint(cluster):
+def test_gossip_lists_every_member_with_its_http_endpoint(http_cluster):
+    cluster = http_cluster
     leader = cluster.wait_for_leader()
     for name in cluster.names:
         body = requests.get(cluster.http(name) + "/gossip", timeout=10).json()
