@@ -12,6 +12,7 @@ import json
 import time
 import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import quote
 
 from esnode.core.types import ALL_STREAM, METADATA_PREFIX, RecordedEvent
@@ -84,6 +85,7 @@ def parse_position(token: str) -> int:
     return commit
 
 
+@lru_cache(maxsize=4096)
 def escape(stream: str) -> str:
     """Stream names in links are percent-encoded (``$all`` -> ``%24all``)."""
     return quote(stream, safe="")
