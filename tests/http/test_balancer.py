@@ -135,11 +135,12 @@ class Reader(threading.Thread):
         session.close()
 
 
-def _pause(acks: list[float], at: float) -> float:
-    """The longest gap between acknowledged writes that spans time ``at``."""
-    before = max((t for t in acks if t <= at), default=at)
-    after = min((t for t in acks if t > at), default=float("inf"))
-    return after - before
+def _pause(acks: list[float], at: float, window: float = 10.0) -> float:
+    """The longest gap between consecutive acknowledged writes from the last one before
+    ``at`` (a kill) to ``window`` seconds after it: the time writes stood still."""
+    before = [t for t in acks if t <= at]
+    times = ([before[-1]] if before else [at]) + [t for t in acks if at < t <= at + window]
+    return max((b - a for a, b in zip(times, times[1:])), default=window)
 
 
 @pytest.mark.parametrize("balancer", ["haproxy"], indirect=True)
