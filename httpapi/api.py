@@ -739,6 +739,7 @@ def build_app(face: HttpFace, node: NodeView, request_timeout: float = REQUEST_T
     routes = [
         ("GET", "/ping", api.ping), ("GET", "/info", api.info),
         ("GET", "/gossip", api.gossip), ("GET", "/health/live", api.health_live),
+        ("HEAD", "/health/live", api.health_live),
         ("GET", "/openapi.json", api.openapi),
         ("POST", "/streams/{stream}/incoming/{guid}", api.post_incoming),
         ("GET", "/streams/{stream}/metadata", api.get_metadata),

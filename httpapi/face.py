@@ -112,6 +112,7 @@ class HttpFace:
         app = self._app_factory(self)
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, keepalive_timeout=self._idle_timeout,
+            shutdown_timeout=2.0,
             max_field_size=self._max_field_size, max_line_size=self._max_line_size)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.bind[0], self.bind[1], reuse_address=True,
@@ -181,6 +182,8 @@ class HttpFace:
     async def call(self, request: object, timeout: float) -> object:
         """Send one typed request; its reply (``Reply``, ``ErrorReply`` or
         ``RelayedReply``), or ``TimeoutError`` after ``timeout`` seconds."""
+        if not self.accepting:  # stopping: the actors may already be gone
+            return m.ErrorReply(NotReady("the node is shutting down"))
         corr = next(self._corr)
         future = self.loop.create_future()
         self._once[corr] = future

@@ -253,3 +253,29 @@ def test_trailing_slash_redirects(http_node):
     h = http_node
     r = h.session.get(h.url("/streams/abc/"), allow_redirects=False)
     assert r.status_code == 307 and r.headers["Location"] == h.url("/streams/abc")
+
+
+def test_stopping_the_node_ends_parked_long_polls_promptly():
+    from tests.http.conftest import start_http_node
+
+    h = start_http_node()
+    result = {}
+
+    def poll():
+        try:
+            result["status"] = h.get("/streams/parked/0/forward/5",
+                                     headers={"ES-LongPoll": "60"}).status_code
+        except Exception as exc:  # the connection closed: also a visible end
+            result["status"] = type(exc).__name__
+
+    t = threading.Thread(target=poll)
+    t.start()
+    time.sleep(0.3)  # let it park
+    started = time.monotonic()
+    h.node.stop()
+    t.join(20)
+    took = time.monotonic() - started
+    print(f"stop took {took:.2f}s, poll ended with {result['status']}")
+    assert not t.is_alive() and took < 10
+    assert result["status"] in (503, 404, "ConnectionError")
+    h.session.close()
