@@ -58,3 +58,37 @@ def test_gossip_lists_every_member_with_its_http_endpoint(http_cluster):
         assert states[leader] == "Leader" and len(states) == 3
         ports = {m["name"]: m["externalHttpPort"] for m in body["members"]}
         assert ports == cluster.http_ports
+
+
+def test_a_forwarded_write_whose_leader_stalls_is_an_unknown_outcome_then_retried_once(
+        http_cluster):
+    cluster = http_cluster
+    leader = cluster.wait_for_leader()
+    follower = next(n for n in cluster.names if n != leader)
+    batch = [ev(), ev()]
+    cluster.pause(leader)  # SIGSTOP: the forwarded write gets no answer
+    try:
+        r = post(cluster.http(follower) + "/streams/stalled", batch)
+        print(f"\nPOST through a follower while the leader is stopped: {r.status_code} "
+              f"{r.reason} {r.headers.get('ESnode-Error')}")
+        assert r.status_code in (500, 503), r.status_code
+        if r.status_code == 500:  # forwarded, then no answer / leader change: unknown
+            assert r.reason == "Write timeout"
+            assert r.headers["ESnode-Error"] == "outcome_unknown"
+        else:  # an election had already started: refused, definitely not made
+            assert r.headers["ESnode-Error"] in ("no_quorum", "not_ready")
+    finally:
+        cluster.resume(leader)
+    cluster.wait_for_leader(timeout=30, settled=True)
+
+    def retried() -> bool:
+        again = post(cluster.http(follower) + "/streams/stalled", batch)
+        return again.status_code == 201
+    wait_until(retried, 30, "the retry with the same ids to succeed", cluster)
+    assert post(cluster.http(follower) + "/streams/stalled", batch).status_code == 201
+
+    def both_events_once() -> bool:
+        r = requests.get(cluster.http(follower) + "/streams/stalled", timeout=10,
+                         headers={"Accept": ATOM})
+        return r.status_code == 200 and len(r.json()["entries"]) == 2
+    wait_until(both_events_once, 10, "exactly the two events of the batch", cluster)
