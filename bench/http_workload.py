@@ -7,8 +7,9 @@
   the 10,000-event read stream, from ``READERS`` connections.
 
 The load generator is ``bench/http_load.py`` (keep-alive connections on one asyncio loop in
-the bench process, sharing the machine's cores with the node as in the other phases). Request bodies are made
-from a template before the clock starts for each request, as phase c makes its events.
+the bench process, sharing the machine's cores with the node as in the other phases).
+Request bodies are made from a template before the clock starts for each request, as phase c
+makes its events.
 """
 
 from __future__ import annotations

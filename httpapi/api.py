@@ -29,7 +29,6 @@ from esnode.core.types import (
     ANY,
     METADATA_PREFIX,
     METADATA_TYPE,
-    BadRequest,
     EsError,
     EventData,
     StorageLimits,

@@ -27,7 +27,6 @@ EVENT_JSON = "application/vnd.eventstore.event+json"
 KURRENT_EVENT_JSON = "application/vnd.kurrent.event+json"
 EVENTS_JSON = "application/vnd.eventstore.events+json"
 KURRENT_EVENTS_JSON = "application/vnd.kurrent.events+json"
-SINGLE_EVENT_JSON = "application/vnd.eventstore.event+json"
 OCTET = "application/octet-stream"
 TEXT = "text/plain"
 

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 
-from tests.http.conftest import ATOM, EVENTS, ev
+from tests.http.conftest import ATOM, ev
 
 
 def entries(response) -> list[int]:
