@@ -1,6 +1,6 @@
 """A real load balancer (the shipped HAProxy and nginx configs) in front of a 3-node cluster.
 
-Through HAProxy, writers POST with their own event ids and retry unknown outcomes with the
+Through HAProxy (and nginx, when installed), writers POST with their own event ids and retry unknown outcomes with the
 same ids while readers page a stream and ``$all``; the leader is SIGKILLed, restarted, and
 then a follower is SIGKILLed. The history is checked by the product's checker (no
 acknowledged write lost or duplicated), every failure a client saw is a visible error, and
@@ -143,7 +143,7 @@ def _pause(acks: list[float], at: float, window: float = 10.0) -> float:
     return max((b - a for a, b in zip(times, times[1:])), default=window)
 
 
-@pytest.mark.parametrize("balancer", ["haproxy"], indirect=True)
+@pytest.mark.parametrize("balancer", ["haproxy", "nginx"], indirect=True)
 def test_leader_and_follower_kills_through_the_balancer(http_cluster, balancer):
     cluster = http_cluster
     history = History()
