@@ -44,6 +44,17 @@ class Metrics:
         if stats is not None:
             r.register(NodeCollector(stats))
 
+    def routes(self, app, api) -> None:  # noqa: ARG002 - httpapi's extra_routes signature
+        """``GET /metrics`` on the HTTP API (httpapi.api.build_app's ``extra_routes``)."""
+        from aiohttp import web
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        async def metrics(request: web.Request) -> web.Response:
+            return web.Response(body=generate_latest(self.registry),
+                                headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        app.router.add_get("/metrics", metrics)
+
 
 class MeteredStore:
     """The node's store, with the write path counted and timed; everything else passes

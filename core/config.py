@@ -64,14 +64,14 @@ class NodeSection:
     external_advertise_host: str = ""
     external_advertise_port: int = 0
     priority: int = 0
+    external_http_port: int = 0
+    """The node's HTTP API (docs/http.md) on ``external_host``; 0 = no HTTP endpoint."""
     internal_gossip_port: int = 0
     """A second port on ``internal_host`` where the internal endpoint also listens: Event
     Store's ``--int-http-port``, where gossip seeds and ``--cluster-gossip-port`` point."""
-    external_http_port: int = 0
-    """The HTTP API's port on ``external_host`` (0: no HTTP API)."""
     metrics_port: int = 0
-    """Prometheus metrics over HTTP on ``external_host`` (0: none), until the HTTP API
-    serves them."""
+    """Prometheus metrics over HTTP on ``external_host`` (0: none); with the HTTP API they
+    are also at its ``/metrics``."""
 
     @property
     def gossip_port(self) -> int:
@@ -85,6 +85,17 @@ class NodeSection:
     @property
     def external_bind(self) -> tuple[str, int]:
         return (self.external_host, self.external_port)
+
+    @property
+    def external_http_bind(self) -> tuple[str, int] | None:
+        return (self.external_host, self.external_http_port) if self.external_http_port else None
+
+    @property
+    def external_http_advertise(self) -> tuple[str, int] | None:
+        """Where clients (and 307 redirects, and gossip) reach the node's HTTP API."""
+        if not self.external_http_port:
+            return None
+        return (self.external_advertise_host or self.external_host, self.external_http_port)
 
     @property
     def internal_advertise(self) -> tuple[str, int]:
@@ -203,15 +214,19 @@ def parse_topology(raw: dict, source: str = "") -> Topology:
             raise TopologyError(f"{where}.internal_gossip_port: same address as an external "
                                 "port; the internal and external networks need separate "
                                 "endpoints")
-        if node.external_http_port and node.external_http_port == node.external_port:
-            raise TopologyError(f"{where}.external_http_port: same port as external_port")
         if node.internal_port == node.external_port and node.internal_host == node.external_host:
             raise TopologyError(f"{where}.external_port: same address as internal_port; the "
                                 "internal and external networks need separate endpoints")
         # Nodes on separate machines may bind the same host:port (0.0.0.0:2114); what must
         # be unique is where each endpoint is reached: the advertised addresses.
-        for key, bind in (("internal_port", node.internal_advertise),
-                          ("external_port", node.external_advertise)):
+        endpoints = [("internal_port", node.internal_advertise),
+                     ("external_port", node.external_advertise)]
+        if node.external_http_port:
+            endpoints.append(("external_http_port", node.external_http_advertise))
+            if node.external_http_bind in (node.external_bind, node.internal_bind):
+                raise TopologyError(f"{where}.external_http_port: same address as another "
+                                    "endpoint of this node")
+        for key, bind in endpoints:
             if bind in seen_binds:
                 raise TopologyError(f"{where}.{key}: duplicate port {bind[0]}:{bind[1]}, "
                                     f"already used by {seen_binds[bind]}")

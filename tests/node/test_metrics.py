@@ -25,9 +25,9 @@ METRICS = ["esnode_write_requests_total", "esnode_events_written_total",
 
 
 def test_metrics_stats_and_watch(tmp_path, capsys):
-    port = free_port()
-    node = start_leader(Node(single_node_topology(str(tmp_path / "db"), metrics_port=port),
-                             "node1"))
+    port, http = free_port(), free_port()
+    node = start_leader(Node(single_node_topology(str(tmp_path / "db"), metrics_port=port,
+                                                  external_http_port=http), "node1"))
     endpoint = node.transport.external_endpoint
     try:
         client = RawClient(endpoint)
@@ -41,6 +41,10 @@ def test_metrics_stats_and_watch(tmp_path, capsys):
         for name in METRICS:
             assert name in text, name
         assert "esnode_events_written_total 3.0" in text
+        # The same on the HTTP API's port.
+        on_http = urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5)
+        assert on_http.headers["Content-Type"].startswith("text/plain")
+        assert "esnode_events_written_total 3.0" in on_http.read().decode()
 
         runner = CliRunner()
         result = runner.invoke(app, ["stats", "--connect", endpoint, "--json"])
