@@ -186,8 +186,10 @@ class Node:
                 self.http.start()
             self._ticker = threading.Thread(target=self._tick, name="ticker", daemon=True)
             self._ticker.start()
-            self.scavenger = Scavenger(self.store, self.clock.now_us, SCAVENGE_PAUSE_S) \
-                if hasattr(self.store, "rewrite") else None  # (a test's stand-in store)
+            self.scavenger = Scavenger(
+                self.store, self.clock.now_us, SCAVENGE_PAUSE_S,
+                committed=lambda: self.board.readable_position,
+            ) if hasattr(self.store, "rewrite") else None  # (a test's stand-in store)
             if self.scavenger is not None:
                 self.scavenger.resume()  # one the node was running when it went down
             if t.discovery.dns:

@@ -92,11 +92,13 @@ def reclaimable(rec, last: int, tombstoned: bool, meta: dict, now_us: int) -> bo
 
 class Scavenger:
     """Scavenges ``store`` on its own thread. ``now_us`` is the clock for ``$maxAge``;
-    ``pause_s`` is slept between chunks to leave the disk to the writer."""
+    ``pause_s`` is slept between chunks to leave the disk to the writer; ``committed`` says
+    how far the log is committed (a node knows more than its store's saved checkpoint)."""
 
     def __init__(self, store, now_us: Callable[[], int], pause_s: float = 0.0,
-                 chunk: int = CHUNK) -> None:
+                 chunk: int = CHUNK, committed: Callable[[], int] | None = None) -> None:
         self._store = store
+        self._committed = committed or (lambda: store.commit_position)
         self._now_us = now_us
         self._pause_s = pause_s
         self._chunk = chunk
@@ -119,7 +121,7 @@ class Scavenger:
             p = self.progress
             if p is None or p.state != "running":
                 p = Progress(uuid.uuid4().hex, "running", self._now_us(),
-                             self._store.commit_position)
+                             min(self._committed(), self._store.writer_position))
                 log.info("scavenge %s started: up to position %d", p.id, p.end_position)
             else:
                 log.info("scavenge %s resumed at position %d of %d", p.id, p.next_position,
