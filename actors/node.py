@@ -426,8 +426,8 @@ class Node:
             "name": m.name, "state": VNodeState(m.state).name, "alive": m.is_alive,
             "external": [m.external_host, m.external_port], "epoch": m.epoch_number,
             "writer_position": m.writer_position, "commit_position": m.commit_position,
-            "priority": self.topology.node(m.name).priority
-            if m.name in self._names else 0,
+            "priority": board.priorities.get(m.name, self.topology.node(m.name).priority
+                                             if m.name in self._names else 0),
         } for m in board.members]
         if not members:  # before the first gossip round: at least this node
             members = [{"name": c.name, "state": board.state.name, "alive": True,

@@ -310,6 +310,8 @@ class StorageActor(pykka.ThreadingActor):
             self._commit_persist_due = now + COMMIT_PERSIST_INTERVAL_S
             self._persist_commit()
         self._board.members = self.core.client_view(now)
+        self._board.priorities = {name: m.priority  # as gossiped: runtime changes included
+                                  for name, m in self.core.gossip.members.items()}
 
     def _persist_commit(self, force: bool = False) -> None:
         commit = min(self.core.commit_position, self._store.writer_position)

@@ -67,6 +67,9 @@ def test_scavenge_priority_and_graceful_shutdown_over_the_network(cluster):
     [answer] = esnode("admin", "priority", "7", "--connect", cluster.endpoint(follower))
     assert answer["accepted"]
     esnode("admin", "priority", "7", "--connect", target, code=2)  # which node?
+    wait_until(lambda: {m["name"]: m["priority"] for m in esnode(
+        "status", "--connect", cluster.endpoint(leader))}[follower] == 7, 10,
+        "the new priority to be gossiped", cluster)
 
     esnode("admin", "shutdown", "--connect", cluster.endpoint(follower))
     code = cluster.procs[follower].wait(timeout=20)
