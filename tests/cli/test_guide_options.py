@@ -98,6 +98,11 @@ def test_no_topology_and_no_options_says_what_to_do(monkeypatch, tmp_path):
         in result.stderr
 
 
+def test_unrelated_esnode_variables_are_left_alone():
+    assert guide.unknown_environment({"ESNODE_FUZZ_EXAMPLES": "5000", "ESNODE_SIM_SEED": "1",
+                                      "ESNODE_CONNECT": "x", "ESNODE_INT_IP": "1"}) is None
+
+
 def test_every_option_has_its_environment_variable():
     assert guide.BY_FIELD["int_tcp_port"].envvar == "ESNODE_INT_TCP_PORT"
     help_text = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"}).stdout
