@@ -132,6 +132,8 @@ class NodeCollector:
             "member_writer_position": "Each member's last durable position, from gossip.",
             "member_alive": "1 while gossip hears from the member.",
             "replication_lag_records": "On the leader: records each member is behind it.",
+            "replication_lag_seconds": "On the leader: how long ago it held the first record "
+                                       "a member still lacks (0.1 s resolution).",
         }
         for key, text in families.items():
             family = GaugeMetricFamily(f"esnode_{key}", text, labels=["member"])

@@ -6,9 +6,11 @@ uses the defaults. Nothing else in the code base constructs actors or sockets.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -59,6 +61,10 @@ GATEWAY_TICK_EVERY = 5
 
 SCAVENGE_PAUSE_S = 0.002
 """Between scavenge chunks: the writer gets the disk (and LMDB's write lock) first."""
+
+POSITION_SAMPLES = 600
+"""The leader's writer position, sampled every 0.1 s for a minute: replication lag in
+seconds (``Node._lag_seconds``)."""
 
 SHUTDOWN_DELAY_S = 0.1
 """A shutdown asked over the network starts after its answer has gone out."""
@@ -153,6 +159,7 @@ class Node:
         self._stop_lock = threading.Lock()
         self._fatal: str | None = None
         self._refs: list[pykka.ActorRef] = []
+        self._positions: collections.deque = collections.deque(maxlen=POSITION_SAMPLES)
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> Node:
@@ -234,6 +241,7 @@ class Node:
                 n += 1
                 if n % GATEWAY_TICK_EVERY == 0 and self.gateway is not None:
                     self.gateway.tell(Tick())
+                    self._positions.append((time.monotonic(), self.store.writer_position))
             except pykka.ActorDeadError:
                 return
 
@@ -291,6 +299,8 @@ class Node:
                     "member_alive": int(m.is_alive),
                     "member_writer_position": m.writer_position,
                     "replication_lag_records": max(0, writer - m.writer_position)
+                    if leader and m.name != self.config.name else None,
+                    "replication_lag_seconds": self._lag_seconds(m.writer_position, writer)
                     if leader and m.name != self.config.name else None}
                    for m in board.members]
         refs = {"gateway": getattr(self, "gateway", None),
@@ -317,6 +327,19 @@ class Node:
             "events_written": self.metrics.events._value.get(),
             "queues": queues, "members": members,
         }
+
+    def _lag_seconds(self, position: int, writer: int) -> float:
+        """How long ago this node (the leader) first held a record that a member at
+        ``position`` still lacks: its replication lag in time, to the sampling period (0.1 s);
+        at most the samples' span (a minute)."""
+        if position >= writer:
+            return 0.0
+        now = time.monotonic()
+        samples = list(self._positions)
+        for sampled_at, held in samples:
+            if held > position:
+                return round(now - sampled_at, 3)
+        return round(now - samples[0][0], 3) if samples else 0.0
 
     def _teardown(self) -> None:
         server = getattr(self, "_metrics_server", None)

@@ -64,6 +64,10 @@ def test_scavenge_priority_and_graceful_shutdown_over_the_network(cluster):
     assert {n: cluster.read_stream(n, "trimmed") for n in cluster.names} == before
 
     follower = next(n for n in cluster.names if n != leader)
+    [stats] = esnode("stats", "--connect", cluster.endpoint(leader))
+    lags = {m["name"]: (m["replication_lag_records"], m["replication_lag_seconds"])
+            for m in stats["members"]}
+    assert lags[leader] == (None, None) and lags[follower][0] >= 0 <= lags[follower][1]
     [answer] = esnode("admin", "priority", "7", "--connect", cluster.endpoint(follower))
     assert answer["accepted"]
     esnode("admin", "priority", "7", "--connect", target, code=2)  # which node?

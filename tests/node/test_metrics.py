@@ -21,7 +21,8 @@ METRICS = ["esnode_write_requests_total", "esnode_events_written_total",
            "esnode_subscriptions", "esnode_storage_live_bytes", "esnode_storage_file_bytes",
            "esnode_storage_map_bytes", "esnode_scavenge_running", 'esnode_node_state{state="Leader"}',
            'esnode_queue_depth{actor="storage"}', "esnode_member_writer_position",
-           "esnode_member_alive"]
+           "esnode_member_alive", "esnode_replication_lag_records",
+           "esnode_replication_lag_seconds"]
 
 
 def test_metrics_stats_and_watch(tmp_path, capsys):
