@@ -95,6 +95,9 @@ GAUGES = {
     "writer_position": "Last durable log position on this node.",
     "commit_position": "Last position committed on a majority, as this node knows it.",
     "subscriptions": "Catch-up subscriptions served by this node.",
+    "subscriptions_all_lag_max": "Most committed records an $all subscription has yet to "
+                                 "be sent.",
+    "clients": "Client connections that sent a request in the last minute.",
     "storage_live_bytes": "Bytes of the pages holding the log and its indexes.",
     "storage_file_bytes": "Size of the LMDB data file.",
     "storage_map_bytes": "LMDB map size (grows by doubling).",

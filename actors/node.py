@@ -62,6 +62,8 @@ GATEWAY_TICK_EVERY = 5
 SCAVENGE_PAUSE_S = 0.002
 """Between scavenge chunks: the writer gets the disk (and LMDB's write lock) first."""
 
+CLIENT_ACTIVE_S = 60.0
+
 POSITION_SAMPLES = 600
 """The leader's writer position, sampled every 0.1 s for a minute: replication lag in
 seconds (``Node._lag_seconds``)."""
@@ -79,11 +81,32 @@ def _inbox(ref: pykka.ActorRef) -> int:
         return 0
 
 
-def _subscription_count(ref: pykka.ActorRef | None) -> int | None:
+def _subscriptions(ref: pykka.ActorRef | None) -> list | None:
+    """The subscriptions actor's subscriptions, read from this thread (a snapshot for
+    figures only; never changed from here)."""
     weak = getattr(ref, "_actor_weakref", None)
     actor = weak() if weak is not None else None
     subs = getattr(actor, "_subs", None)
-    return len(subs) if subs is not None else None
+    if subs is None:
+        return None
+    try:
+        return list(subs.values())
+    except RuntimeError:  # changed size while copied: the next scrape sees it
+        return []
+
+
+def _subscription_count(ref: pykka.ActorRef | None) -> int | None:
+    subs = _subscriptions(ref)
+    return None if subs is None else len(subs)
+
+
+def _all_lag(ref: pykka.ActorRef | None, committed: int) -> int | None:
+    """The most committed records any ``$all`` subscription has yet to be sent."""
+    subs = _subscriptions(ref)
+    if subs is None:
+        return None
+    lags = [max(0, committed - s.next + 1) for s in subs if s.stream == "$all"]
+    return max(lags, default=0)
 
 
 def _count(counter) -> dict:
@@ -160,6 +183,7 @@ class Node:
         self._fatal: str | None = None
         self._refs: list[pykka.ActorRef] = []
         self._positions: collections.deque = collections.deque(maxlen=POSITION_SAMPLES)
+        self._clients: dict[bytes, float] = {}  # peer -> when it last sent a request
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> Node:
@@ -315,6 +339,9 @@ class Node:
             "is_leader": int(leader), "leader": board.leader, "writer_position": writer,
             "commit_position": board.readable_position,
             "subscriptions": _subscription_count(refs["subscriptions"]),
+            "subscriptions_all_lag_max": _all_lag(refs["subscriptions"],
+                                                  board.readable_position),
+            "clients": self._active_clients(),
             "storage_live_bytes": store.live_bytes() if hasattr(store, "live_bytes") else None,
             "storage_file_bytes": os.path.getsize(data_file)
             if data_file and os.path.exists(data_file) else None,
@@ -327,6 +354,15 @@ class Node:
             "events_written": self.metrics.events._value.get(),
             "queues": queues, "members": members,
         }
+
+    def _active_clients(self) -> int:
+        """Clients (connections) that sent a request in the last ``CLIENT_ACTIVE_S``;
+        ZeroMQ does not tell connections, so activity stands for them."""
+        cutoff = time.monotonic() - CLIENT_ACTIVE_S
+        seen = self._clients
+        for peer in [p for p, t in list(seen.items()) if t < cutoff]:
+            seen.pop(peer, None)
+        return len(seen)
 
     def _lag_seconds(self, position: int, writer: int) -> float:
         """How long ago this node (the leader) first held a record that a member at
@@ -372,6 +408,9 @@ class Node:
 
     # --- wiring callbacks (run on the calling thread: keep them tiny) -----------------------
     def _on_client(self, envelopes: list) -> None:
+        seen, now = self._clients, time.monotonic()  # for the clients gauge: one dict store
+        for env in envelopes:                          # per request, no lock, no hop
+            seen[env.peer] = now
         try:
             if self.board.is_leader:
                 writes, envelopes = split_writes(envelopes)

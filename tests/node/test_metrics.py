@@ -22,7 +22,8 @@ METRICS = ["esnode_write_requests_total", "esnode_events_written_total",
            "esnode_storage_map_bytes", "esnode_scavenge_running", 'esnode_node_state{state="Leader"}',
            'esnode_queue_depth{actor="storage"}', "esnode_member_writer_position",
            "esnode_member_alive", "esnode_replication_lag_records",
-           "esnode_replication_lag_seconds"]
+           "esnode_replication_lag_seconds", "esnode_clients",
+           "esnode_subscriptions_all_lag_max"]
 
 
 def test_metrics_stats_and_watch(tmp_path, capsys):
@@ -53,6 +54,7 @@ def test_metrics_stats_and_watch(tmp_path, capsys):
         doc = json.loads(result.stdout)
         assert doc["state"] == "Leader" and doc["events_written"] == 3
         assert doc["writer_position"] == doc["commit_position"] >= 3
+        assert doc["clients"] >= 1 and doc["subscriptions_all_lag_max"] == 0
 
         from esnode.cli import ops
 
