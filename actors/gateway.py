@@ -239,7 +239,8 @@ class GatewayActor(pykka.ThreadingActor):
                     request.from_position, request.max_count, request.backwards,
                     up_to_position=self._committed))
             if cls is m.GetMetadata:
-                return reply_for(self._store.get_metadata(request.stream))
+                return reply_for(self._store.get_metadata(request.stream,
+                                                          up_to_position=self._committed))
             if cls is m.ClusterInfo:
                 return m.Reply(self._cluster_info())
             if cls is m.Ping:
