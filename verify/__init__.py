@@ -10,6 +10,7 @@ invariants I1–I10 (docs/verify.md).
 """
 
 from esnode.verify.checker import Result, Violation, check
-from esnode.verify.history import FinalState, History, Op, load, save
+from esnode.verify.history import Event, FinalState, History, Op, load, save
 
-__all__ = ["FinalState", "History", "Op", "Result", "Violation", "check", "load", "save"]
+__all__ = ["Event", "FinalState", "History", "Op", "Result", "Violation", "check", "load",
+           "save"]

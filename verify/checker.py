@@ -118,7 +118,7 @@ def reference_log(final: FinalState) -> tuple[str | None, list[Event]]:
         return None, []
     groups: dict[tuple, list[str]] = defaultdict(list)
     for node, log in sorted(final.logs.items()):
-        groups[tuple((e[0], e[3]) for e in log)].append(node)
+        groups[tuple((e.event_id, e.position) for e in log)].append(node)
     key = max(groups, key=lambda k: (len(groups[k]), len(k)))
     node = groups[key][0]
     return node, final.logs[node]
@@ -138,7 +138,16 @@ def observations(history: History, final: FinalState) -> list[tuple[str, list[Ev
 
 
 def _ev(e: Event) -> dict:
-    return {"event_id": e[0], "stream": e[1], "version": e[2], "position": e[3]}
+    return {"event_id": e.event_id, "stream": e.stream, "version": e.version,
+            "position": e.position}
+
+
+def _position(e: Event | None) -> int | None:
+    return None if e is None else e.position
+
+
+def _event_id(e: Event | None) -> str | None:
+    return None if e is None else e.event_id
 
 
 def _brief(op: Op | None) -> dict | None:
@@ -152,7 +161,7 @@ def check(history: History, final: FinalState | None) -> Result:
     ops = list(history)
     appends = [op for op in ops if op.kind == APPEND]
     _, ref = reference_log(final)
-    ref_by_id = {e[0]: e for e in ref}
+    ref_by_id = {e.event_id: e for e in ref}
     obs = observations(history, final)
     violations: list[Violation] = []
     indexes = node_indexes(final)
@@ -194,7 +203,7 @@ def _landed(appends: list[Op], ref_by_id: dict[str, Event]) -> dict[int, list[Ev
 
 def node_indexes(final: FinalState) -> dict[str, dict[str, Event]]:
     """node -> event id -> its event in that node's final ``$all``."""
-    return {node: {e[0]: e for e in log} for node, log in final.logs.items()}
+    return {node: {e.event_id: e for e in log} for node, log in final.logs.items()}
 
 
 def check_i1(appends: list[Op], final: FinalState,
@@ -216,21 +225,21 @@ def check_i1(appends: list[Op], final: FinalState,
                                      f"{len(op.event_ids)} event(s) on {node}",
                                      {"node": node, "ops": [op.brief()], "missing": missing}))
                 continue
-            versions = [e[2] for e in found]
-            streams = {e[1] for e in found}
+            versions = [e.version for e in found]
+            streams = {e.stream for e in found}
             if (streams != {op.stream} or versions != want_versions
-                    or found[-1][3] != op.position):
+                    or found[-1].position != op.position):
                 out.append(Violation("I1", f"acknowledged append {op.id} is on {node} but not "
                                      f"where it was acknowledged: {op.stream}@{want_versions} "
                                      f"position {op.position} acknowledged, "
-                                     f"{sorted(streams)}@{versions} position {found[-1][3]} "
+                                     f"{sorted(streams)}@{versions} position {found[-1].position} "
                                      "found", {"node": node, "ops": [op.brief()],
                                                "records": [_ev(e) for e in found]}))
             stream_read = final.streams.get(node, {}).get(op.stream)
             if stream_read is not None:
-                by_version = {e[2]: e for e in stream_read}
+                by_version = {e.version: e for e in stream_read}
                 wrong = [(v, i) for v, i in zip(want_versions, op.event_ids)
-                         if by_version.get(v, [None])[0] != i]
+                         if _event_id(by_version.get(v)) != i]
                 if wrong:
                     out.append(Violation("I1", f"acknowledged append {op.id} is not in the "
                                          f"final read of {op.stream} on {node} at versions "
@@ -248,20 +257,20 @@ def check_i2(obs: list[tuple[str, list[Event], Op | None]]) -> list[Violation]:
     reported: set = set()
     for source, events, op in obs:
         for e in events:
-            first = slots.setdefault((e[1], e[2]), (e[0], source, e))
-            if first[0] != e[0] and ("s", e[1], e[2]) not in reported:
-                reported.add(("s", e[1], e[2]))
-                out.append(Violation("I2", f"{e[1]}@{e[2]} is event {first[0]} in {first[1]} "
-                                     f"but {e[0]} in {source}", {
+            first = slots.setdefault((e.stream, e.version), (e.event_id, source, e))
+            if first[0] != e.event_id and ("s", e.stream, e.version) not in reported:
+                reported.add(("s", e.stream, e.version))
+                out.append(Violation("I2", f"{e.stream}@{e.version} is event {first[0]} in "
+                                     f"{first[1]} but {e.event_id} in {source}", {
                                          "records": [_ev(first[2]), _ev(e)],
                                          "sources": [first[1], source],
                                          "ops": [b for b in (_brief(op),) if b]}))
-            firstp = positions.setdefault(e[3], (e[0], source, e))
-            if firstp[0] != e[0] and ("p", e[3]) not in reported:
-                reported.add(("p", e[3]))
-                out.append(Violation("I2", f"$all position {e[3]} is event {firstp[0]} "
-                                     f"({firstp[2][1]}@{firstp[2][2]}) in {firstp[1]} but "
-                                     f"{e[0]} ({e[1]}@{e[2]}) in {source}", {
+            firstp = positions.setdefault(e.position, (e.event_id, source, e))
+            if firstp[0] != e.event_id and ("p", e.position) not in reported:
+                reported.add(("p", e.position))
+                out.append(Violation("I2", f"$all position {e.position} is event {firstp[0]} "
+                                     f"({firstp[2].stream}@{firstp[2].version}) in {firstp[1]} but "
+                                     f"{e.event_id} ({e.stream}@{e.version}) in {source}", {
                                          "records": [_ev(firstp[2]), _ev(e)],
                                          "sources": [firstp[1], source],
                                          "ops": [b for b in (_brief(op),) if b]}))
@@ -280,16 +289,17 @@ def check_reads_kept(ops: list[Op], final: FinalState,
     for op in ops:
         if op.kind not in (READ_STREAM, READ_ALL):
             continue
-        lost = next(((e, node, index.get(e[0])) for e in op.events
-                     if e[3] >= final.from_position for node, index in nodes
-                     if index.get(e[0], (None,) * 4)[3] != e[3]), None)
+        lost = next(((e, node, index.get(e.event_id)) for e in op.events
+                     if e.position >= final.from_position for node, index in nodes
+                     if _position(index.get(e.event_id)) != e.position), None)
         if lost is None:
             continue
         e, node, kept = lost
         out.append(Violation("I2", f"op {op.id} ({op.kind} by {op.process}, node {op.node}) "
-                             f"was served {e[0]} as {e[1]}@{e[2]} at position {e[3]}, but the "
-                             f"final $all of {node} has "
-                             + ("no such event" if kept is None else f"it at position {kept[3]}")
+                             f"was served {e.event_id} as {e.stream}@{e.version} at position "
+                             f"{e.position}, but the final $all of {node} has "
+                             + ("no such event" if kept is None
+                                else f"it at position {kept.position}")
                              + " (a served record was truncated)", {
                                  "node": node, "ops": [op.brief()],
                                  "records": [_ev(x) for x in (e, kept) if x]}))
@@ -305,12 +315,12 @@ def check_i3(appends: list[Op], obs: list[tuple[str, list[Event], Op | None]],
     reported: set = set()
     for source, events, reader in obs:
         for e in events:
-            op = failed.get(e[0])
+            op = failed.get(e.event_id)
             if op is not None and (op.id, source) not in reported:
                 reported.add((op.id, source))
-                out.append(Violation("I3", f"event {e[0]} of failed append {op.id} "
+                out.append(Violation("I3", f"event {e.event_id} of failed append {op.id} "
                                      f"({op.error}) is visible in {source} at "
-                                     f"{e[1]}@{e[2]}, position {e[3]}", {
+                                     f"{e.stream}@{e.version}, position {e.position}", {
                                          "ops": [b for b in (op.brief(), _brief(reader)) if b],
                                          "records": [_ev(e)], "source": source}))
     for op in appends:
@@ -338,7 +348,7 @@ def check_i4(appends: list[Op], landed: dict[int, list[Event]]) -> list[Violatio
             continue
         groups[(op.stream, op.expected_version)].append(op)
         first = op.first_version if op.outcome == OK else (
-            landed[op.id][0][2] if landed.get(op.id) else None)
+            landed[op.id][0].version if landed.get(op.id) else None)
         if first is not None and first != op.expected_version + 1:
             out.append(Violation("I4", f"append {op.id} with expected version "
                                  f"{op.expected_version} took effect at version {first} of "
@@ -361,7 +371,7 @@ def check_i5(obs: list[tuple[str, list[Event], Op | None]]) -> list[Violation]:
     seen: dict[tuple[str, str], dict[int, tuple[str, Event]]] = defaultdict(dict)
     for source, events, _ in obs:
         for e in events:
-            seen[(e[1], e[0])].setdefault(e[2], (source, e))
+            seen[(e.stream, e.event_id)].setdefault(e.version, (source, e))
     for (stream, event_id), versions in seen.items():
         if len(versions) > 1:
             out.append(Violation("I5", f"event id {event_id} is {len(versions)} times in "
@@ -384,7 +394,7 @@ def check_i6(ops: list[Op], landed: dict[int, list[Event]]) -> list[Violation]:
             return op.first_version, op.last_version, op.position
         events = landed.get(op.id)
         if events:
-            return events[0][2], events[-1][2], events[-1][3]
+            return events[0].version, events[-1].version, events[-1].position
         return None
 
     reads_of: dict[str, list[Op]] = defaultdict(list)
@@ -417,7 +427,7 @@ def check_i6(ops: list[Op], landed: dict[int, list[Event]]) -> list[Violation]:
     reads = [op for op in ops if op.kind == READ_ALL and op.outcome == OK
              and op.requires_leader and op.from_position == -1 and op.events]
     for read, best in latest_acked_before(all_acked, reads, lambda o: o.position):
-        newest = max(e[3] for e in read.events)
+        newest = max(e.position for e in read.events)
         if newest < best.position:
             out.append(Violation("I6", f"leader read {read.id} of $all from the end saw "
                                  f"position {newest} at most, but append {best.id} had been "
@@ -449,30 +459,32 @@ def check_i7(ops: list[Op], ref: list[Event], log_start: int) -> list[Violation]
         start = -1 if sub.from_position is None else sub.from_position
         last = None
         for k, e in enumerate(sub.events):
-            if last is not None and e[3] <= last[3]:
-                out.append(Violation("I7", f"subscription {sub.id} delivered position {e[3]} "
-                                     f"after {last[3]} (delivery {k})", {
+            if last is not None and e.position <= last.position:
+                out.append(Violation("I7", f"subscription {sub.id} delivered position {e.position} "
+                                     f"after {last.position} (delivery {k})", {
                                          "ops": [sub.brief()],
                                          "records": [_ev(last), _ev(e)]}))
                 break
             last = e
         else:
-            delivered = [e for e in sub.events if e[3] >= log_start]
-            expected = [e for e in ref if e[3] > start]
+            delivered = [e for e in sub.events if e.position >= log_start]
+            expected = [e for e in ref if e.position > start]
             for k, e in enumerate(delivered):
                 if k >= len(expected):
                     out.append(Violation("I7", f"subscription {sub.id} delivered "
                                          f"{len(delivered) - k} event(s) past the end of the "
-                                         f"final log, from {e[1]}@{e[2]} (position {e[3]})", {
+                                         f"final log, from {e.stream}@{e.version} (position "
+                                         f"{e.position})", {
                                              "ops": [sub.brief()], "records": [_ev(e)]}))
                     break
                 want = expected[k]
-                if (e[0], e[3]) != (want[0], want[3]):
-                    what = ("skipped" if e[3] > want[3] else "delivered something not in the "
-                            "final log instead of")
-                    out.append(Violation("I7", f"subscription {sub.id} {what} {want[1]}@"
-                                         f"{want[2]} (position {want[3]}): delivery {k} is "
-                                         f"{e[1]}@{e[2]} (position {e[3]})", {
+                if (e.event_id, e.position) != (want.event_id, want.position):
+                    what = ("skipped" if e.position > want.position
+                            else "delivered something not in the final log instead of")
+                    out.append(Violation("I7", f"subscription {sub.id} {what} {want.stream}@"
+                                         f"{want.version} (position {want.position}): delivery "
+                                         f"{k} is "
+                                         f"{e.stream}@{e.version} (position {e.position})", {
                                              "ops": [sub.brief()],
                                              "records": [_ev(want), _ev(e)],
                                              "delivery": k}))
@@ -507,39 +519,44 @@ def check_i9(final: FinalState, run_streams: set[str]) -> list[Violation]:
         at: dict[tuple[str, int], Event] = {}
         reported: set[str] = set()
         for e in log:
-            if last_position is not None and e[3] <= last_position:
-                out.append(Violation("I9", f"$all of {node} is out of order: position {e[3]} "
-                                     f"after {last_position}", {"node": node,
+            if last_position is not None and e.position <= last_position:
+                out.append(Violation("I9", f"$all of {node} is out of order: position "
+                                     f"{e.position} after {last_position}", {"node": node,
                                                                  "records": [_ev(e)]}))
-            last_position = e[3]
-            prev = last_version.get(e[1])
-            if e[1] not in reported:
+            last_position = e.position
+            prev = last_version.get(e.stream)
+            if e.stream not in reported:
                 if prev is None:
-                    bad = e[1] in run_streams and e[2] != 0
+                    bad = e.stream in run_streams and e.version != 0
                 else:
-                    bad = e[2] <= prev[2] or (e[1] in run_streams and e[2] != prev[2] + 1)
+                    bad = e.version <= prev.version or (
+                        e.stream in run_streams and e.version != prev.version + 1
+                        and not e.is_tombstone)
                 if bad:
-                    reported.add(e[1])
-                    out.append(Violation("I9", f"in the $all of {node}, {e[1]}@{e[2]} "
-                                         f"(position {e[3]}) follows "
-                                         + (f"{e[1]}@{prev[2]} (position {prev[3]})" if prev
+                    reported.add(e.stream)
+                    out.append(Violation("I9", f"in the $all of {node}, {e.stream}@{e.version} "
+                                         f"(position {e.position}) follows "
+                                         + (f"{e.stream}@{prev.version} (position "
+                                            f"{prev.position})" if prev
                                             else "nothing of that stream"),
                                          {"node": node, "records": [_ev(x) for x in (prev, e)
                                                                     if x]}))
-            last_version[e[1]] = e
-            at[(e[1], e[2])] = e
+            last_version[e.stream] = e
+            at[(e.stream, e.version)] = e
         for stream, events in sorted(final.streams.get(node, {}).items()):
-            versions = [e[2] for e in events]
+            versions = [e.version for e in events]
             if stream in run_streams and versions != list(range(len(versions))):
                 out.append(Violation("I9", f"final read of {stream} on {node} is not versions "
                                      f"0..{len(versions) - 1} in order: {versions[:20]}",
                                      {"node": node}))
             for e in events:
-                other = at.get((e[1], e[2]))
-                if other is not None and (other[0], other[3]) != (e[0], e[3]):
-                    out.append(Violation("I9", f"on {node}, {stream}@{e[2]} reads as {e[0]} at "
-                                         f"position {e[3]} but $all has {other[0]} at "
-                                         f"{other[3]}", {"node": node,
+                other = at.get((e.stream, e.version))
+                if other is not None and (other.event_id, other.position) != (e.event_id,
+                                                                                e.position):
+                    out.append(Violation("I9", f"on {node}, {stream}@{e.version} reads as "
+                                         f"{e.event_id} at "
+                                         f"position {e.position} but $all has {other.event_id} at "
+                                         f"{other.position}", {"node": node,
                                                          "records": [_ev(e), _ev(other)]}))
                     break
     return out
@@ -560,9 +577,9 @@ def check_i10(ops: list[Op], final: FinalState) -> list[Violation]:
     logs = sorted(final.logs.items())
     if len(logs) > 1:
         first_node, first = logs[0]
-        a = [(e[0], e[3]) for e in first]
+        a = [(e.event_id, e.position) for e in first]
         for node, log in logs[1:]:
-            b = [(e[0], e[3]) for e in log]
+            b = [(e.event_id, e.position) for e in log]
             if a != b:
                 k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
                 waited = (f"within {final.deadline:g}s" if final.converged_after is None

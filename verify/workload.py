@@ -380,7 +380,8 @@ class Workload:
                             stale.close()
                         continue
                     state.logs[name], state.streams[name] = log, reads
-                keys = {tuple((e[0], e[3]) for e in log) for log in state.logs.values()}
+                keys = {tuple((e.event_id, e.position) for e in log)
+                        for log in state.logs.values()}
                 elapsed = time.monotonic() - started
                 if len(keys) <= 1 and state.logs and not state.unreachable:
                     state.converged_after = elapsed

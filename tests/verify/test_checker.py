@@ -23,6 +23,7 @@ from esnode.verify.history import (
     READ_STREAM,
     SUBSCRIBE,
     UNKNOWN,
+    Event,
     FinalState,
     History,
     Op,
@@ -125,8 +126,9 @@ def test_a_saved_history_reads_back_identically():
 # --- each invariant, broken -------------------------------------------------------------------
 def test_i1_an_acked_event_missing_from_one_node():
     b, final = clean()
-    final.logs["n3"] = [e for e in final.logs["n3"] if e[0] != "c2"]
-    final.streams["n3"]["s"] = [e for e in final.streams["n3"]["s"] if e[0] != "c2"]
+    final.logs["n3"] = [e for e in final.logs["n3"] if e.event_id != "c2"]
+    final.streams["n3"]["s"] = [e for e in final.streams["n3"]["s"]
+                               if e.event_id != "c2"]
     assert "I1" in fired(b, final)
     v = next(v for v in check(b.history(), final).violations if v.invariant == "I1")
     assert v.evidence["node"] == "n3" and v.evidence["missing"] == ["c2"]
@@ -157,8 +159,8 @@ def test_i2_a_read_served_a_record_that_was_later_truncated():
     assert "at position 15" in str(result.violations[1])
     assert result.violations[0].evidence["records"] == [
         {"event_id": "zz", "stream": "s", "version": 4, "position": 16}]
-    b.ops[-2].events = [["old", "pre", 0, 3], ["d1", "s", 3, 15]]  # "old": before the logs
-    b.ops[-1].events = [["d1", "s", 3, 15]]
+    b.ops[-2].events = [Event("old", "pre", 0, 3), Event("d1", "s", 3, 15)]  # before the logs
+    b.ops[-1].events = [Event("d1", "s", 3, 15)]
     assert fired(b, final_from(LOG, from_position=5)) == set()
 
 
@@ -253,7 +255,7 @@ def test_i9_all_order_disagrees_with_stream_order():
     log[2][2], log[3][2] = 2, 1                 # $all has s@2 before s@1
     final = final_from(log)
     for n in NODES:                             # the stream reads keep version order
-        final.streams[n]["s"].sort(key=lambda e: e[2])
+        final.streams[n]["s"].sort(key=lambda e: e.version)
     assert "I9" in fired(b, final)
 
 
@@ -355,5 +357,5 @@ def test_dropping_an_acked_event_from_one_node_is_always_caught(actions, data):
         return
     victim = data.draw(st.sampled_from(acked))
     node = data.draw(st.sampled_from(NODES))
-    final.logs[node] = [e for e in final.logs[node] if e[0] != victim]
+    final.logs[node] = [e for e in final.logs[node] if e.event_id != victim]
     assert "I1" in set(check(b.history(), final).by_invariant())

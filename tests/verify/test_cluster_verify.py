@@ -82,7 +82,7 @@ def test_the_checker_catches_an_acked_event_missing_from_one_node(run_with_leade
     node = sorted(final.logs)[-1]
     final = type(final)(**{**final.__dict__})
     final.logs = {**final.logs, node: [e for e in final.logs[node]
-                                        if e[0] not in victim.event_ids]}
+                                        if e.event_id not in victim.event_ids]}
     result = check(history, final)
     i1 = [v for v in result.violations if v.invariant == "I1"]
     assert i1 and i1[0].evidence["node"] == node
