@@ -1,5 +1,5 @@
 """``esnode verify``: a Jepsen-style workload, its recorded history and the checker of
-invariants I1–I10 (docs/verify.md).
+invariants I1–I11 (docs/verify.md).
 
 - ``esnode.verify.history``: operations as recorded (invoked, ok / fail / unknown, with times,
   inputs and results) plus the final state read from every node; JSON lines in and out.

@@ -1,5 +1,6 @@
-"""The checker: invariants I1–I10 (shared reference ``reliability.md``) over a history and the
-final state of every node. Pure functions; O(n log n) in the size of the history and logs.
+"""The checker: invariants I1–I10 (shared reference ``reliability.md``), plus I11 for deletes
+and metadata, over a history and the final state of every node. Pure functions; O(n log n) in
+the size of the history and logs, plus, for I11, the stream states each read's window spans.
 
 An **observation** is any list of events somebody saw: a node's final ``$all``, a node's final
 read of a stream, a read made during the run, a subscription's deliveries. The **reference
@@ -7,15 +8,18 @@ log** is the final ``$all`` served by the most nodes (the longest on a tie).
 
 - I1  every ok append's events are on every node, at the acknowledged stream versions and with
       the last one at the acknowledged ``$all`` position (in ``$all`` and in the stream read);
+      every ok delete and metadata change is on every node at its acknowledged position;
 - I2  one event id per (stream, version) and per ``$all`` position, across every observation;
       every event a read served during the run (from the final logs' start on) is in every
       node's final ``$all`` at the position it was served at: nothing served is later truncated;
-- I3  no event of a failed append is visible anywhere; no append is visible only in part;
+- I3  no event of a failed append is visible anywhere; no append is visible only in part; no
+      failed metadata change is in any node's final metadata;
 - I4  no two appends with the same exact expected version on one stream both took effect (ok,
       or unknown and present); one that took effect did so at version ``expected + 1``;
 - I5  an event id is at most once in a stream;
 - I6  on one stream, an append acknowledged before another was invoked has the lower version
-      and position; a leader read (``requires_leader``) invoked after an ack sees it;
+      and position; a leader read (``requires_leader``) invoked after an ack sees it (of the
+      streams the run deleted or gave metadata: I11);
 - I7  a subscription's deliveries have strictly increasing positions and are exactly the
       reference log after its start (no gap, no duplicate, nothing the log does not hold);
 - I8  at most one leader per epoch in every ``cluster_info`` sample taken;
@@ -23,7 +27,16 @@ log** is the final ``$all`` served by the most nodes (the longest on a tie).
       increase (gap-free for the streams of the run) and its stream reads agree with its
       ``$all``;
 - I10 no operation stayed pending; every reachable node serves the same ``$all``; a majority
-      of the nodes could be read.
+      of the nodes could be read;
+- I11 reads show committed state only: every stream read and metadata read answers (events,
+      last version, not found, deleted, metadata) as the reference log stood at some position
+      the read could have been served at (``esnode.verify.states``), and every node's final
+      reads of the streams the run deleted or gave metadata answer as its final log ends. A
+      node that served a delete or metadata change it had not committed, later lost, fails it.
+
+Positions a read "could have been served at" run from the position of the newest write to its
+stream acknowledged before it was invoked (leader reads only: followers may lag) up to, but
+excluding, the first record of any write invoked after it completed.
 
 Unknown appends may have landed or not: both are accepted, but at most once (I5), atomically
 (I3) and where their expected version allows (I4). Reads of ``$all`` never show epoch
@@ -33,6 +46,7 @@ records (``$epoch-information``), so "gap-free" means "the same records as the f
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -41,11 +55,15 @@ from typing import Any
 from esnode.verify.history import (
     APPEND,
     CLUSTER_INFO,
+    DELETE,
     FAIL,
+    METADATA_PREFIX,
     OK,
     PENDING,
     READ_ALL,
+    READ_METADATA,
     READ_STREAM,
+    SET_METADATA,
     SUBSCRIBE,
     UNKNOWN,
     Event,
@@ -53,8 +71,9 @@ from esnode.verify.history import (
     History,
     Op,
 )
+from esnode.verify.states import Timeline, answers, states_between, timelines
 
-INVARIANTS = tuple(f"I{i}" for i in range(1, 11))
+INVARIANTS = tuple(f"I{i}" for i in range(1, 12))
 DESCRIPTIONS = {
     "I1": "acknowledged appends present at their acknowledged positions on every node",
     "I2": "one event per (stream, version) and per $all position; nothing served truncated",
@@ -66,6 +85,7 @@ DESCRIPTIONS = {
     "I8": "at most one leader per epoch",
     "I9": "$all order agrees with stream order",
     "I10": "convergence: nodes identical, no operation pending",
+    "I11": "reads show committed state only (deletes, tombstones, metadata)",
 }
 EXACT_MIN = -1
 """Expected versions >= this are exact (``-1`` no stream, ``N >= 0``); -2 any, -4 exists."""
@@ -165,18 +185,22 @@ def check(history: History, final: FinalState | None) -> Result:
     obs = observations(history, final)
     violations: list[Violation] = []
     indexes = node_indexes(final)
-    violations += check_i1(appends, final, indexes)
+    changed = state_streams(ops)
+    violations += check_i1(appends, final, indexes, changed)
+    violations += check_state_writes_kept(ops, final)
     violations += check_i2(obs)
     violations += check_reads_kept(ops, final, indexes)
     violations += check_i3(appends, obs, final, indexes)
+    violations += check_failed_metadata_invisible(ops, final)
     landed = _landed(appends, ref_by_id)
     violations += check_i4(appends, landed)
     violations += check_i5(obs)
-    violations += check_i6(ops, landed)
+    violations += check_i6(ops, landed, changed)
     violations += check_i7(ops, ref, final.from_position)
     violations += check_i8(ops)
-    violations += check_i9(final, {op.stream for op in appends})
+    violations += check_i9(final, {op.stream for op in appends}, changed)
     violations += check_i10(ops, final)
+    violations += check_i11(ops, final, ref, landed, changed)
 
     counts = dict.fromkeys((OK, FAIL, UNKNOWN, PENDING), 0)
     append_counts = dict.fromkeys((OK, FAIL, UNKNOWN, PENDING), 0)
@@ -206,8 +230,14 @@ def node_indexes(final: FinalState) -> dict[str, dict[str, Event]]:
     return {node: {e.event_id: e for e in log} for node, log in final.logs.items()}
 
 
+def state_streams(ops: list[Op]) -> set[str]:
+    """Streams the run deleted or gave metadata: their reads may legitimately hide events."""
+    return {op.stream for op in ops if op.kind in (DELETE, SET_METADATA)}
+
+
 def check_i1(appends: list[Op], final: FinalState,
-             indexes: dict[str, dict[str, Event]] | None = None) -> list[Violation]:
+             indexes: dict[str, dict[str, Event]] | None = None,
+             changed: set[str] = frozenset()) -> list[Violation]:
     indexes = indexes if indexes is not None else node_indexes(final)
     out = []
     for op in appends:
@@ -236,7 +266,7 @@ def check_i1(appends: list[Op], final: FinalState,
                                      "found", {"node": node, "ops": [op.brief()],
                                                "records": [_ev(e) for e in found]}))
             stream_read = final.streams.get(node, {}).get(op.stream)
-            if stream_read is not None:
+            if stream_read is not None and op.stream not in changed:  # else: I11
                 by_version = {e.version: e for e in stream_read}
                 wrong = [(v, i) for v, i in zip(want_versions, op.event_ids)
                          if _event_id(by_version.get(v)) != i]
@@ -381,7 +411,10 @@ def check_i5(obs: list[tuple[str, list[Event], Op | None]]) -> list[Violation]:
     return out
 
 
-def check_i6(ops: list[Op], landed: dict[int, list[Event]]) -> list[Violation]:
+def check_i6(ops: list[Op], landed: dict[int, list[Event]],
+             changed: set[str] = frozenset()) -> list[Violation]:
+    """Leader reads of streams in ``changed`` (deleted, or given metadata) are left to
+    ``check_i11``, whose model of deletes and metadata also tells stale reads of them."""
     out = []
     by_stream: dict[str, list[Op]] = defaultdict(list)
     for op in ops:
@@ -400,7 +433,7 @@ def check_i6(ops: list[Op], landed: dict[int, list[Event]]) -> list[Violation]:
     reads_of: dict[str, list[Op]] = defaultdict(list)
     for op in ops:
         if (op.kind == READ_STREAM and op.outcome == OK and op.requires_leader
-                and op.last_version is not None):
+                and op.last_version is not None and op.stream not in changed):
             reads_of[op.stream].append(op)
     all_acked: list[Op] = []
     for stream, stream_ops in by_stream.items():
@@ -511,7 +544,8 @@ def check_i8(ops: list[Op]) -> list[Violation]:
     return out
 
 
-def check_i9(final: FinalState, run_streams: set[str]) -> list[Violation]:
+def check_i9(final: FinalState, run_streams: set[str],
+             changed: set[str] = frozenset()) -> list[Violation]:
     out = []
     for node, log in sorted(final.logs.items()):
         last_position = None
@@ -545,7 +579,8 @@ def check_i9(final: FinalState, run_streams: set[str]) -> list[Violation]:
             at[(e.stream, e.version)] = e
         for stream, events in sorted(final.streams.get(node, {}).items()):
             versions = [e.version for e in events]
-            if stream in run_streams and versions != list(range(len(versions))):
+            if (stream in run_streams and stream not in changed
+                    and versions != list(range(len(versions)))):
                 out.append(Violation("I9", f"final read of {stream} on {node} is not versions "
                                      f"0..{len(versions) - 1} in order: {versions[:20]}",
                                      {"node": node}))
@@ -590,6 +625,182 @@ def check_i10(ops: list[Op], final: FinalState) -> list[Violation]:
                                          "nodes": [first_node, node], "index": k,
                                          "records": [_ev(x) for x in (first[k:k + 1]
                                                                        + log[k:k + 1])]}))
+    return out
+
+
+# --- deletes and metadata -----------------------------------------------------------------------
+def metadata_contents(final: FinalState, node: str | None = None) -> dict[str, dict[int, dict]]:
+    """stream -> version of its metadata stream -> the metadata there, as ``node`` (or, for
+    None, any node: the reference log's records are on every node that holds them) read it."""
+    out: dict[str, dict[int, dict]] = defaultdict(dict)
+    for name, streams in sorted(final.metadata.items()):
+        if node is None or name == node:
+            for stream, records in streams.items():
+                for version, raw in records:
+                    out[stream].setdefault(version, raw)
+    return out
+
+
+def _what(op: Op) -> str:
+    if op.kind == SET_METADATA:
+        return "metadata change"
+    return "tombstone" if op.tombstone else "soft delete"
+
+
+def check_state_writes_kept(ops: list[Op], final: FinalState) -> list[Violation]:
+    """I1 for deletes and metadata changes: each acknowledged one is on every node at its
+    acknowledged position (a soft delete or a metadata change as a record of ``$$S``, a
+    metadata change at its acknowledged version and with what it wrote; a tombstone as
+    ``S``'s tombstone)."""
+    writes = [op for op in ops if op.kind in (DELETE, SET_METADATA) and op.outcome == OK
+              and op.position is not None and op.position >= final.from_position]
+    out = []
+    for node, log in sorted(final.logs.items()) if writes else ():
+        at = {e.position: e for e in log}
+        contents = metadata_contents(final, node)
+        for op in writes:
+            rec = at.get(op.position)
+            if op.kind == DELETE and op.tombstone:
+                ok = rec is not None and rec.stream == op.stream and rec.is_tombstone
+            else:
+                ok = rec is not None and rec.stream == METADATA_PREFIX + op.stream and (
+                    op.kind == DELETE or rec.version == op.last_version)
+            content = None
+            if ok and op.kind == SET_METADATA:
+                content = contents.get(op.stream, {}).get(rec.version)
+                ok = content is None or content == op.metadata  # None: content not read
+            if not ok:
+                found = ("no record" if rec is None else f"{rec.stream}@{rec.version}"
+                         + (f" holding {content}" if content is not None else ""))
+                out.append(Violation("I1", f"acknowledged {_what(op)} {op.id} of {op.stream} "
+                                     f"(position {op.position}) is not on {node}: it has "
+                                     f"{found} at that position", {
+                                         "node": node, "ops": [op.brief()],
+                                         "records": [_ev(rec)] if rec else []}))
+    return out
+
+
+def check_failed_metadata_invisible(ops: list[Op], final: FinalState) -> list[Violation]:
+    """I3 for metadata: a metadata change that failed is in no node's final metadata (every
+    change the workload makes carries a unique key, so it is recognized by its content)."""
+    out = []
+    for op in ops:
+        if op.kind != SET_METADATA or op.outcome != FAIL or not op.metadata:
+            continue
+        for node, streams in sorted(final.metadata.items()):
+            versions = [v for v, raw in streams.get(op.stream, []) if raw == op.metadata]
+            if versions:
+                out.append(Violation("I3", f"failed metadata change {op.id} of {op.stream} "
+                                     f"({op.error}) is on {node} as {METADATA_PREFIX}"
+                                     f"{op.stream}@{versions[0]}", {
+                                         "node": node, "ops": [op.brief()]}))
+    return out
+
+
+def _write_positions(ops: list[Op], landed: dict[int, list[Event]]
+                     ) -> tuple[Callable[[Op], int], Callable[[float], float]]:
+    """(newest acknowledged write to a read's stream before the read was invoked, first record
+    of any write invoked after a given time) as two lookups over the writes of the run."""
+    acked: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    invoked: list[tuple[float, int]] = []
+    for op in ops:
+        if op.kind not in (APPEND, DELETE, SET_METADATA):
+            continue
+        if op.outcome == OK and op.position is not None:
+            acked[op.stream].append((op.t_complete, op.position))
+        first = (min(e.position for e in landed[op.id]) if landed.get(op.id)
+                 else op.position if op.kind != APPEND and op.outcome == OK else None)
+        if first is not None:
+            invoked.append((op.t_invoke, first))
+    newest: dict[str, tuple[list[float], list[int]]] = {}
+    for stream, pairs in acked.items():
+        pairs.sort()
+        best, highs = -1, []
+        for _, position in pairs:
+            best = max(best, position)
+            highs.append(best)
+        newest[stream] = ([t for t, _ in pairs], highs)
+    invoked.sort()
+    times = [t for t, _ in invoked]
+    lows: list[float] = [float("inf")] * (len(invoked) + 1)
+    for k in range(len(invoked) - 1, -1, -1):
+        lows[k] = min(lows[k + 1], invoked[k][1])
+
+    def acked_before(read: Op) -> int:
+        found = newest.get(read.stream)
+        if not found:
+            return -1
+        k = bisect_left(found[0], read.t_invoke)
+        return found[1][k - 1] if k else -1
+
+    def first_after(t: float) -> float:
+        return lows[bisect_right(times, t)]
+
+    return acked_before, first_after
+
+
+def _answer(op: Op) -> str:
+    if op.error:
+        return op.error
+    if op.kind == READ_METADATA:
+        return f"metadata version {op.last_version}: {op.metadata}"
+    return (f"last version {op.last_version}, versions "
+            f"{[e.version for e in op.events][:20]}")
+
+
+def check_i11(ops: list[Op], final: FinalState, ref: list[Event],
+              landed: dict[int, list[Event]], changed: set[str]) -> list[Violation]:
+    out = []
+    reads = [op for op in ops if op.kind in (READ_STREAM, READ_METADATA) and op.outcome == OK
+             and op.stream and op.t_complete is not None]
+    if reads:
+        lines = timelines(ref, {op.stream for op in reads}, metadata_contents(final))
+        acked_before, first_after = _write_positions(ops, landed)
+        for op in reads:
+            line = lines[op.stream]
+            low = acked_before(op) if op.requires_leader else -1
+            if op.events:  # it was served them: it read at or after them
+                low = max(low, max(e.position for e in op.events))
+            high = first_after(op.t_complete)
+            if any(answers(s, op) is not False for s in states_between(line, low, high)):
+                continue
+            window = {"from": low, "before": None if high == float("inf") else high}
+            evidence = {"ops": [op.brief()], "window": window,
+                        "states": [s._asdict() for s in states_between(line, low, high)][:5]}
+            what = f"{op.kind} {op.id} of {op.stream} (by {op.process}, node {op.node})"
+            if not any(answers(s, op) is not False for s in states_between(line, -1, high)):
+                out.append(Violation("I11", f"{what} answered {_answer(op)}: the final log "
+                                     "never gave that (a delete, tombstone, metadata change or "
+                                     "event it saw was never committed)", evidence))
+            elif op.stream in changed:  # plain streams: I6 tells stale leader reads
+                out.append(Violation("I11", f"leader {what} answered {_answer(op)}: the final "
+                                     f"log gave that only before position {low}, written by a "
+                                     "write acknowledged before the read was invoked (it saw a "
+                                     "change that was never committed, or a stale state)",
+                                     evidence))
+    out += _check_final_reads(final, changed)
+    return out
+
+
+def _check_final_reads(final: FinalState, changed: set[str]) -> list[Violation]:
+    """I11 on the final state: every node's final read of a stream the run deleted or gave
+    metadata is what its own final log leaves visible."""
+    out = []
+    for node, reads in sorted(final.streams.items()):
+        streams = changed & set(reads)
+        if node not in final.logs or not streams:
+            continue
+        lines: dict[str, Timeline] = timelines(final.logs[node], streams,
+                                               metadata_contents(final, node))
+        for stream in sorted(streams):
+            state = lines[stream][-1][1]
+            want = state.visible()
+            got = [e.version for e in reads[stream]]
+            if want is not None and got != (want if type(want) is list else []):
+                out.append(Violation("I11", f"final read of {stream} on {node} is versions "
+                                     f"{got[:20]}, but its final $all leaves "
+                                     + (want if type(want) is str else f"versions {want[:20]}")
+                                     + " visible", {"node": node, "state": state._asdict()}))
     return out
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections import Counter
 import sys
 import threading
 import time
@@ -14,7 +15,16 @@ import time
 import pytest
 
 from esnode.verify.checker import check
-from esnode.verify.history import APPEND, OK, load, save
+from esnode.verify.history import (
+    APPEND,
+    DELETE,
+    OK,
+    READ_METADATA,
+    READ_STREAM,
+    SET_METADATA,
+    load,
+    save,
+)
 from esnode.verify.workload import Workload
 from tests.client.cluster_support import seeds
 from tests.cluster.conftest import FAST
@@ -72,6 +82,9 @@ def test_the_workload_rides_through_a_leader_kill_with_no_violation(run_with_lea
                for op in history), "no append acknowledged after the kill"
     assert sorted(final.logs) == sorted(["node1", "node2", "node3"])
     assert any(op.kind == "subscribe" and op.events for op in history)
+    done = Counter((op.kind, op.error, op.tombstone) for op in history if op.outcome == OK)
+    assert done[(DELETE, "", False)] and done[(DELETE, "", True)] and done[(SET_METADATA, "", False)]
+    assert done[(READ_METADATA, "", False)] and done[(READ_STREAM, "stream_deleted", False)]
     assert any(op.kind == "cluster_info" and op.outcome == OK for op in history)
 
 
