@@ -1,16 +1,19 @@
 """``esnode verify`` against a real 3-node cluster (node processes, LMDB in tmp): the workload
-rides through a kill -9 of the leader with no violation; the checker catches an acknowledged
-event removed from one node's final state; the CLI runs, saves, and re-checks a saved history
-(exit code 1 once a violation is injected)."""
+rides through a kill -9 of the leader with no violation, and through the loss of both followers
+then the leader (issue 9); the checker catches an acknowledged event removed from one node's
+final state; the CLI runs, saves, and re-checks a saved history (exit code 1 once a violation
+is injected)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-from collections import Counter
 import sys
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -49,15 +52,27 @@ def uri(cluster: Cluster) -> str:
     return seeds([cluster.external(n) for n in cluster.names])
 
 
+def run_during(workload: Workload, faults: Callable[[], Any], join: float = 120) -> tuple:
+    """Run ``workload`` in a thread while ``faults()`` breaks the cluster: (history, final
+    state, what ``faults`` returned)."""
+    out: list = []
+    runner = threading.Thread(target=lambda: out.append(workload.run()), daemon=True)
+    runner.start()
+    try:
+        done = faults()
+    finally:
+        runner.join(timeout=join)
+    assert not runner.is_alive() and out, "the workload did not finish"
+    return (*out[0], done)
+
+
 @pytest.fixture(scope="module")
 def run_with_leader_kill(cluster):
     """A 6 s workload; the leader is killed -9 once appends flow, and restarted once a new
     leader is agreed on. Returns (history, final state, the time of the kill)."""
     workload = Workload(uri(cluster), duration=6.0, clients=4, converge_timeout=20)
-    out: list = []
-    runner = threading.Thread(target=lambda: out.append(workload.run()), daemon=True)
-    runner.start()
-    try:
+
+    def kill_the_leader() -> float:
         wait_until(lambda: workload.history.counts(APPEND)[OK] >= 30, 15,
                    "30 acknowledged appends", cluster)
         leader = cluster.wait_for_leader(timeout=10)
@@ -65,11 +80,9 @@ def run_with_leader_kill(cluster):
         cluster.kill(leader)
         cluster.wait_for_leader(timeout=15, among=[n for n in cluster.names if n != leader])
         cluster.start(leader)
-    finally:
-        runner.join(timeout=90)
-    assert not runner.is_alive() and out, "the workload did not finish"
-    history, final = out[0]
-    return history, final, killed_at
+        return killed_at
+
+    return run_during(workload, kill_the_leader, join=90)
 
 
 def test_the_workload_rides_through_a_leader_kill_with_no_violation(run_with_leader_kill):
@@ -127,3 +140,49 @@ def test_cli_verify_runs_saves_and_rechecks(cluster, tmp_path):
     bad = esnode("verify", "--check", str(tampered))
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "I3" in bad.stdout and "VIOLATION" in bad.stdout and failed.event_ids[0] in bad.stdout
+
+
+@pytest.mark.slow
+def test_the_workload_through_the_loss_of_both_followers_then_the_leader(tmp_path):
+    """Issue 9: both followers are killed (SIGKILL) while clients delete, change metadata and
+    read; the leader takes writes it cannot commit until it steps down, then it is killed, the
+    followers restart and elect a leader, and the old leader rejoins. No read may show a delete
+    or metadata change that was never committed (I11), nor anything else amiss. (The
+    subscriber is left out: what a resubscription delivers is the client's concern.)"""
+    c = Cluster(tmp_path / "cluster", 3, **{**FAST, "election_timeout_ms": 1500})
+    try:
+        c.start()
+        leader = c.wait_for_leader(timeout=20, settled=True)
+        followers = [n for n in c.names if n != leader]
+        workload = Workload(uri(c), duration=8.0, clients=8, subscribers=0,
+                            converge_timeout=30)
+
+        def cut_off_the_leader() -> tuple[float, float]:
+            wait_until(lambda: workload.history.counts(DELETE)[OK] >= 5, 20,
+                       "5 acknowledged deletes", c)
+            for name in followers:
+                c.kill(name)
+            left = time.monotonic()
+            wait_until(lambda: (c.info(leader) or {}).get("state") not in (None, "Leader"),
+                       10, f"{leader} stepping down", c)
+            c.kill(leader)
+            killed = time.monotonic()
+            c.start(*followers)
+            c.wait_for_leader(timeout=20, among=followers)
+            c.start(leader)
+            return left, killed
+
+        history, final, (left, killed) = run_during(workload, cut_off_the_leader)
+        result = check(history, final)
+        print(json.dumps({k: v for k, v in result.to_json().items() if k != "violations"}))
+        cut_off = [op for op in history if op.node == leader and op.t_invoke > left
+                   and op.t_complete is not None and op.t_complete < killed]
+        print(f"{leader} was cut off {killed - left:.2f}s: {len(cut_off)} operations served, "
+              f"{sum(op.kind in (READ_STREAM, READ_METADATA) for op in cut_off)} reads")
+        assert result.ok, "\n".join(str(v) for v in result.violations[:20])
+        assert sorted(final.logs) == sorted(c.names)
+    except BaseException:
+        print(c.logs())
+        raise
+    finally:
+        c.stop_all(graceful=False)
