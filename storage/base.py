@@ -107,19 +107,25 @@ def load_head(view: View, stream: str, up_to: int | None = None) -> Head:
     positions come with the index lookups already made; only a head written past ``up_to``
     takes a short search back."""
     last, last_position, tomb = view.stream_last(stream)
-    meta_stream = metadata_stream_of(stream)
-    meta_version, meta_position, _ = view.stream_last(meta_stream)
     if up_to is not None:
         if last_position > up_to:
             last = last_at_or_before(view, stream, last, up_to)
         if tomb > up_to:
             tomb = -1
-        if meta_position > up_to:
-            meta_version = last_at_or_before(view, meta_stream, meta_version, up_to)
-    meta = EMPTY_META
-    if meta_version >= 0:
-        meta = parse_metadata_lenient(view.stream_records(meta_stream, meta_version, 1)[0].data)
+    meta_version, meta = load_metadata(view, stream, up_to)
     return _new(Head, (last, tomb >= 0, meta_version, meta))
+
+
+def load_metadata(view: View, stream: str, up_to: int | None = None) -> tuple[int, dict]:
+    """(version of the stream's metadata stream, -1 if none; its parsed content), as of
+    ``up_to`` (see ``load_head``)."""
+    meta_stream = metadata_stream_of(stream)
+    version, position, _ = view.stream_last(meta_stream)
+    if up_to is not None and position > up_to:
+        version = last_at_or_before(view, meta_stream, version, up_to)
+    if version < 0:
+        return -1, EMPTY_META
+    return version, parse_metadata_lenient(view.stream_records(meta_stream, version, 1)[0].data)
 
 
 def last_at_or_before(view: View, stream: str, last: int, position: int) -> int:
@@ -425,10 +431,11 @@ class StoreBase:
     def get_metadata(self, stream: str, up_to_position: int | None = None) -> StreamMetadata:
         check_stream_name(stream, self.limits)
         with self._read_view() as view:
-            head = load_head(view, stream, up_to_position)
-        if head.tombstoned:
-            raise StreamDeleted(stream)
-        return StreamMetadata(stream, head.meta_version, dict(head.meta))
+            tomb = view.stream_last(stream)[2]
+            if tomb >= 0 and (up_to_position is None or tomb <= up_to_position):
+                raise StreamDeleted(stream)
+            version, meta = load_metadata(view, stream, up_to_position)
+        return StreamMetadata(stream, version, dict(meta))
 
     def stream_version(self, stream: str, up_to_position: int | None = None) -> int:
         with self._read_view() as view:
