@@ -71,7 +71,7 @@ from esnode.verify.history import (
     History,
     Op,
 )
-from esnode.verify.states import Timeline, answers, states_between, timelines
+from esnode.verify.states import answers, timelines
 
 INVARIANTS = tuple(f"I{i}" for i in range(1, 12))
 DESCRIPTIONS = {
@@ -762,13 +762,14 @@ def check_i11(ops: list[Op], final: FinalState, ref: list[Event],
             if op.events:  # it was served them: it read at or after them
                 low = max(low, max(e.position for e in op.events))
             high = first_after(op.t_complete)
-            if any(answers(s, op) is not False for s in states_between(line, low, high)):
+            seen = line.between(low, high)
+            if any(answers(s, op) is not False for s in seen):
                 continue
             window = {"from": low, "before": None if high == float("inf") else high}
             evidence = {"ops": [op.brief()], "window": window,
-                        "states": [s._asdict() for s in states_between(line, low, high)][:5]}
+                        "states": [s._asdict() for s in seen][:5]}
             what = f"{op.kind} {op.id} of {op.stream} (by {op.process}, node {op.node})"
-            if not any(answers(s, op) is not False for s in states_between(line, -1, high)):
+            if not any(answers(s, op) is not False for s in line.between(-1, high)):
                 out.append(Violation("I11", f"{what} answered {_answer(op)}: the final log "
                                      "never gave that (a delete, tombstone, metadata change or "
                                      "event it saw was never committed)", evidence))
@@ -790,10 +791,9 @@ def _check_final_reads(final: FinalState, changed: set[str]) -> list[Violation]:
         streams = changed & set(reads)
         if node not in final.logs or not streams:
             continue
-        lines: dict[str, Timeline] = timelines(final.logs[node], streams,
-                                               metadata_contents(final, node))
+        lines = timelines(final.logs[node], streams, metadata_contents(final, node))
         for stream in sorted(streams):
-            state = lines[stream][-1][1]
+            state = lines[stream].last
             want = state.visible()
             got = [e.version for e in reads[stream]]
             if want is not None and got != (want if type(want) is list else []):

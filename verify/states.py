@@ -11,6 +11,7 @@ from the server's (``esnode.storage.rules``): the checker must not share the cod
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import NamedTuple
 
 from esnode.verify.history import (
@@ -52,27 +53,51 @@ class StreamState(NamedTuple):
 
 EMPTY = StreamState()
 
-Timeline = list[tuple[int, StreamState]]
-"""(position from which the state holds, state), in log order, starting at position -1."""
+
+class Timeline:
+    """The states one stream went through along a log: ``states[k]`` held from
+    ``positions[k]`` (the first, the empty stream, from -1) until the next one."""
+
+    __slots__ = ("positions", "states")
+
+    def __init__(self) -> None:
+        self.positions: list[int] = [-1]
+        self.states: list[StreamState] = [EMPTY]
+
+    @property
+    def last(self) -> StreamState:
+        return self.states[-1]
+
+    def add(self, position: int, state: StreamState) -> None:
+        self.positions.append(position)
+        self.states.append(state)
+
+    def between(self, low: int, high: float) -> list[StreamState]:
+        """The states that held at some position P with ``low <= P < high``."""
+        positions = self.positions
+        k = max(bisect_right(positions, low) - 1, 0)
+        out = []
+        while k < len(positions) and positions[k] < high:
+            out.append(self.states[k])
+            k += 1
+        return out
 
 
 def timelines(log: list[Event], streams: set[str],
               contents: dict[str, dict[int, dict]]) -> dict[str, Timeline]:
     """The states each of ``streams`` went through along ``log``; ``contents``: stream ->
     version of its metadata stream -> the metadata it holds."""
-    out: dict[str, Timeline] = {s: [(-1, EMPTY)] for s in streams}
+    out = {s: Timeline() for s in streams}
     for e in log:
         line = out.get(e.stream)
         if line is not None:
-            state = line[-1][1]
-            line.append((e.position, state._replace(tombstoned=True) if e.is_tombstone
-                         else state._replace(last=e.version)))
+            line.add(e.position, line.last._replace(tombstoned=True) if e.is_tombstone
+                     else line.last._replace(last=e.version))
         target = e.stream[len(METADATA_PREFIX):] if e.stream.startswith(METADATA_PREFIX) else ""
         line = out.get(target) if target else None
         if line is not None and not e.is_tombstone:
-            state = line[-1][1]
-            line.append((e.position, state._replace(
-                meta_version=e.version, meta=contents.get(target, {}).get(e.version))))
+            line.add(e.position, line.last._replace(
+                meta_version=e.version, meta=contents.get(target, {}).get(e.version)))
     return out
 
 
@@ -96,13 +121,3 @@ def answers(state: StreamState, op: Op) -> bool | None:
     got = [e.version for e in op.events]
     want = visible[::-1][:len(got) if op.max_count is None else op.max_count]
     return got == want
-
-
-def states_between(line: Timeline, low: int, high: float) -> list[StreamState]:
-    """The states that held at some position P with ``low <= P < high``."""
-    out = []
-    for k, (position, state) in enumerate(line):
-        end = line[k + 1][0] if k + 1 < len(line) else float("inf")
-        if position < high and end > low:
-            out.append(state)
-    return out

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from esnode.verify.checker import check
+from esnode.verify.states import timelines
 from esnode.verify.history import (
     APPEND,
     CLUSTER_INFO,
@@ -476,3 +477,14 @@ def test_i3_a_failed_metadata_change_that_is_visible():
     b, final = stated()
     b.ops[2].outcome, b.ops[2].error = FAIL, "not_leader"
     assert "I3" in fired(b, final)
+
+
+def test_a_timeline_tells_the_states_that_held_in_a_window():
+    line = timelines([Event("a", "s", 0, 3), Event("m", "$$s", 0, 5), Event("t", "s", TOMB, 8)],
+                     {"s"}, {"s": {0: {"$maxCount": 1}}})["s"]
+    assert line.positions == [-1, 3, 5, 8]
+    assert [s.last for s in line.between(-1, 3)] == [-1]
+    assert [(s.last, s.meta_version) for s in line.between(3, 6)] == [(0, -1), (0, 0)]
+    assert line.between(4, 5) == [line.states[1]] and line.between(9, float("inf")) == [line.last]
+    assert line.last.tombstoned and line.last.visible() == "stream_deleted"
+    assert line.states[2].visible() == [0] and line.states[0].visible() == "stream_not_found"
