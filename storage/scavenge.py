@@ -216,9 +216,12 @@ class Scavenger:
         return out, reclaimed
 
     def _head(self, stream: str) -> tuple[int, bool, dict]:
-        last = self._store.stream_version(stream)
+        """The stream's head as committed: an uncommitted delete or metadata change, which a
+        new leader may truncate, decides nothing."""
+        committed = min(self._committed(), self._store.writer_position)
+        last = self._store.stream_version(stream, up_to_position=committed)
         try:
-            meta = self._store.get_metadata(stream).raw
+            meta = self._store.get_metadata(stream, up_to_position=committed).raw
         except StreamDeleted:
             return last, True, {}
         return last, False, meta

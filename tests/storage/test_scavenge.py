@@ -152,3 +152,13 @@ def test_sigkill_mid_scavenge_then_resume_loses_nothing(tmp_path):
     finally:
         store.close()
         reference.close()
+
+
+def test_only_committed_deletes_and_metadata_decide(make_store):
+    store = make_store()
+    store.write([AppendRequest("s", ANY, tuple(big_event(i, "s") for i in range(20)))], NOW)
+    store.set_commit_position(store.writer_position)
+    store.set_metadata("s", ANY, {"$maxCount": 1}, NOW)  # written, not committed yet
+    assert run_to_end(store).scavenged == 0  # a new leader may still truncate it
+    store.set_commit_position(store.writer_position)
+    assert run_to_end(store).scavenged == 19
