@@ -64,52 +64,77 @@ class SubscriptionsActor(pykka.ThreadingActor):
         self._subs: dict[tuple[bytes, int], Subscription] = {}
 
     def on_receive(self, message: object) -> None:
-        cls = type(message)
-        if cls is Committed:
-            if message.position > self._committed:
-                self._committed = message.position
-                for sub in list(self._subs.values()):
-                    self._pump(sub)
-        elif cls is SubscriptionRequest:
-            self._handle(message.envelope)
-        elif cls is StatusChanged:
-            pass  # subscriptions read committed data only: a leader change loses nothing
-        elif cls is PeerGone:
-            for key in [k for k in self._subs if k[0] == message.peer]:
-                del self._subs[key]
-        elif cls is Shutdown:
-            self._transport.send_client(
-                [(s.peer, s.id, m.SubscriptionDropped(NotReady("the node is shutting down")))
-                 for s in self._subs.values()])
-            self._subs.clear()
-        else:
+        handler = self._handlers.get(type(message))
+        if handler is None:
             log.error("subscriptions actor got an unknown message %r", message)
+            return
+        handler(self, message)
+
+    def _on_committed(self, message: Committed) -> None:
+        if message.position > self._committed:
+            self._committed = message.position
+            for sub in list(self._subs.values()):
+                self._pump(sub)
+
+    def _on_request(self, message: SubscriptionRequest) -> None:
+        env = message.envelope
+        handler = self._requests.get(type(env.request))
+        if handler is not None:
+            handler(self, env, env.request)
+
+    def _on_status(self, message: StatusChanged) -> None:
+        pass  # subscriptions read committed data only: a leader change loses nothing
+
+    def _on_peer_gone(self, message: PeerGone) -> None:
+        for key in [k for k in self._subs if k[0] == message.peer]:
+            del self._subs[key]
+
+    def _on_shutdown(self, message: Shutdown) -> None:
+        self._transport.send_client(
+            [(s.peer, s.id, m.SubscriptionDropped(NotReady("the node is shutting down")))
+             for s in self._subs.values()])
+        self._subs.clear()
 
     def _reply(self, peer: bytes, corr: int, message: object) -> None:
         self._transport.send_client([(peer, corr, message)])
 
-    def _handle(self, env: m.ClientEnvelope) -> None:
-        request = env.request
-        cls = type(request)
-        if cls is m.Subscribe:
-            key = (env.peer, env.corr)
-            if key in self._subs:
-                self._reply(env.peer, env.corr, m.ErrorReply(BadRequest(
-                    f"subscription {env.corr} already exists on this connection")))
-                return
-            sub = Subscription(env.peer, env.corr, request.stream,
-                               self._start(request.stream, request.from_), request.credit)
-            self._subs[key] = sub
-            self._reply(env.peer, env.corr, m.Reply({"subscription": env.corr}))
+    def _subscribe(self, env: m.ClientEnvelope, request: m.Subscribe) -> None:
+        key = (env.peer, env.corr)
+        if key in self._subs:
+            self._reply(env.peer, env.corr, m.ErrorReply(BadRequest(
+                f"subscription {env.corr} already exists on this connection")))
+            return
+        sub = Subscription(env.peer, env.corr, request.stream,
+                           self._start(request.stream, request.from_), request.credit)
+        self._subs[key] = sub
+        self._reply(env.peer, env.corr, m.Reply({"subscription": env.corr}))
+        self._pump(sub)
+
+    def _credit(self, env: m.ClientEnvelope, request: m.Credit) -> None:
+        sub = self._subs.get((env.peer, request.subscription))
+        if sub is not None:
+            sub.credit += request.n
             self._pump(sub)
-        elif cls is m.Credit:
-            sub = self._subs.get((env.peer, request.subscription))
-            if sub is not None:
-                sub.credit += request.n
-                self._pump(sub)
-        elif cls is m.Unsubscribe:
-            self._subs.pop((env.peer, request.subscription), None)
-            self._reply(env.peer, env.corr, m.Reply({}))
+
+    def _unsubscribe(self, env: m.ClientEnvelope, request: m.Unsubscribe) -> None:
+        self._subs.pop((env.peer, request.subscription), None)
+        self._reply(env.peer, env.corr, m.Reply({}))
+
+    _handlers = {
+        Committed: _on_committed,
+        SubscriptionRequest: _on_request,
+        StatusChanged: _on_status,
+        PeerGone: _on_peer_gone,
+        Shutdown: _on_shutdown,
+    }
+    """The messages this actor handles (Event Store's ``IHandle<T>``), one entry each."""
+
+    _requests = {
+        m.Subscribe: _subscribe,
+        m.Credit: _credit,
+        m.Unsubscribe: _unsubscribe,
+    }
+    """The client requests the gateway routes here."""
 
     def _start(self, stream: str, from_: int | str) -> int:
         if from_ == m.FROM_START:

@@ -7,6 +7,7 @@ Each method builds its ``Call`` (``_core``) and hands it to ``_op``: the threade
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -28,6 +29,16 @@ from esnode.core.types import (
 class Operations:
     settings: ConnectionSettings
     _cluster: core.ClusterState
+    _opened: weakref.WeakSet
+
+    @property
+    def subscriptions(self) -> list[SubscriptionView]:
+        """The subscriptions this client opened that have not ended yet."""
+        return [s for s in list(self._opened) if not s.ended]
+
+    def _track(self, subscription: SubscriptionView) -> SubscriptionView:
+        self._opened.add(subscription)
+        return subscription
 
     @property
     def endpoint(self) -> str | None:
@@ -107,6 +118,7 @@ class SubscriptionView:
     """What both subscription flavours show of their ``SubscriptionState``."""
 
     _state: core.SubscriptionState
+    _closing = False
 
     @property
     def id(self) -> int:
@@ -121,6 +133,11 @@ class SubscriptionView:
     @property
     def caught_up_position(self) -> int | None:
         return self._state.caught_up_position
+
+    @property
+    def ended(self) -> bool:
+        """True once the subscription was closed (or closing) or dropped for good."""
+        return self._closing or self._state.ended
 
     @property
     def last_event(self) -> RecordedEvent | None:

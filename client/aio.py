@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import zmq
 import zmq.asyncio
-
 from esnode.client import _core as core
 from esnode.client._api import Operations, SubscriptionView
 from esnode.client._dns import resolve_async
@@ -56,6 +56,7 @@ class AsyncClient(Operations):
     def __init__(self, settings: ConnectionSettings) -> None:
         self.settings = settings
         self._cluster = core.ClusterState(settings)
+        self._opened = weakref.WeakSet()
         self._ctx = zmq.asyncio.Context()  # throwaway discovery probes
         self._data_ctx = zmq.Context()  # the DEALER: plain socket, watched by the loop
         self._sock: zmq.Socket | None = None
@@ -98,7 +99,7 @@ class AsyncClient(Operations):
         state = await self._drive(core.open_subscription(
             stream, from_, window, on_caught_up, timeout or self.settings.operation_timeout,
             self.settings, self._cluster), inbox)
-        return AsyncSubscription(self, state, inbox)
+        return self._track(AsyncSubscription(self, state, inbox))
 
     async def close(self) -> None:
         if self._closed:
@@ -106,7 +107,7 @@ class AsyncClient(Operations):
         self._closed = self._cluster.closed = True
         linger = 0
         if self._sock is not None:
-            for sub in list(self._core._subs):
+            for sub in self._core.subscriptions:
                 frame = self._core.unsubscribe(sub)
                 if frame is not None:
                     linger = CLOSE_LINGER_MS
@@ -331,6 +332,7 @@ class AsyncSubscription(SubscriptionView):
             state.feed(*item)
 
     async def close(self) -> None:
+        self._closing = True
         client = self._client
         frame = None if client._closed else client._core.unsubscribe(self._state.id)
         if frame is not None:

@@ -19,12 +19,13 @@ import os
 import queue
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
-
 from esnode.client import _core as core
 from esnode.client._api import Operations, SubscriptionView
 from esnode.client._dns import resolve
@@ -50,6 +51,41 @@ def configure_socket(sock: zmq.Socket, endpoint: str) -> None:
     if endpoint.startswith("tcp://["):
         sock.setsockopt(zmq.IPV6, 1)
     sock.connect(endpoint)
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    call: core.Call
+    waiter: _Waiter
+    timeout: float | None
+    inbox: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _Credit:
+    subscription: int
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Unsubscribe:
+    subscription: int
+    inbox: queue.SimpleQueue
+
+
+@dataclass(frozen=True, slots=True)
+class _Connect:
+    endpoint: str
+    waiter: _Waiter
+
+
+@dataclass(frozen=True, slots=True)
+class _Close:
+    pass
+
+
+_Command = _Call | _Credit | _Unsubscribe | _Connect | _Close
+"""What callers hand the I/O thread."""
 
 
 class _Waiter:
@@ -99,6 +135,7 @@ class Client(Operations):
     def __init__(self, settings: ConnectionSettings) -> None:
         self.settings = settings
         self._cluster = core.ClusterState(settings)
+        self._opened = weakref.WeakSet()
         self._core = core.ProtocolCore("", settings.keepalive_interval,
                                        settings.keepalive_timeout, self._cluster.stats)
         self._switch_lock = threading.Lock()
@@ -148,7 +185,7 @@ class Client(Operations):
         state = self._drive(core.open_subscription(
             stream, from_, window, on_caught_up, timeout or self.settings.operation_timeout,
             self.settings, self._cluster), inbox)
-        return Subscription(self, state, inbox)
+        return self._track(Subscription(self, state, inbox))
 
     def close(self) -> None:
         """Fail what is in flight, end subscriptions, close the socket and stop the thread."""
@@ -156,7 +193,7 @@ class Client(Operations):
             return
         self._closed = self._cluster.closed = True
         if self._thread is not None:
-            self._queue.append(("close",))
+            self._queue.append(_Close())
             self._wake()
             self._thread.join()
         os.close(self._wake_r)
@@ -209,7 +246,7 @@ class Client(Operations):
         if self._closed:
             raise ClientClosed(f"{call.what or call.op}: the client is closed")
         waiter = _Waiter()
-        self._queue.append(("call", call, waiter, timeout, inbox))
+        self._queue.append(_Call(call, waiter, timeout, inbox))
         if not self._awake:
             self._wake()
         if not waiter.wait(None if timeout is None else timeout + _GRACE):
@@ -223,7 +260,7 @@ class Client(Operations):
         if self._closed:
             raise ClientClosed("the client is closed")
         waiter = _Waiter()
-        self._queue.append(("connect", endpoint, waiter))
+        self._queue.append(_Connect(endpoint, waiter))
         self._wake()
         while not waiter.wait(0.5):
             if not self._thread.is_alive():
@@ -231,7 +268,7 @@ class Client(Operations):
         if waiter.error is not None:
             raise waiter.error
 
-    def _post(self, command: tuple) -> None:
+    def _post(self, command: _Command) -> None:
         if not self._closed:
             self._queue.append(command)
             if not self._awake:
@@ -262,7 +299,7 @@ class Client(Operations):
         try:
             self._ready.set()
             while (switch := self._io_loop(sock)) is not None:
-                _, endpoint, waiter = switch
+                endpoint, waiter = switch.endpoint, switch.waiter
                 old = self._core.endpoint
                 _deliver(self._core.close(f"the client moved from {old} to {endpoint}"
                                           if old else "connecting", lost=True))
@@ -279,14 +316,14 @@ class Client(Operations):
             self._ready.set()
             _deliver(self._core.close(reason))
             for cmd in self._queue:
-                if cmd[0] == "call":
-                    cmd[2].set(core.ERROR, ClientClosed(f"{cmd[1].what}: {reason}"))
-                elif cmd[0] == "connect":
-                    cmd[2].set(core.ERROR, ClientClosed(reason))
+                if type(cmd) is _Call:
+                    cmd.waiter.set(core.ERROR, ClientClosed(f"{cmd.call.what}: {reason}"))
+                elif type(cmd) is _Connect:
+                    cmd.waiter.set(core.ERROR, ClientClosed(reason))
             self._queue.clear()
             sock.close(linger=CLOSE_LINGER_MS)
 
-    def _io_loop(self, sock: zmq.Socket) -> tuple | None:
+    def _io_loop(self, sock: zmq.Socket) -> _Connect | None:
         """Serve ``sock`` until the client closes (None) or a ``connect`` command comes
         (returned: the caller replaces the socket and calls again)."""
         pc = self._core
@@ -323,21 +360,20 @@ class Client(Operations):
                 self._awake = False  # after the read: a wake written from here on is kept
             while commands:
                 cmd = commands.popleft()
-                kind = cmd[0]
-                if kind == "call":
-                    _, call, waiter, timeout, inbox = cmd
-                    out(pc.start(call, waiter, monotonic(), timeout, inbox)[1])
-                elif kind == "credit":
-                    out(pc.credit(cmd[1], cmd[2]))
-                elif kind == "unsubscribe":
-                    frame = pc.unsubscribe(cmd[1])
+                kind = type(cmd)
+                if kind is _Call:
+                    out(pc.start(cmd.call, cmd.waiter, monotonic(), cmd.timeout, cmd.inbox)[1])
+                elif kind is _Credit:
+                    out(pc.credit(cmd.subscription, cmd.n))
+                elif kind is _Unsubscribe:
+                    frame = pc.unsubscribe(cmd.subscription)
                     if frame is not None:
                         out(frame)
-                    cmd[2].put((core.CLOSED, None))
-                elif kind == "connect":
+                    cmd.inbox.put((core.CLOSED, None))
+                elif kind is _Connect:
                     return cmd
-                elif kind == "close":
-                    for sub in list(pc._subs):
+                elif kind is _Close:
+                    for sub in pc.subscriptions:
                         frame = pc.unsubscribe(sub)
                         if frame is not None:
                             out(frame)
@@ -417,7 +453,7 @@ class Subscription(SubscriptionView):
                               self._inbox)
                 continue
             if credit:
-                self._client._post(("credit", state.id, credit))
+                self._client._post(_Credit(state.id, credit))
             if event is core.END:
                 return None
             if event is not None:
@@ -433,10 +469,11 @@ class Subscription(SubscriptionView):
 
     def close(self) -> None:
         """Unsubscribe; iteration ends once the events already received are consumed."""
+        self._closing = True
         if self._client._closed:
             self._inbox.put((core.CLOSED, None))
         else:
-            self._client._post(("unsubscribe", self._state.id, self._inbox))
+            self._client._post(_Unsubscribe(self._state.id, self._inbox))
 
     def __enter__(self) -> Subscription:
         return self

@@ -117,9 +117,9 @@ def test_subscription_ends_on_close_and_is_dropped_by_tombstone(client):
     stream = unique()
     client.append(stream, new_event("A"))
     sub = client.subscribe(stream)
-    assert next(sub).version == 0
+    assert next(sub).version == 0 and client.subscriptions == [sub] and not sub.ended
     sub.close()
-    assert list(sub) == []
+    assert list(sub) == [] and sub.ended and client.subscriptions == []
     sub = client.subscribe(stream)
     assert next(sub).version == 0
     client.delete(stream, tombstone=True)

@@ -1,0 +1,138 @@
+"""Calls: one request each (validated with the node's own rules, ``core.messages``) together
+with the decoder of its reply. No I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+from esnode.client.model import ClusterInfo, Pong
+from esnode.core import messages as m
+from esnode.core.types import (
+    ANY,
+    AllSlice,
+    AppendSuccess,
+    DeleteSuccess,
+    EventData,
+    RecordedEvent,
+    StreamMetadata,
+    StreamSlice,
+)
+
+DEFAULT_SUBSCRIPTION_WINDOW = 1000
+"""Events a subscription may have in flight or buffered before the consumer takes them."""
+
+
+
+# --- calls --------------------------------------------------------------------------------------
+class Call(NamedTuple):
+    """One request: ``op`` and ``args`` go on the wire; ``decode`` turns the ``ok`` body into
+    the typed result; ``write`` says an unanswered call has an unknown outcome; ``what``
+    names it in error messages."""
+
+    op: str
+    args: dict
+    decode: Callable[[Any], Any]
+    write: bool = False
+    what: str = ""
+    idempotent: bool = True
+    """Sending it again after an unknown outcome cannot do it twice (reads; appends, whose
+    event ids the node deduplicates). Deletes and metadata writes are not."""
+
+
+_event = RecordedEvent._make
+
+
+def _events(raw: list) -> list[RecordedEvent]:
+    return [_event(e) for e in raw]
+
+
+def _append_success(body: dict) -> AppendSuccess:
+    return AppendSuccess(body["first_version"], body["last_version"], body["position"],
+                         body.get("idempotent", False))
+
+
+def _leader(args: dict, requires_leader: bool) -> dict:
+    if requires_leader:
+        args["requires_leader"] = True
+    return args
+
+
+def append(stream: str, events: Iterable[EventData] | EventData, expected_version: int = ANY,
+           requires_leader: bool = False) -> Call:
+    if isinstance(events, EventData):
+        events = (events,)
+    req = m.Append(stream, expected_version, tuple(events), requires_leader)
+    return Call("append", _leader({"stream": stream, "expected_version": expected_version,
+                                   "events": req.events}, requires_leader),
+                _append_success, True, f"append to {stream!r}")
+
+
+def read_stream(stream: str, from_version: int = 0, max_count: int = 500,
+                backwards: bool = False, requires_leader: bool = False) -> Call:
+    m.ReadStream(stream, from_version, max_count, backwards)
+
+    def decode(body: dict) -> StreamSlice:
+        return StreamSlice(stream, _events(body["events"]), body["next_version"],
+                           body["last_version"], body["is_end"])
+
+    return Call("read_stream", _leader({"stream": stream, "from_version": from_version,
+                                        "max_count": max_count, "backwards": backwards},
+                                       requires_leader), decode, False, f"read of {stream!r}")
+
+
+def _all_slice(body: dict) -> AllSlice:
+    return AllSlice(_events(body["events"]), body["next_position"], body["is_end"])
+
+
+def read_all(from_position: int = 0, max_count: int = 1000, backwards: bool = False,
+             requires_leader: bool = False) -> Call:
+    m.ReadAll(from_position, max_count, backwards)
+    return Call("read_all", _leader({"from_position": from_position, "max_count": max_count,
+                                     "backwards": backwards}, requires_leader),
+                _all_slice, False, "read of $all")
+
+
+def delete(stream: str, expected_version: int = ANY, tombstone: bool = False,
+           requires_leader: bool = False) -> Call:
+    m.Delete(stream, expected_version, tombstone)
+    return Call("delete", _leader({"stream": stream, "expected_version": expected_version,
+                                   "tombstone": tombstone}, requires_leader),
+                lambda body: DeleteSuccess(body["position"]), True,
+                f"{'tombstone' if tombstone else 'delete'} of {stream!r}", False)
+
+
+def get_metadata(stream: str, requires_leader: bool = False) -> Call:
+    m.GetMetadata(stream)
+    return Call("get_metadata", _leader({"stream": stream}, requires_leader),
+                lambda b: StreamMetadata(b["stream"], b["version"], b["metadata"]), False,
+                f"metadata read of {stream!r}")
+
+
+def set_metadata(stream: str, metadata: dict, expected_version: int = ANY,
+                 requires_leader: bool = False) -> Call:
+    m.SetMetadata(stream, metadata, expected_version)
+    return Call("set_metadata", _leader({"stream": stream, "metadata": metadata,
+                                         "expected_version": expected_version}, requires_leader),
+                _append_success, True, f"metadata write of {stream!r}", False)
+
+
+def subscribe(stream: str, from_: int | str = m.FROM_START,
+              window: int = DEFAULT_SUBSCRIPTION_WINDOW) -> Call:
+    m.Subscribe(stream, from_, window)
+    return Call("subscribe", {"stream": stream, "from": from_, "credit": window},
+                lambda body: body["subscription"], False, f"subscription to {stream!r}")
+
+
+def cluster_info() -> Call:
+    return Call("cluster_info", {}, ClusterInfo.from_wire, False, "cluster_info")
+
+
+def ping() -> Call:
+    return Call("ping", {}, lambda b: Pong(b["node"], b["state"]), False, "ping")
+
+
+def _ignore(body: Any) -> None:
+    return None
+
+

@@ -1,0 +1,382 @@
+"""Flows: generators that yield effects (``Request``, ``Probe``, ``Resolve``, ``Sleep``,
+``Connect``, ``Rediscover``) which a shell performs and sends (or throws) back: discovery,
+the retry policy of one operation, re-discovery, and the resumption of a subscription."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from collections.abc import Callable, Generator
+from typing import Any, NamedTuple
+
+from esnode.client._calls import Call, cluster_info, ping, subscribe
+from esnode.client._cluster import ClusterState, DiscoveryFailed, Resubscribed, Retrying
+from esnode.client._protocol import ERROR, ProtocolCore
+from esnode.client._subscription import SubscriptionState
+from esnode.client.errors import (
+    ConnectionLost,
+    EsError,
+    NoQuorum,
+    NotLeader,
+    NotReady,
+    OperationTimeout,
+    OutcomeUnknown,
+    Unavailable,
+    WriteUnavailable,
+)
+from esnode.client.model import ClusterInfo, MemberInfo
+from esnode.client.settings import ConnectionSettings, zmq_endpoint
+from esnode.core.types import ALL_STREAM, AllSlice, StreamSlice
+
+
+# --- flows: generators of effects, performed by the shells -------------------------------------
+class ProbeExchange:
+    """One discovery question on a throwaway socket, without the I/O (both flavours): the
+    frame to send, then ``answer(frame)`` for each frame received until it returns True."""
+
+    def __init__(self, effect: Probe) -> None:
+        self.effect = effect
+        self._pc = ProtocolCore(effect.endpoint)
+        _, self.frame = self._pc.start(effect.call, True, 0.0, None)
+        self.result: Any = None
+
+    def answer(self, frame: bytes) -> bool:
+        """Feed a received frame; True once the answer is in ``result`` (an error raises)."""
+        done = self._pc.receive(frame)
+        if done is None:
+            return False
+        _, kind, payload = done
+        if kind == ERROR:
+            raise payload
+        self.result = payload
+        return True
+
+    def timeout(self) -> EsError:
+        e = self.effect
+        return OperationTimeout(f"{e.call.op} got no answer from {e.endpoint} within "
+                                f"{e.timeout:g}s")
+
+
+class Request(NamedTuple):
+    """Send ``call`` on the connection and wait for its answer (or ``timeout``)."""
+
+    call: Call
+    timeout: float | None
+
+
+class Probe(NamedTuple):
+    """Send ``call`` to ``endpoint`` on a throwaway connection and wait up to ``timeout``."""
+
+    endpoint: str
+    call: Call
+    timeout: float
+
+
+class Resolve(NamedTuple):
+    """Every A record of ``name`` (a list of address strings), asking ``server`` (host, port)
+    or the system's resolver; raise an ``EsError`` when there is none."""
+
+    name: str
+    server: tuple[str, int] | None
+    timeout: float
+
+
+class Sleep(NamedTuple):
+    seconds: float
+
+
+class Connect(NamedTuple):
+    """Make ``endpoint`` the client's connection: a fresh socket; whatever was in flight on
+    the old one fails (``ProtocolCore.close(..., lost=True)``)."""
+
+    endpoint: str
+
+
+class Rediscover(NamedTuple):
+    """Run ``reconnect(cluster, settings, generation, reason, hint)``, one caller at a time
+    (the shell holds a lock around it)."""
+
+    generation: int
+    reason: str
+    hint: str | None = None
+
+
+Flow = Generator[Request | Probe | Resolve | Sleep | Connect | Rediscover, Any, Any]
+
+RETRYABLE = (NotReady, NoQuorum)
+"""Errors after which the node has done nothing and the same request may be sent again."""
+
+REFUSALS = (NotReady, NoQuorum, NotLeader, Unavailable, ConnectionLost)
+"""Errors that say the request was not even looked at (nothing about earlier attempts)."""
+
+
+SERVING_STATES = ("Leader", "Follower", "ReadOnlyReplica")
+
+
+def choose_member(info: ClusterInfo, preference: str,
+                  rng: random.Random | None = None) -> MemberInfo | None:
+    """The member to talk to in a cluster view, by ``preference``: ``leader`` = the leader
+    (below), None while there is none; ``follower`` = a random alive ``Follower`` (read-only
+    replicas count), else the leader; ``random`` = any alive serving member. Members without
+    an external endpoint are never chosen.
+
+    The leader is the alive member with the highest epoch among those shown as ``Leader`` and
+    the one the answering node names as its leader (``info.leader``; it wins a tie). The
+    answering node learns a new leader at once, while the states in its member list are
+    gossip and may be a round or two old (the old leader still shown alive and ``Leader``,
+    the new one still ``Follower``)."""
+    usable = [x for x in info.members if x.alive and x.external]
+    leaders = sorted((x for x in usable if x.state == "Leader" or x.name == info.leader),
+                     key=lambda x: (-x.epoch, x.name != info.leader))
+    if preference == "leader":
+        return leaders[0] if leaders else None
+    followers = [x for x in usable if x.state in SERVING_STATES[1:] and x not in leaders[:1]]
+    pool = (followers or leaders[:1]) if preference == "follower" else followers + leaders[:1]
+    return (rng or random).choice(pool) if pool else None
+
+
+class RetryStep(NamedTuple):
+    delay: float
+    rediscover: bool
+    hint: str | None = None
+
+
+def retry_step(error: EsError, call: Call, attempt: int,
+               settings: ConnectionSettings) -> RetryStep | None:
+    """Whether an operation that failed with ``error`` after ``attempt`` retries is tried
+    again, after what delay, and whether the node must be re-discovered first (with the
+    endpoint to try first, e.g. the leader named by ``NotLeader``). None: raise ``error``."""
+    if attempt >= settings.max_retries:
+        return None
+    if isinstance(error, NotLeader):
+        if settings.direct:
+            return None
+        hint = zmq_endpoint(*error.leader) if error.leader else None
+        return RetryStep(0.0 if hint else settings.retry_delay, True, hint)
+    if isinstance(error, RETRYABLE):
+        return RetryStep(settings.retry_delay, not settings.direct)
+    if isinstance(error, OutcomeUnknown):  # includes WriteTimeout and a lost write
+        if not call.idempotent:
+            return None
+        return RetryStep(0.0 if isinstance(error, TimeoutError) else settings.retry_delay, True)
+    if isinstance(error, (OperationTimeout, ConnectionLost)):
+        return RetryStep(0.0, True)
+    return None
+
+
+def perform(call: Call, timeout: float | None, settings: ConnectionSettings,
+            cluster: ClusterState | None = None) -> Flow:
+    """One operation with the retry policy both flavours share: on a retryable failure
+    (``retry_step``) notify ``Retrying``, wait, re-discover the node when it is suspect and
+    send the SAME request again (an append keeps its event ids), at most ``max_retries``
+    times. ``timeout`` applies to each attempt."""
+    cluster = cluster if cluster is not None else ClusterState(settings)
+    what = call.what or call.op
+    attempt = 0
+    unknown: EsError | None = None
+    while True:
+        generation = cluster.generation
+        try:
+            return (yield Request(call, timeout))
+        except EsError as error:
+            if call.write and isinstance(error, OutcomeUnknown):
+                unknown = error
+            step = retry_step(error, call, attempt, settings)
+            if step is None or cluster.closed:
+                if unknown is not None and isinstance(error, REFUSALS):
+                    # The last attempt was refused before it was looked at, so it says
+                    # nothing about the earlier one, which may have been made.
+                    raise OutcomeUnknown(
+                        f"{what}: {_detail(what, unknown)}; a retry was then refused "
+                        f"({error.code}: {_detail(what, error)}): the write may or may not "
+                        "have been made; retry it with the same event ids") from error
+                raise
+            attempt += 1
+            cluster.emit(Retrying(what, attempt, error))
+            if step.delay:
+                yield Sleep(step.delay)
+            if step.rediscover:
+                try:
+                    yield Rediscover(generation, f"{what}: {error.code}", step.hint)
+                except Unavailable as exc:
+                    if unknown is not None:
+                        raise WriteUnavailable(f"{what}: {_detail(what, unknown)}; then {exc}") \
+                            from error
+                    raise Unavailable(f"{what} failed ({error.code}: {_detail(what, error)}); "
+                                      f"then {exc}") from error
+
+
+def _detail(what: str, error: EsError) -> str:
+    """``error``'s message without a leading ``what: `` (the client's own errors name the
+    operation already)."""
+    return str(error).removeprefix(f"{what}: ")
+
+
+def discover(settings: ConnectionSettings, cluster: ClusterState | None = None,
+             hint: str | None = None, leaving: str | None = None) -> Flow:
+    """Find the node to talk to; returns ``(zmq endpoint, node name or None)``.
+
+    Direct: ping the one endpoint (any answer will do). Otherwise, each round: the seeds
+    (``hint`` first, then the listed endpoints or the A records of the DNS name, then the
+    members of the last known view) are asked for ``cluster_info`` in turn; the first view
+    with a member to choose (``choose_member``) wins, once that member answers a ping.
+    Endpoints that did not answer earlier in this discovery (a dead node: every probe of it
+    costs ``gossip_timeout``), and ``leaving`` (the node the client is moving away from), are
+    tried last in each round, and a view that chooses one of them sends the client on to the
+    other endpoints first (then to it, at the end of the round). ``discovery_attempts`` rounds, ``discovery_interval`` apart; then ``Unavailable``
+    saying what each endpoint answered in the last round."""
+    cluster = cluster if cluster is not None else ClusterState(settings)
+    attempts, timeout = settings.discovery_attempts, settings.gossip_timeout
+    why: dict[str, str] = {}
+    suspects: set[str] = {leaving} if leaving else set()
+    for attempt in range(1, attempts + 1):
+        why = {}
+        if settings.direct:
+            endpoint = settings.zmq_endpoints[0]
+            try:
+                pong = yield Probe(endpoint, ping(), timeout)
+                return endpoint, getattr(pong, "node", None)
+            except OperationTimeout as exc:
+                why[endpoint] = str(exc)
+            except EsError:  # any answer, even an error, means it is there
+                return endpoint, None
+        else:
+            endpoints = yield from _seeds(settings, cluster, hint, why)
+            queue = [e for e in endpoints if e not in suspects] + \
+                [e for e in endpoints if e in suspects]
+            silent: set[str] = set()  # did not answer in this round
+            for endpoint in queue:  # may grow: a suspect chosen by a view is tried at the end
+                if endpoint in silent:
+                    continue
+                try:
+                    info = yield Probe(endpoint, cluster_info(), timeout)
+                except EsError as exc:
+                    why[endpoint] = f"{exc.code}: {exc}"
+                    if isinstance(exc, OperationTimeout):
+                        suspects.add(endpoint)
+                        silent.add(endpoint)
+                    continue
+                suspects.discard(endpoint)
+                cluster.members = info.members
+                member = choose_member(info, settings.node_preference, cluster.rng)
+                if member is None:
+                    states = ", ".join(f"{x.name} {x.state}{'' if x.alive else ' (dead)'}"
+                                       for x in info.members)
+                    why[endpoint] = (f"no {settings.node_preference} to choose in its view "
+                                     f"({states})")
+                    continue
+                target = zmq_endpoint(*member.external)
+                if target != endpoint:
+                    if target in suspects:
+                        why[endpoint] = (f"chose {member.name} at {target}, which did not "
+                                         "answer before")
+                        if target not in silent and target not in queue:
+                            queue.append(target)
+                        continue
+                    try:
+                        yield Probe(target, ping(), timeout)
+                    except OperationTimeout as exc:
+                        why[endpoint] = f"chose {member.name} at {target}, which did not " \
+                                        f"answer ({exc})"
+                        suspects.add(target)
+                        silent.add(target)
+                        continue
+                    except EsError:
+                        pass
+                return target, member.name
+        if attempt < attempts:
+            yield Sleep(settings.discovery_interval)
+    mode = ("direct connection" if settings.direct
+            else f"DNS name {settings.endpoints[0][0]!r}" if settings.dns
+            else f"{len(settings.endpoints)} seed(s)")
+    tried = "; ".join(f"{endpoint}: {reason}" for endpoint, reason in why.items())
+    raise Unavailable(f"no node answered after {attempts} attempt(s) ({mode}, node preference "
+                      f"{settings.node_preference}); last attempt: {tried or 'nothing to try'}")
+
+
+def _seeds(settings: ConnectionSettings, cluster: ClusterState, hint: str | None,
+           why: dict[str, str]) -> Generator[Any, Any, list[str]]:
+    if settings.dns:
+        name, port = settings.endpoints[0]
+        try:
+            ipaddress.ip_address(name)
+            addresses = [name]
+        except ValueError:
+            try:
+                addresses = yield Resolve(name, settings.dns_server, settings.gossip_timeout)
+            except EsError as exc:
+                why[f"DNS {name}"] = str(exc)
+                addresses = []
+        seeds = [zmq_endpoint(address, port) for address in addresses]
+    else:
+        seeds = settings.zmq_endpoints
+    known = [zmq_endpoint(*x.external) for x in cluster.members if x.external]
+    return list(dict.fromkeys(([hint] if hint else []) + seeds + known))
+
+
+def reconnect(cluster: ClusterState, settings: ConnectionSettings, generation: int,
+              reason: str, hint: str | None = None) -> Flow:
+    """Discover a node and connect to it — unless the connection changed since
+    ``generation`` (another caller did it already); the node the client is on now is tried
+    last. The first connection is ``reconnect(cluster, settings, 0, "connect")``."""
+    if cluster.generation != generation:
+        return
+    try:
+        endpoint, node = yield from discover(settings, cluster, hint,
+                                             cluster.endpoint if generation else None)
+    except Unavailable as exc:
+        if generation:
+            cluster.emit(DiscoveryFailed(exc))
+        raise
+    yield Connect(endpoint)
+    cluster.connected(endpoint, node, reason)
+
+
+def resume_from(state: SubscriptionState) -> int | str:
+    """Where a subscription continues after a failover, exclusive: after the last event it
+    handed out (its version, or its position for ``$all``); with none yet, after the
+    ``$all`` position it caught up at; else where it started."""
+    last = state.last_event
+    if last is not None:
+        return last.position if state.stream == ALL_STREAM else last.version
+    if state.stream == ALL_STREAM and state.caught_up_position is not None \
+            and state.caught_up_position >= 0:
+        return state.caught_up_position
+    return state.from_
+
+
+def resubscribe(state: SubscriptionState, settings: ConnectionSettings,
+                cluster: ClusterState) -> Flow:
+    """Make a lost subscription again (after re-discovery if its node is suspect), from
+    ``resume_from(state)``: no gap, no duplicate. The shell performs it with the
+    subscription's inbox."""
+    reason = state.lost_reason
+    yield Rediscover(state.generation, f"subscription to {state.stream!r}: "
+                     f"{getattr(reason, 'code', 'lost')}")
+    from_ = resume_from(state)
+    generation = cluster.generation
+    sub_id = yield from perform(subscribe(state.stream, from_, state.window),
+                                settings.operation_timeout, settings, cluster)
+    state.restart(sub_id, generation)
+    cluster.emit(Resubscribed(state.stream, from_, cluster.endpoint or ""))
+
+
+def next_page(page: StreamSlice | AllSlice, delivered: int, limit: int | None) -> int | None:
+    """Where the next page of a paged read starts, or None when the read is done."""
+    if page.is_end or not page.events or (limit is not None and delivered >= limit):
+        return None
+    return page.next_version if type(page) is StreamSlice else page.next_position
+
+
+def page_size(default: int, delivered: int, limit: int | None) -> int:
+    return default if limit is None else max(1, min(default, limit - delivered))
+
+
+def open_subscription(stream: str, from_: int | str, window: int,
+                      on_caught_up: Callable[[int | None], Any] | None, timeout: float,
+                      settings: ConnectionSettings, cluster: ClusterState) -> Flow:
+    """Subscribe (with retries); returns the ``SubscriptionState`` to consume it with."""
+    generation = cluster.generation
+    sub_id = yield from perform(subscribe(stream, from_, window), timeout, settings, cluster)
+    return SubscriptionState(sub_id, window, on_caught_up, stream, from_, generation)
+
