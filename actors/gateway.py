@@ -244,7 +244,8 @@ class GatewayActor(pykka.ThreadingActor):
                 return m.Reply(self._cluster_info())
             if cls is m.Ping:
                 info = self._cluster_info()
-                return m.Reply({"node": info["node"], "state": info["state"]})
+                return m.Reply({"node": info["node"], "state": info["state"],
+                                "incarnation": self._board.incarnation})
         except EsError as exc:
             return m.ErrorReply(exc)
         raise TypeError(f"gateway cannot answer {cls.__name__}")

@@ -289,4 +289,5 @@ class Node:
                         "writer_position": self.store.writer_position,
                         "commit_position": board.readable_position, "priority": c.priority}]
         return {"cluster": self.topology.cluster.name, "node": c.name,
-                "state": board.state.name, "leader": board.leader, "members": members}
+                "state": board.state.name, "leader": board.leader, "members": members,
+                "incarnation": board.incarnation}

@@ -61,6 +61,7 @@ class SubscriptionsActor(pykka.ThreadingActor):
         self._clock = clock
         self._on_fatal = on_failure
         self._committed = board.readable_position
+        self._incarnation = board.incarnation
         self._subs: dict[tuple[bytes, int], Subscription] = {}
 
     def on_receive(self, message: object) -> None:
@@ -107,7 +108,12 @@ class SubscriptionsActor(pykka.ThreadingActor):
         sub = Subscription(env.peer, env.corr, request.stream,
                            self._start(request.stream, request.from_), request.credit)
         self._subs[key] = sub
-        self._reply(env.peer, env.corr, m.Reply({"subscription": env.corr}))
+        # The start position, resolved ("end" becomes a number): a client that loses this
+        # subscription before it delivers anything resumes from here, so nothing committed
+        # after this confirmation is skipped on another node.
+        self._reply(env.peer, env.corr, m.Reply({"subscription": env.corr,
+                                                 "from": sub.next - 1,
+                                                 "incarnation": self._incarnation}))
         self._pump(sub)
 
     def _credit(self, env: m.ClientEnvelope, request: m.Credit) -> None:
@@ -143,7 +149,11 @@ class SubscriptionsActor(pykka.ThreadingActor):
             return from_ + 1  # delivery starts after the given version/position
         if stream == ALL_STREAM:
             return self._committed + 1
-        return self._store.stream_version(stream) + 1
+        try:  # the last committed version: a later one may still be lost in a failover
+            return self._store.read_stream(stream, -1, 0, True,
+                                           up_to_position=self._committed).last_version + 1
+        except (StreamNotFound, StreamDeleted):
+            return self._store.stream_version(stream) + 1
 
     def _pump(self, sub: Subscription) -> None:
         """Deliver what the subscriber has credit for, then report caught-up once."""

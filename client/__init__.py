@@ -17,6 +17,7 @@ from esnode.client._core import (
     NodeChanged,
     Reconnected,
     Resubscribed,
+    Resubscribing,
     Retrying,
 )
 from esnode.client.aio import AsyncClient, AsyncSubscription, connect_async
@@ -66,7 +67,7 @@ from esnode.core.types import (
 __all__ = [
     "ALL_STREAM", "ANY", "FROM_END", "FROM_START", "NO_STREAM", "STREAM_EXISTS",
     "ClientStats", "ConnectionLost", "DiscoveryFailed", "NodeChanged", "Reconnected",
-    "Resubscribed", "Retrying", "WriteUnavailable",
+    "Resubscribed", "Resubscribing", "Retrying", "WriteUnavailable",
     "AllSlice", "AppendSuccess", "AsyncClient", "AsyncSubscription", "BadRequest", "Client",
     "ClientClosed", "ClusterInfo", "ConnectionSettings", "DeleteSuccess", "EsError",
     "EventData", "IdempotencyConflict", "InvalidConnectionString", "MemberInfo", "NoQuorum",

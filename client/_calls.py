@@ -117,11 +117,24 @@ def set_metadata(stream: str, metadata: dict, expected_version: int = ANY,
                 _append_success, True, f"metadata write of {stream!r}", False)
 
 
+class Subscribed(NamedTuple):
+    """A subscription's confirmation: its id, where it starts (exclusive; ``"end"``
+    resolved to a number; None from a node that does not say) and the node's incarnation."""
+
+    id: int
+    from_: int | None = None
+    incarnation: str | None = None
+
+
+def _subscribed(body: dict) -> Subscribed:
+    return Subscribed(body["subscription"], body.get("from"), body.get("incarnation"))
+
+
 def subscribe(stream: str, from_: int | str = m.FROM_START,
               window: int = DEFAULT_SUBSCRIPTION_WINDOW) -> Call:
     m.Subscribe(stream, from_, window)
     return Call("subscribe", {"stream": stream, "from": from_, "credit": window},
-                lambda body: body["subscription"], False, f"subscription to {stream!r}")
+                _subscribed, False, f"subscription to {stream!r}")
 
 
 def cluster_info() -> Call:
@@ -129,7 +142,8 @@ def cluster_info() -> Call:
 
 
 def ping() -> Call:
-    return Call("ping", {}, lambda b: Pong(b["node"], b["state"]), False, "ping")
+    return Call("ping", {}, lambda b: Pong(b["node"], b["state"], b.get("incarnation")),
+                False, "ping")
 
 
 def _ignore(body: Any) -> None:

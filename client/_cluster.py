@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -69,6 +70,24 @@ class Resubscribed:
 
 
 @dataclass(frozen=True, slots=True)
+class Resubscribing:
+    """A lost subscription could not be made again yet (``error``); attempt ``attempt``
+    comes after ``delay`` seconds. It keeps trying until ``elapsed`` reaches ``patience``."""
+
+    stream: str
+    attempt: int
+    elapsed: float
+    patience: float
+    delay: float
+    error: EsError
+
+    def __str__(self) -> str:
+        return (f"subscription to {self.stream!r} still lost after {self.elapsed:.1f}s of "
+                f"{self.patience:g}s patience ({self.error.code}: {self.error}); trying again "
+                f"in {self.delay:.2f}s")
+
+
+@dataclass(frozen=True, slots=True)
 class DiscoveryFailed:
     """Re-discovery gave up (the error raised to the operation that needed it)."""
 
@@ -78,7 +97,7 @@ class DiscoveryFailed:
         return f"discovery failed: {self.error}"
 
 
-Notice = Reconnected | NodeChanged | Retrying | Resubscribed | DiscoveryFailed
+Notice = Reconnected | NodeChanged | Retrying | Resubscribed | Resubscribing | DiscoveryFailed
 
 
 @dataclass(slots=True)
@@ -91,13 +110,16 @@ class ClientStats:
     resubscriptions: int = 0
     discovery_failures: int = 0
     heartbeat_failures: int = 0
+    node_restarts: int = 0
+    resubscribe_waits: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 _COUNTERS = {Retrying: "retries", Reconnected: "reconnections", NodeChanged: "node_changes",
-             Resubscribed: "resubscriptions", DiscoveryFailed: "discovery_failures"}
+             Resubscribed: "resubscriptions", DiscoveryFailed: "discovery_failures",
+             Resubscribing: "resubscribe_waits"}
 
 
 class ClusterState:
@@ -106,8 +128,11 @@ class ClusterState:
     the last cluster view, the stats and the callbacks. Shared by every flow of one client;
     its methods are safe from any thread."""
 
-    def __init__(self, settings: ConnectionSettings, rng: random.Random | None = None) -> None:
+    def __init__(self, settings: ConnectionSettings, rng: random.Random | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
+        self.clock = clock
+        """Monotonic seconds, for the flows' deadlines and patience (a fake in tests)."""
         self.generation = 0
         self.closed = False
         """Set by the shell when the client closes: nothing is retried any more."""
@@ -130,7 +155,8 @@ class ClusterState:
         counter = _COUNTERS[type(notice)]
         with self._lock:
             setattr(self.stats, counter, getattr(self.stats, counter) + 1)
-        level = logging.INFO if type(notice) in (Retrying, Resubscribed) else logging.WARNING
+        level = logging.INFO if type(notice) in (Retrying, Resubscribed, Resubscribing) \
+            else logging.WARNING
         log.log(level, "esnode client: %s", notice)
         for callback in list(self._listeners):
             try:

@@ -33,6 +33,7 @@ from __future__ import annotations
 from esnode.client._calls import (  # noqa: F401
     DEFAULT_SUBSCRIPTION_WINDOW,
     Call,
+    Subscribed,
     append,
     cluster_info,
     delete,
@@ -51,10 +52,13 @@ from esnode.client._cluster import (  # noqa: F401
     Notice,
     Reconnected,
     Resubscribed,
+    Resubscribing,
     Retrying,
 )
 from esnode.client._flows import (  # noqa: F401
+    BACKOFF_CAP,
     REFUSALS,
+    RESUBSCRIBE_BACKOFF_CAP,
     RETRYABLE,
     SERVING_STATES,
     Connect,
@@ -66,6 +70,7 @@ from esnode.client._flows import (  # noqa: F401
     Resolve,
     RetryStep,
     Sleep,
+    backoff,
     choose_member,
     discover,
     next_page,

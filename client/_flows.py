@@ -10,9 +10,15 @@ from collections.abc import Callable, Generator
 from typing import Any, NamedTuple
 
 from esnode.client._calls import Call, cluster_info, ping, subscribe
-from esnode.client._cluster import ClusterState, DiscoveryFailed, Resubscribed, Retrying
+from esnode.client._cluster import (
+    ClusterState,
+    DiscoveryFailed,
+    Resubscribed,
+    Resubscribing,
+    Retrying,
+)
 from esnode.client._protocol import ERROR, ProtocolCore
-from esnode.client._subscription import SubscriptionState
+from esnode.client._subscription import RESUMABLE_DROPS, SubscriptionState
 from esnode.client.errors import (
     ConnectionLost,
     EsError,
@@ -143,10 +149,12 @@ class RetryStep(NamedTuple):
 
 def retry_step(error: EsError, call: Call, attempt: int,
                settings: ConnectionSettings) -> RetryStep | None:
-    """Whether an operation that failed with ``error`` after ``attempt`` retries is tried
-    again, after what delay, and whether the node must be re-discovered first (with the
+    """Whether an operation that failed with ``error`` is tried again, after what delay
+    (the first; ``perform`` backs off from there), ``attempt`` being how many of its
+    attempts timed out before (at most ``max_retries`` are retried: each cost a whole
+    timeout; refusals are bounded by ``perform``'s deadline instead), and whether the node must be re-discovered first (with the
     endpoint to try first, e.g. the leader named by ``NotLeader``). None: raise ``error``."""
-    if attempt >= settings.max_retries:
+    if isinstance(error, TimeoutError) and attempt >= settings.max_retries:
         return None
     if isinstance(error, NotLeader):
         if settings.direct:
@@ -164,24 +172,69 @@ def retry_step(error: EsError, call: Call, attempt: int,
     return None
 
 
+BACKOFF_CAP = 1.0
+"""Longest wait between two retries of one operation."""
+RESUBSCRIBE_BACKOFF_CAP = 2.0
+"""Longest wait between two attempts of a subscription to come back."""
+
+
+def backoff(first: float, n: int, cap: float) -> float:
+    """The wait before retry ``n`` (1, 2, ...): ``first``, then doubling (from at least
+    50 ms) up to ``cap``."""
+    if n <= 1:
+        return first
+    return min(cap, max(first, 0.05) * 2 ** min(n - 1, 30))
+
+
 def perform(call: Call, timeout: float | None, settings: ConnectionSettings,
             cluster: ClusterState | None = None) -> Flow:
     """One operation with the retry policy both flavours share: on a retryable failure
-    (``retry_step``) notify ``Retrying``, wait, re-discover the node when it is suspect and
-    send the SAME request again (an append keeps its event ids), at most ``max_retries``
-    times. ``timeout`` applies to each attempt."""
+    (``retry_step``) notify ``Retrying``, wait (backing off), re-discover the node when it is
+    suspect and send the SAME request again (an append keeps its event ids).
+
+    Refusals (``NotReady``, ``NoQuorum``, ``NotLeader``, a lost connection, no node found)
+    are retried until ``timeout`` has passed since the operation began, however many it
+    takes: an election that outlasts a few quick retries does not fail the operation.
+    Attempts that timed out are retried at most ``max_retries`` times. ``timeout`` applies
+    to each attempt."""
     cluster = cluster if cluster is not None else ClusterState(settings)
+    clock = cluster.clock
     what = call.what or call.op
-    attempt = 0
+    deadline = clock() + (timeout if timeout is not None else settings.operation_timeout)
+    attempt = timed_out = fast = 0
     unknown: EsError | None = None
+    last: EsError = Unavailable("no attempt yet")
+    rediscover: Rediscover | None = None
     while True:
+        if rediscover is not None:
+            try:
+                yield rediscover
+            except Unavailable as exc:
+                if clock() >= deadline or cluster.closed:
+                    if unknown is not None:
+                        raise WriteUnavailable(f"{what}: {_detail(what, unknown)}; then {exc}") \
+                            from last
+                    raise Unavailable(f"{what} failed ({last.code}: {_detail(what, last)}); "
+                                      f"then {exc}") from last
+                attempt += 1
+                fast += 1
+                cluster.emit(Retrying(what, attempt, exc))
+                yield Sleep(min(backoff(settings.retry_delay, fast, BACKOFF_CAP),
+                                max(0.0, deadline - clock())))
+                rediscover = Rediscover(cluster.generation, f"{what}: {exc.code}")
+                continue
+            rediscover = None
         generation = cluster.generation
         try:
             return (yield Request(call, timeout))
         except EsError as error:
+            last = error
             if call.write and isinstance(error, OutcomeUnknown):
                 unknown = error
-            step = retry_step(error, call, attempt, settings)
+            step = retry_step(error, call, timed_out, settings)
+            timed = isinstance(error, TimeoutError)
+            if step is not None and not timed and clock() >= deadline:
+                step = None
             if step is None or cluster.closed:
                 if unknown is not None and isinstance(error, REFUSALS):
                     # The last attempt was refused before it was looked at, so it says
@@ -192,18 +245,17 @@ def perform(call: Call, timeout: float | None, settings: ConnectionSettings,
                         "have been made; retry it with the same event ids") from error
                 raise
             attempt += 1
+            if timed:
+                timed_out += 1
+            else:
+                fast += 1
             cluster.emit(Retrying(what, attempt, error))
-            if step.delay:
-                yield Sleep(step.delay)
+            delay = step.delay if timed else min(backoff(step.delay, fast, BACKOFF_CAP),
+                                                 max(0.0, deadline - clock()))
+            if delay:
+                yield Sleep(delay)
             if step.rediscover:
-                try:
-                    yield Rediscover(generation, f"{what}: {error.code}", step.hint)
-                except Unavailable as exc:
-                    if unknown is not None:
-                        raise WriteUnavailable(f"{what}: {_detail(what, unknown)}; then {exc}") \
-                            from error
-                    raise Unavailable(f"{what} failed ({error.code}: {_detail(what, error)}); "
-                                      f"then {exc}") from error
+                rediscover = Rediscover(generation, f"{what}: {error.code}", step.hint)
 
 
 def _detail(what: str, error: EsError) -> str:
@@ -335,7 +387,8 @@ def reconnect(cluster: ClusterState, settings: ConnectionSettings, generation: i
 def resume_from(state: SubscriptionState) -> int | str:
     """Where a subscription continues after a failover, exclusive: after the last event it
     handed out (its version, or its position for ``$all``); with none yet, after the
-    ``$all`` position it caught up at; else where it started."""
+    ``$all`` position it caught up at; else where it started (``"end"`` resolved to a
+    number by the node's confirmation, so nothing written after it is skipped)."""
     last = state.last_event
     if last is not None:
         return last.position if state.stream == ALL_STREAM else last.version
@@ -349,16 +402,43 @@ def resubscribe(state: SubscriptionState, settings: ConnectionSettings,
                 cluster: ClusterState) -> Flow:
     """Make a lost subscription again (after re-discovery if its node is suspect), from
     ``resume_from(state)``: no gap, no duplicate. The shell performs it with the
-    subscription's inbox."""
-    reason = state.lost_reason
-    yield Rediscover(state.generation, f"subscription to {state.stream!r}: "
-                     f"{getattr(reason, 'code', 'lost')}")
-    from_ = resume_from(state)
-    generation = cluster.generation
-    sub_id = yield from perform(subscribe(state.stream, from_, state.window),
-                                settings.operation_timeout, settings, cluster)
-    state.restart(sub_id, generation)
-    cluster.emit(Resubscribed(state.stream, from_, cluster.endpoint or ""))
+    subscription's inbox.
+
+    It keeps trying (re-discovery, subscribe; waits backing off up to
+    ``RESUBSCRIBE_BACKOFF_CAP``, each announced by a ``Resubscribing`` notice) for
+    ``settings.patience`` seconds from the loss — forever with ``keep_reconnecting`` — so a
+    consumer rides out any outage shorter than that; then ``Unavailable``."""
+    clock = cluster.clock
+    started = clock()
+    patience = settings.patience
+    reason: EsError | None = state.lost_reason
+    generation = state.generation
+    waits = 0
+    while True:
+        try:
+            yield Rediscover(generation, f"subscription to {state.stream!r}: "
+                             f"{getattr(reason, 'code', 'lost')}")
+            from_ = resume_from(state)
+            generation = cluster.generation
+            confirmed = yield from perform(subscribe(state.stream, from_, state.window),
+                                           settings.operation_timeout, settings, cluster)
+        except (*RESUMABLE_DROPS, OperationTimeout) as exc:
+            elapsed = clock() - started
+            if cluster.closed:
+                raise
+            if elapsed >= patience:
+                raise Unavailable(f"subscription to {state.stream!r} gave up after "
+                                  f"{elapsed:.1f}s (patience {patience:g}s): {exc}") from exc
+            waits += 1
+            delay = min(backoff(settings.retry_delay, waits, RESUBSCRIBE_BACKOFF_CAP),
+                        patience - elapsed)
+            cluster.emit(Resubscribing(state.stream, waits, elapsed, patience, delay, exc))
+            yield Sleep(delay)
+            reason, generation = exc, cluster.generation
+            continue
+        state.restart(confirmed, generation)
+        cluster.emit(Resubscribed(state.stream, from_, cluster.endpoint or ""))
+        return
 
 
 def next_page(page: StreamSlice | AllSlice, delivered: int, limit: int | None) -> int | None:
@@ -377,6 +457,8 @@ def open_subscription(stream: str, from_: int | str, window: int,
                       settings: ConnectionSettings, cluster: ClusterState) -> Flow:
     """Subscribe (with retries); returns the ``SubscriptionState`` to consume it with."""
     generation = cluster.generation
-    sub_id = yield from perform(subscribe(stream, from_, window), timeout, settings, cluster)
-    return SubscriptionState(sub_id, window, on_caught_up, stream, from_, generation)
+    confirmed = yield from perform(subscribe(stream, from_, window), timeout, settings, cluster)
+    state = SubscriptionState(confirmed.id, window, on_caught_up, stream, from_, generation)
+    state.confirmed(confirmed)
+    return state
 

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("esnode.client")
 
+_RUN_OPS = frozenset(("ping", "subscribe", "cluster_info"))
+"""Replies that carry the node's incarnation."""
+
 # --- one connection ----------------------------------------------------------------------------
 OK, ERROR, EVENTS, CAUGHT_UP, DROPPED, CLOSED = "ok", "error", "events", "caught_up", \
     "dropped", "closed"
@@ -62,6 +65,9 @@ class ProtocolCore:
         self._heard = False
         self._check_at: float | None = None
         self._heartbeat: int | None = None
+        self.incarnation: str | None = None
+        """The run of the node this connection talks to, once a reply said it."""
+        self.lost: list[tuple[Any, str, Any]] = []
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -115,9 +121,13 @@ class ProtocolCore:
                 self._heartbeat = None
             entry = self._pending.pop(corr, None)
             self._prune()
-            if entry is None or entry[1] is None:
+            if entry is None:
                 return None
             call, handle = entry
+            if kind == OK and call.op in _RUN_OPS and type(body) is dict:
+                self._check_run(body.get("incarnation"), corr)
+            if handle is None:
+                return None
             if kind == OK:
                 try:
                     return handle, OK, call.decode(body)
@@ -141,6 +151,33 @@ class ProtocolCore:
             del self._subs[corr]
             return inbox, DROPPED, _error(body)
         return None
+
+    def _check_run(self, incarnation: Any, corr: int) -> None:
+        """A node that answers with another incarnation than before restarted at the same
+        address (faster than the heartbeat noticed): what was in flight on the old run is
+        gone. It all fails into ``lost`` (subscriptions get ``LOST``, so they resubscribe),
+        except the request answered now."""
+        if incarnation is None or incarnation == self.incarnation:
+            return
+        if self.incarnation is not None:
+            inbox, check_at = self._subs.pop(corr, None), self._check_at
+            old = self.incarnation
+            if self._stats is not None:
+                self._stats.node_restarts += 1
+            log.warning("esnode client: %s restarted (run %s, now %s)",
+                        self.endpoint or "the node", old, incarnation)
+            self.lost.extend(self.close(
+                f"{self.endpoint or 'the node'} restarted (run {old}, now {incarnation}): "
+                "what was in flight on its previous run is gone", lost=True))
+            if inbox is not None:
+                self._subs[corr] = inbox
+                self._check_at = check_at
+        self.incarnation = incarnation
+
+    def take_lost(self) -> list[tuple[Any, str, Any]]:
+        """What a node restart failed (see ``_check_run``), for the shell to deliver."""
+        lost, self.lost = self.lost, []
+        return lost
 
     def _prune(self) -> None:
         heap, pending = self._deadlines, self._pending
@@ -225,6 +262,7 @@ class ProtocolCore:
         self._deadlines.clear()
         self._heartbeat = self._check_at = None
         self._heard = False
+        self.incarnation = None
         return out
 
 

@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from esnode.client._calls import Subscribed
 from esnode.client._protocol import CAUGHT_UP, DROPPED, EVENTS, LOST
 from esnode.client.errors import (
     ConnectionLost,
@@ -50,6 +51,9 @@ class SubscriptionState:
         self.last_event: RecordedEvent | None = None
         self.error: EsError | None = None
         self.ended = False
+        self.resubscriptions = 0
+        """How often it was made again after a loss (each time it catches up anew, and
+        ``on_caught_up`` runs again)."""
         self._on_caught_up = on_caught_up
         self._buffer: deque = deque()
         self._consumed = 0
@@ -96,10 +100,19 @@ class SubscriptionState:
         event = self.next_event()
         return event, self.credit_due()
 
-    def restart(self, subscription: int, generation: int) -> None:
+    def confirmed(self, confirmation: Subscribed) -> None:
+        """The node confirmed the subscription: take the start it resolved (``"end"``
+        becomes the position or version it stood at; -1 = before the first event)."""
+        start = confirmation.from_
+        if type(start) is int and not isinstance(self.from_, int):
+            self.from_ = start if start >= 0 else m.FROM_START
+
+    def restart(self, confirmation: Subscribed, generation: int) -> None:
         """The subscription was made again (``resubscribe``) under a new id: fresh credit."""
-        self.id, self.generation = subscription, generation
+        self.id, self.generation = confirmation.id, generation
+        self.confirmed(confirmation)
         self.lost_reason = None
+        self.resubscriptions += 1
         self._consumed = 0
 
     def credit_due(self) -> int:

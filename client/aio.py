@@ -252,6 +252,8 @@ class AsyncClient(Operations):
         except Exception as exc:  # noqa: BLE001 - fail everyone rather than hang them
             log.exception("esnode async client reader crashed")
             self._finish(f"the client's reader crashed ({exc!r})")
+        if self._core.lost:
+            _deliver(self._core.take_lost())
 
     def _finish(self, reason: str) -> None:
         self._closed = self._cluster.closed = True

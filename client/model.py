@@ -67,11 +67,14 @@ class ClusterInfo:
     leader: str | None
     members: tuple[MemberInfo, ...]
     state: str = ""
+    incarnation: str | None = None
+    """The answering node's run: it changes when the node restarts."""
 
     @classmethod
     def from_wire(cls, body: dict) -> ClusterInfo:
         return cls(body["cluster"], body["node"], body.get("leader"),
-                   tuple(MemberInfo.from_wire(m) for m in body["members"]), body.get("state", ""))
+                   tuple(MemberInfo.from_wire(m) for m in body["members"]), body.get("state", ""),
+                   body.get("incarnation"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,3 +83,5 @@ class Pong:
 
     node: str
     state: str
+    incarnation: str | None = None
+    """The node's run: it changes when the node restarts."""

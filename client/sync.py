@@ -404,6 +404,8 @@ class Client(Operations):
                         target.set(kind, payload)
                     else:
                         target.put((kind, payload))
+            if pc.lost:
+                _deliver(pc.take_lost())
             if deadline is not None and monotonic() >= deadline:
                 failed, frame = pc.expire(monotonic())
                 _deliver(failed)

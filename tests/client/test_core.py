@@ -152,7 +152,8 @@ def test_a_lost_connection_fails_reads_as_retryable_and_writes_as_unknown():
 def test_subscription_pushes_go_to_the_inbox_until_dropped():
     pc = core.ProtocolCore()
     corr, _ = pc.start(core.subscribe("$all", "end", 10), "h", 0.0, 5.0, inbox="box")
-    assert pc.receive(reply(corr, "ok", {"subscription": corr}))[1:] == (core.OK, corr)
+    assert pc.receive(reply(corr, "ok", {"subscription": corr}))[1:] == (
+        core.OK, core.Subscribed(corr))
     target, kind, events = pc.receive(reply(corr, "events", [wire_event(0, 5)]))
     assert (target, kind, events[0].position) == ("box", core.EVENTS, 5)
     assert pc.receive(reply(corr, "caught_up", {"position": 5}))[1:] == (core.CAUGHT_UP, 5)
@@ -218,8 +219,19 @@ def test_a_lost_or_retryable_drop_asks_to_resume_after_the_events_before_it(kind
     state.feed(kind, payload)
     assert [state.next_event().version for _ in range(2)] == [0, 1]
     assert state.next_event() is core.RESUME and state.lost_reason is payload
-    state.restart(7, 3)
+    state.restart(core.Subscribed(7, -1), 3)
     assert (state.id, state.generation, state.lost_reason, state.ended) == (7, 3, None, False)
+    assert state.resubscriptions == 1 and state.from_ == "start"
+
+
+@pytest.mark.parametrize(("from_", "confirmed", "expected"), [
+    ("end", 41, 41), ("end", -1, "start"), ("start", -1, "start"), (5, 5, 5), ("end", None, "end")])
+def test_the_confirmation_resolves_where_the_subscription_starts(from_, confirmed, expected):
+    """A subscription from "end" that delivered nothing resumes from where the node said it
+    started, not from a new "end" that may lie past events written during the failover."""
+    state = core.SubscriptionState(1, 10, stream="s", from_=from_)
+    state.confirmed(core.Subscribed(1, confirmed, "run-1"))
+    assert state.from_ == expected and core.resume_from(state) == expected
 
 
 def test_close_ends_the_subscription():
