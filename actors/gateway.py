@@ -33,6 +33,7 @@ from esnode.actors.replies import reply_for
 from esnode.actors.status import StatusBoard
 from esnode.core import messages as m
 from esnode.core.clock import Clock
+from esnode.core.filters import read_all_filtered
 from esnode.core.forwarding import ForwardAppend, ForwardDelete, ForwardReply
 from esnode.core.states import VNodeState
 from esnode.core.types import (
@@ -235,6 +236,12 @@ class GatewayActor(pykka.ThreadingActor):
                     request.stream, request.from_version, request.max_count, request.backwards,
                     up_to_position=self._committed, now_us=self._clock.now_us()))
             if cls is m.ReadAll:
+                if request.filter is not None:
+                    return reply_for(read_all_filtered(
+                        lambda start, n: self._store.read_all(
+                            start, n, request.backwards, up_to_position=self._committed),
+                        request.from_position, request.max_count, request.backwards,
+                        request.filter))
                 return reply_for(self._store.read_all(
                     request.from_position, request.max_count, request.backwards,
                     up_to_position=self._committed))

@@ -25,8 +25,10 @@ from esnode.actors.messages import (
 from esnode.actors.status import StatusBoard
 from esnode.core import messages as m
 from esnode.core.clock import Clock
+from esnode.core.filters import EventFilter
 from esnode.core.types import (
     ALL_STREAM,
+    AllSlice,
     BadRequest,
     EsError,
     NotReady,
@@ -50,6 +52,9 @@ class Subscription:
     next: int  # next version (stream) or position ($all) to deliver
     credit: int
     caught_up: bool = False
+    filter: EventFilter | None = None
+    checkpoint_interval: int = 0
+    scanned: int = 0  # records looked at since the last checkpoint
 
 
 class SubscriptionsActor(pykka.ThreadingActor):
@@ -106,7 +111,9 @@ class SubscriptionsActor(pykka.ThreadingActor):
                 f"subscription {env.corr} already exists on this connection")))
             return
         sub = Subscription(env.peer, env.corr, request.stream,
-                           self._start(request.stream, request.from_), request.credit)
+                           self._start(request.stream, request.from_), request.credit,
+                           filter=request.filter,
+                           checkpoint_interval=request.checkpoint_interval)
         self._subs[key] = sub
         # The start position, resolved ("end" becomes a number): a client that loses this
         # subscription before it delivers anything resumes from here, so nothing committed
@@ -160,7 +167,9 @@ class SubscriptionsActor(pykka.ThreadingActor):
         try:
             while sub.credit > 0:
                 count = min(sub.credit, PAGE)
-                if sub.stream == ALL_STREAM:
+                if sub.filter is not None:
+                    page, events = self._scan(sub)
+                elif sub.stream == ALL_STREAM:
                     page = self._store.read_all(sub.next, count, up_to_position=self._committed)
                     events, sub.next = page.events, page.next_position
                 else:
@@ -173,7 +182,8 @@ class SubscriptionsActor(pykka.ThreadingActor):
                     events, sub.next = page.events, max(sub.next, page.next_version)
                 if events:
                     sub.credit -= len(events)
-                    self._reply(sub.peer, sub.id, m.EventsPushed(events))
+                    if sub.filter is None:
+                        self._reply(sub.peer, sub.id, m.EventsPushed(events))
                 if page.is_end:
                     break
             else:
@@ -185,6 +195,27 @@ class SubscriptionsActor(pykka.ThreadingActor):
             self._drop(sub, exc)
         except EsError as exc:
             self._drop(sub, exc)
+
+    def _scan(self, sub: Subscription) -> tuple[AllSlice, list]:
+        """One page of a filtered ``$all`` subscription: the matches it has credit for, and
+        a checkpoint whenever ``checkpoint_interval`` records were looked at (so a consumer
+        can save its place even when nothing matches)."""
+        start = sub.next
+        page = self._store.read_all(start, PAGE, up_to_position=self._committed)
+        matches = [e for e in page.events if sub.filter.matches(e)]
+        if len(matches) > sub.credit:
+            matches = matches[:sub.credit]
+            sub.next = matches[-1].position + 1
+        else:
+            sub.next = page.next_position
+        if matches:  # the events go out before a checkpoint that covers them
+            self._reply(sub.peer, sub.id, m.EventsPushed(matches))
+        sub.scanned += sub.next - start
+        if sub.scanned >= sub.checkpoint_interval:
+            sub.scanned = 0
+            self._reply(sub.peer, sub.id, m.Checkpoint(sub.next - 1))
+        done = page.is_end and sub.next >= page.next_position
+        return AllSlice([], sub.next, done or sub.next == start), matches
 
     def _drop(self, sub: Subscription, error: EsError) -> None:
         self._subs.pop((sub.peer, sub.id), None)

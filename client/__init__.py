@@ -49,6 +49,7 @@ from esnode.client.settings import (
     parse_connection_string,
 )
 from esnode.client.sync import Client, Subscription, connect
+from esnode.core.filters import EventFilter
 from esnode.core.messages import FROM_END, FROM_START
 from esnode.core.types import (
     ALL_STREAM,
@@ -70,7 +71,7 @@ __all__ = [
     "Resubscribed", "Resubscribing", "Retrying", "WriteUnavailable",
     "AllSlice", "AppendSuccess", "AsyncClient", "AsyncSubscription", "BadRequest", "Client",
     "ClientClosed", "ClusterInfo", "ConnectionSettings", "DeleteSuccess", "EsError",
-    "EventData", "IdempotencyConflict", "InvalidConnectionString", "MemberInfo", "NoQuorum",
+    "EventData", "EventFilter", "IdempotencyConflict", "InvalidConnectionString", "MemberInfo", "NoQuorum",
     "NotLeader", "NotReady", "OperationTimeout", "OutcomeUnknown", "Pong", "ProtocolError",
     "RecordedEvent", "StorageFull", "StreamDeleted", "StreamMetadata", "StreamNotFound",
     "StreamSlice", "Subscription", "TooLarge", "Unavailable", "WriteTimeout",

@@ -14,6 +14,7 @@ from typing import Any
 from esnode.client import _core as core
 from esnode.client.model import ClusterInfo, Pong
 from esnode.client.settings import ConnectionSettings
+from esnode.core.filters import EventFilter
 from esnode.core.types import (
     ANY,
     AllSlice,
@@ -85,10 +86,13 @@ class Operations:
                         timeout)
 
     def read_all(self, from_position: int = 0, max_count: int = 1000, backwards: bool = False,
-                 *, timeout: float | None = None) -> AllSlice:
+                 *, filter: EventFilter | None = None,
+                 timeout: float | None = None) -> AllSlice:
         """One page of the global log ``$all`` (``from_position=-1`` with ``backwards``:
-        from the end)."""
-        return self._op(core.read_all(from_position, max_count, backwards, self._rl), timeout)
+        from the end). With ``filter`` only matching events come back, and the page may be
+        empty but not the end: continue from ``next_position``."""
+        return self._op(core.read_all(from_position, max_count, backwards, self._rl, filter),
+                        timeout)
 
     def delete(self, stream: str, expected_version: int = ANY, tombstone: bool = False,
                *, timeout: float | None = None) -> DeleteSuccess:
@@ -132,7 +136,24 @@ class SubscriptionView:
 
     @property
     def caught_up_position(self) -> int | None:
+        """The ``$all`` commit position at which the node said the history was delivered
+        (None until then); after a resubscription, the latest one."""
         return self._state.caught_up_position
+
+    @property
+    def resubscriptions(self) -> int:
+        """How often the subscription was made again after a loss. Each time it catches up
+        anew, so ``on_caught_up`` runs again: compare this count to tell."""
+        return self._state.resubscriptions
+
+    @property
+    def checkpoint(self) -> int | None:
+        """Where to resume from (exclusive), to save with your own state: a stream version,
+        or an ``$all`` position (a filtered subscription's checkpoints count, so it moves
+        even when nothing matches); pass it as ``from_`` later. None: nothing handed out yet
+        (resume from where you began)."""
+        resume = core.resume_from(self._state)
+        return resume if type(resume) is int else None
 
     @property
     def ended(self) -> bool:
@@ -141,5 +162,6 @@ class SubscriptionView:
 
     @property
     def last_event(self) -> RecordedEvent | None:
-        """The last event handed out (where to resume from)."""
+        """The last event handed out. To resume after it, use ``checkpoint`` (its
+        ``.version`` for a stream, its ``.position`` for ``$all``)."""
         return self._state.last_event

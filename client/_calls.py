@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 from esnode.client.model import ClusterInfo, Pong
 from esnode.core import messages as m
+from esnode.core.filters import DEFAULT_CHECKPOINT_INTERVAL, EventFilter
 from esnode.core.types import (
     ANY,
     AllSlice,
@@ -86,11 +87,12 @@ def _all_slice(body: dict) -> AllSlice:
 
 
 def read_all(from_position: int = 0, max_count: int = 1000, backwards: bool = False,
-             requires_leader: bool = False) -> Call:
-    m.ReadAll(from_position, max_count, backwards)
-    return Call("read_all", _leader({"from_position": from_position, "max_count": max_count,
-                                     "backwards": backwards}, requires_leader),
-                _all_slice, False, "read of $all")
+             requires_leader: bool = False, filter: EventFilter | None = None) -> Call:
+    m.ReadAll(from_position, max_count, backwards, filter=filter)
+    args = {"from_position": from_position, "max_count": max_count, "backwards": backwards}
+    if filter is not None:
+        args["filter"] = filter.to_wire()
+    return Call("read_all", _leader(args, requires_leader), _all_slice, False, "read of $all")
 
 
 def delete(stream: str, expected_version: int = ANY, tombstone: bool = False,
@@ -131,10 +133,14 @@ def _subscribed(body: dict) -> Subscribed:
 
 
 def subscribe(stream: str, from_: int | str = m.FROM_START,
-              window: int = DEFAULT_SUBSCRIPTION_WINDOW) -> Call:
-    m.Subscribe(stream, from_, window)
-    return Call("subscribe", {"stream": stream, "from": from_, "credit": window},
-                _subscribed, False, f"subscription to {stream!r}")
+              window: int = DEFAULT_SUBSCRIPTION_WINDOW, filter: EventFilter | None = None,
+              checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL) -> Call:
+    m.Subscribe(stream, from_, window, filter, checkpoint_interval)
+    args = {"stream": stream, "from": from_, "credit": window}
+    if filter is not None:
+        args["filter"] = filter.to_wire()
+        args["checkpoint_interval"] = checkpoint_interval
+    return Call("subscribe", args, _subscribed, False, f"subscription to {stream!r}")
 
 
 def cluster_info() -> Call:

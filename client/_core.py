@@ -84,6 +84,7 @@ from esnode.client._flows import (  # noqa: F401
 )
 from esnode.client._protocol import (  # noqa: F401
     CAUGHT_UP,
+    CHECKPOINT,
     CLOSED,
     DROPPED,
     ERROR,

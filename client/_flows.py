@@ -32,6 +32,7 @@ from esnode.client.errors import (
 )
 from esnode.client.model import ClusterInfo, MemberInfo
 from esnode.client.settings import ConnectionSettings, zmq_endpoint
+from esnode.core.filters import DEFAULT_CHECKPOINT_INTERVAL, EventFilter
 from esnode.core.types import ALL_STREAM, AllSlice, StreamSlice
 
 
@@ -390,12 +391,14 @@ def resume_from(state: SubscriptionState) -> int | str:
     ``$all`` position it caught up at; else where it started (``"end"`` resolved to a
     number by the node's confirmation, so nothing written after it is skipped)."""
     last = state.last_event
-    if last is not None:
-        return last.position if state.stream == ALL_STREAM else last.version
-    if state.stream == ALL_STREAM and state.caught_up_position is not None \
-            and state.caught_up_position >= 0:
-        return state.caught_up_position
-    return state.from_
+    if state.stream != ALL_STREAM:
+        return last.version if last is not None else state.from_
+    # $all: the furthest of what was handed out, where it caught up, and how far a filtered
+    # scan got (each means every event up to it was handed out)
+    marks = [p for p in (last.position if last is not None else None,
+                         state.caught_up_position, state.checkpoint_position)
+             if p is not None and p >= 0]
+    return max(marks) if marks else state.from_
 
 
 def resubscribe(state: SubscriptionState, settings: ConnectionSettings,
@@ -420,8 +423,10 @@ def resubscribe(state: SubscriptionState, settings: ConnectionSettings,
                              f"{getattr(reason, 'code', 'lost')}")
             from_ = resume_from(state)
             generation = cluster.generation
-            confirmed = yield from perform(subscribe(state.stream, from_, state.window),
-                                           settings.operation_timeout, settings, cluster)
+            confirmed = yield from perform(
+                subscribe(state.stream, from_, state.window, state.filter,
+                          state.checkpoint_interval),
+                settings.operation_timeout, settings, cluster)
         except (*RESUMABLE_DROPS, OperationTimeout) as exc:
             elapsed = clock() - started
             if cluster.closed:
@@ -441,11 +446,17 @@ def resubscribe(state: SubscriptionState, settings: ConnectionSettings,
         return
 
 
-def next_page(page: StreamSlice | AllSlice, delivered: int, limit: int | None) -> int | None:
-    """Where the next page of a paged read starts, or None when the read is done."""
-    if page.is_end or not page.events or (limit is not None and delivered >= limit):
+def next_page(page: StreamSlice | AllSlice, delivered: int, limit: int | None,
+              start: int | None = None) -> int | None:
+    """Where the next page of a paged read starts, or None when the read is done. A
+    filtered ``$all`` page may hold no event and still not be the end: it goes on while
+    the scan moved past ``start``."""
+    if page.is_end or (limit is not None and delivered >= limit):
         return None
-    return page.next_version if type(page) is StreamSlice else page.next_position
+    if type(page) is StreamSlice:
+        return page.next_version if page.events else None
+    moved = start is not None and page.next_position != start
+    return page.next_position if page.events or moved else None
 
 
 def page_size(default: int, delivered: int, limit: int | None) -> int:
@@ -454,11 +465,15 @@ def page_size(default: int, delivered: int, limit: int | None) -> int:
 
 def open_subscription(stream: str, from_: int | str, window: int,
                       on_caught_up: Callable[[int | None], Any] | None, timeout: float,
-                      settings: ConnectionSettings, cluster: ClusterState) -> Flow:
+                      settings: ConnectionSettings, cluster: ClusterState,
+                      filter: EventFilter | None = None,
+                      checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL,
+                      on_checkpoint: Callable[[int], Any] | None = None) -> Flow:
     """Subscribe (with retries); returns the ``SubscriptionState`` to consume it with."""
     generation = cluster.generation
-    confirmed = yield from perform(subscribe(stream, from_, window), timeout, settings, cluster)
-    state = SubscriptionState(confirmed.id, window, on_caught_up, stream, from_, generation)
+    confirmed = yield from perform(subscribe(stream, from_, window, filter, checkpoint_interval),
+                                   timeout, settings, cluster)
+    state = SubscriptionState(confirmed.id, window, on_caught_up, stream, from_, generation,
+                              filter, checkpoint_interval, on_checkpoint)
     state.confirmed(confirmed)
     return state
-

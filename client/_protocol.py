@@ -33,6 +33,7 @@ _RUN_OPS = frozenset(("ping", "subscribe", "cluster_info"))
 # --- one connection ----------------------------------------------------------------------------
 OK, ERROR, EVENTS, CAUGHT_UP, DROPPED, CLOSED = "ok", "error", "events", "caught_up", \
     "dropped", "closed"
+CHECKPOINT = "checkpoint"
 LOST = "lost"
 """Push kind (made by the client, not the node): the subscription's connection is gone (the
 node stopped answering heartbeats, or the client moved to another node); resubscribe."""
@@ -147,6 +148,9 @@ class ProtocolCore:
                 return None
         if kind == CAUGHT_UP:
             return inbox, CAUGHT_UP, body.get("position") if type(body) is dict else None
+        if kind == CHECKPOINT:
+            position = body.get("position") if type(body) is dict else None
+            return (inbox, CHECKPOINT, position) if type(position) is int else None
         if kind == DROPPED:
             del self._subs[corr]
             return inbox, DROPPED, _error(body)

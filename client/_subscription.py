@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from esnode.client._calls import Subscribed
-from esnode.client._protocol import CAUGHT_UP, DROPPED, EVENTS, LOST
+from esnode.client._protocol import CAUGHT_UP, CHECKPOINT, DROPPED, EVENTS, LOST
 from esnode.client.errors import (
     ConnectionLost,
     EsError,
@@ -19,6 +19,7 @@ from esnode.client.errors import (
     Unavailable,
 )
 from esnode.core import messages as m
+from esnode.core.filters import DEFAULT_CHECKPOINT_INTERVAL, EventFilter
 from esnode.core.types import ALL_STREAM, RecordedEvent
 
 RESUMABLE_DROPS = (NotReady, NotLeader, NoQuorum, OutcomeUnknown, Unavailable, ConnectionLost)
@@ -39,8 +40,16 @@ class SubscriptionState:
     def __init__(self, subscription: int, window: int,
                  on_caught_up: Callable[[int | None], Any] | None = None,
                  stream: str = ALL_STREAM, from_: int | str = m.FROM_START,
-                 generation: int = 0) -> None:
+                 generation: int = 0, filter: EventFilter | None = None,
+                 checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL,
+                 on_checkpoint: Callable[[int], Any] | None = None) -> None:
         self.id = subscription
+        self.filter = filter
+        self.checkpoint_interval = checkpoint_interval
+        self.checkpoint_position: int | None = None
+        """The last ``$all`` position a filtered subscription's node said it scanned up to
+        (every match up to it handed out)."""
+        self._on_checkpoint = on_checkpoint
         self.window = window
         self.stream = stream
         self.from_ = from_
@@ -81,6 +90,10 @@ class SubscriptionState:
                 self.caught_up, self.caught_up_position = True, payload
                 if self._on_caught_up is not None:
                     self._on_caught_up(payload)
+            elif kind == CHECKPOINT:
+                self.checkpoint_position = payload
+                if self._on_checkpoint is not None:
+                    self._on_checkpoint(payload)
             elif kind == LOST or (kind == DROPPED and isinstance(payload, RESUMABLE_DROPS)):
                 self.lost_reason = payload
                 buf.clear()

@@ -26,6 +26,7 @@ from esnode.client._dns import resolve_async
 from esnode.client.errors import ClientClosed, EsError
 from esnode.client.settings import ConnectionSettings, settings_from
 from esnode.client.sync import CLOSE_LINGER_MS, configure_socket
+from esnode.core.filters import DEFAULT_CHECKPOINT_INTERVAL, EventFilter
 from esnode.core.messages import FROM_START
 from esnode.core.types import RecordedEvent
 
@@ -87,18 +88,22 @@ class AsyncClient(Operations):
 
     def iter_all(self, from_position: int = 0, backwards: bool = False,
                  limit: int | None = None, page_size: int = 1000,
-                 *, timeout: float | None = None) -> AsyncIterator[RecordedEvent]:
-        return self._pages(lambda start, n: self.read_all(start, n, backwards, timeout=timeout),
+                 *, filter: EventFilter | None = None, timeout: float | None = None) -> AsyncIterator[RecordedEvent]:
+        return self._pages(lambda start, n: self.read_all(start, n, backwards, filter=filter,
+                                                          timeout=timeout),
                            from_position, limit, page_size)
 
     async def subscribe(self, stream: str, from_: int | str = FROM_START, *,
                         window: int = core.DEFAULT_SUBSCRIPTION_WINDOW,
                         on_caught_up: Callable[[int | None], Any] | None = None,
+                        filter: EventFilter | None = None,
+                        checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL,
+                        on_checkpoint: Callable[[int], Any] | None = None,
                         timeout: float | None = None) -> AsyncSubscription:
         inbox: asyncio.Queue = asyncio.Queue()
         state = await self._drive(core.open_subscription(
             stream, from_, window, on_caught_up, timeout or self.settings.operation_timeout,
-            self.settings, self._cluster), inbox)
+            self.settings, self._cluster, filter, checkpoint_interval, on_checkpoint), inbox)
         return self._track(AsyncSubscription(self, state, inbox))
 
     async def close(self) -> None:
@@ -273,7 +278,7 @@ class AsyncClient(Operations):
             for event in page.events[:None if limit is None else limit - delivered]:
                 delivered += 1
                 yield event
-            start = core.next_page(page, delivered, limit)
+            start = core.next_page(page, delivered, limit, start)
 
 
 def _deliver(done: list[tuple[Any, str, Any]]) -> None:
@@ -348,9 +353,27 @@ class AsyncSubscription(SubscriptionView):
         await self.close()
 
 
-async def connect_async(target: str | ConnectionSettings = "tcp://127.0.0.1:2113", *,
-                        timeout: float | None = None, **options: Any) -> AsyncClient:
-    """The asyncio twin of ``esnode.client.connect``."""
+class Connecting:
+    """What ``connect_async`` returns: ``await`` it for the client, or use it directly as
+    ``async with connect_async(...) as client`` (closed on exit)."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    def __await__(self):
+        return self._client._open().__await__()
+
+    async def __aenter__(self) -> AsyncClient:
+        return await self._client._open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._client.close()
+
+
+def connect_async(target: str | ConnectionSettings = "tcp://127.0.0.1:2113", *,
+                  timeout: float | None = None, **options: Any) -> Connecting:
+    """The asyncio twin of ``esnode.client.connect``: ``client = await connect_async(...)``
+    or ``async with connect_async(...) as client``."""
     if timeout is not None:
         options["operation_timeout"] = timeout
-    return await AsyncClient(settings_from(target, **options))._open()
+    return Connecting(AsyncClient(settings_from(target, **options)))

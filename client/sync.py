@@ -31,6 +31,7 @@ from esnode.client._api import Operations, SubscriptionView
 from esnode.client._dns import resolve
 from esnode.client.errors import ClientClosed, EsError, OperationTimeout
 from esnode.client.settings import ConnectionSettings, settings_from
+from esnode.core.filters import DEFAULT_CHECKPOINT_INTERVAL, EventFilter
 from esnode.core.messages import FROM_START
 from esnode.core.types import RecordedEvent
 
@@ -168,23 +169,30 @@ class Client(Operations):
 
     def iter_all(self, from_position: int = 0, backwards: bool = False,
                  limit: int | None = None, page_size: int = 1000,
-                 *, timeout: float | None = None) -> Iterator[RecordedEvent]:
+                 *, filter: EventFilter | None = None, timeout: float | None = None) -> Iterator[RecordedEvent]:
         """Every event of ``$all`` (or the first ``limit``), read page by page."""
-        return self._pages(lambda start, n: self.read_all(start, n, backwards, timeout=timeout),
+        return self._pages(lambda start, n: self.read_all(start, n, backwards, filter=filter,
+                                                          timeout=timeout),
                            from_position, limit, page_size)
 
     def subscribe(self, stream: str, from_: int | str = FROM_START, *,
                   window: int = core.DEFAULT_SUBSCRIPTION_WINDOW,
                   on_caught_up: Callable[[int | None], Any] | None = None,
+                  filter: EventFilter | None = None,
+                  checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL,
+                  on_checkpoint: Callable[[int], Any] | None = None,
                   timeout: float | None = None) -> Subscription:
         """Catch-up subscription to a stream or ``"$all"``: first the history after
         ``from_`` (``"start"``, ``"end"`` or a version/position, exclusive), then live events.
         Iterate it; ``caught_up`` turns True (and ``on_caught_up`` is called) once the
-        history is delivered. At most ``window`` events are in flight or buffered."""
+        history is delivered (again after each resubscription). At most ``window`` events
+        are in flight or buffered. ``filter`` (``$all`` only) selects events on the node;
+        ``on_checkpoint(position)`` is then called every ``checkpoint_interval`` scanned
+        records, so you can save your place even when nothing matches."""
         inbox: queue.SimpleQueue = queue.SimpleQueue()
         state = self._drive(core.open_subscription(
             stream, from_, window, on_caught_up, timeout or self.settings.operation_timeout,
-            self.settings, self._cluster), inbox)
+            self.settings, self._cluster, filter, checkpoint_interval, on_checkpoint), inbox)
         return self._track(Subscription(self, state, inbox))
 
     def close(self) -> None:
@@ -289,7 +297,7 @@ class Client(Operations):
             for event in page.events[:None if limit is None else limit - delivered]:
                 delivered += 1
                 yield event
-            start = core.next_page(page, delivered, limit)
+            start = core.next_page(page, delivered, limit, start)
 
     # --- the I/O thread ---------------------------------------------------------------------
     def _io_main(self) -> None:

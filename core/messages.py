@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from esnode.core.filters import DEFAULT_CHECKPOINT_INTERVAL, EventFilter
 from esnode.core.types import (
     ALL_STREAM,
     ANY,
@@ -119,8 +120,13 @@ class ReadAll:
     max_count: int = 1000
     backwards: bool = False
     requires_leader: bool = False
+    filter: EventFilter | None = None
+    """Server-side filter: only matching events come back (``next_position`` says where the
+    scan stopped, which may be past the last event returned)."""
 
     def __post_init__(self) -> None:
+        _check(self.filter is None or type(self.filter) is EventFilter,
+               "filter must be an EventFilter")
         _check(_is_int(self.from_position) and self.from_position >= -1,
                "from_position must be an integer >= 0 (or -1: from the end, backwards)")
         _check_count(self.max_count)
@@ -149,9 +155,18 @@ class Subscribe:
     stream: str
     from_: int | str = FROM_START
     credit: int = 1000
+    filter: EventFilter | None = None
+    """``$all`` only: deliver matching events; a ``checkpoint`` push every
+    ``checkpoint_interval`` scanned records says how far the scan got."""
+    checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL
 
     def __post_init__(self) -> None:
         _check_stream(self.stream, allow_all=True)
+        _check(self.filter is None or (type(self.filter) is EventFilter
+                                       and self.stream == ALL_STREAM),
+               "a filter applies to '$all' subscriptions only")
+        _check(_is_int(self.checkpoint_interval) and 1 <= self.checkpoint_interval <= 1_000_000,
+               "checkpoint_interval must be an integer between 1 and 1000000")
         _check(self.from_ in (FROM_START, FROM_END) or (_is_int(self.from_) and self.from_ >= 0),
                "from must be 'start', 'end' or an integer >= 0")
         _check(_is_int(self.credit) and 1 <= self.credit <= MAX_SUBSCRIPTION_CREDIT,
@@ -222,6 +237,14 @@ class CaughtUp:
 
 
 @dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A filtered subscription scanned the log up to ``position`` (inclusive) and delivered
+    every match up to there: a consumer may save it as where to resume."""
+
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
 class SubscriptionDropped:
     error: EsError
 
@@ -234,7 +257,8 @@ class RelayedReply:
     body: dict
 
 
-ServerMessage = Reply | ErrorReply | EventsPushed | CaughtUp | SubscriptionDropped | RelayedReply
+ServerMessage = (Reply | ErrorReply | EventsPushed | CaughtUp | Checkpoint | SubscriptionDropped
+                 | RelayedReply)
 
 
 @dataclass(frozen=True, slots=True)

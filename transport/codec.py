@@ -13,6 +13,7 @@ from typing import Any
 import msgpack
 
 from esnode.core import messages as m
+from esnode.core.filters import DEFAULT_CHECKPOINT_INTERVAL, EventFilter
 from esnode.core.types import BadRequest, EsError, EventData
 
 DEFAULT_MAX_MESSAGE_SIZE = 80 * 1024 * 1024
@@ -60,7 +61,8 @@ CLIENT_OPS: dict[str, Any] = {
                                           _arg(a, "max_count", 500), _arg(a, "backwards", False),
                                           _arg(a, "requires_leader", False)),
     "read_all": lambda a: m.ReadAll(_arg(a, "from_position", 0), _arg(a, "max_count", 1000),
-                                    _arg(a, "backwards", False), _arg(a, "requires_leader", False)),
+                                    _arg(a, "backwards", False), _arg(a, "requires_leader", False),
+                                    EventFilter.from_wire(a.get("filter"))),
     "delete": lambda a: m.Delete(_arg(a, "stream"), _arg(a, "expected_version", m.ANY),
                                  _arg(a, "tombstone", False), _arg(a, "requires_leader", False)),
     "get_metadata": lambda a: m.GetMetadata(_arg(a, "stream"), _arg(a, "requires_leader", False)),
@@ -68,7 +70,10 @@ CLIENT_OPS: dict[str, Any] = {
                                             _arg(a, "expected_version", m.ANY),
                                             _arg(a, "requires_leader", False)),
     "subscribe": lambda a: m.Subscribe(_arg(a, "stream"), _arg(a, "from", m.FROM_START),
-                                       _arg(a, "credit", 1000)),
+                                       _arg(a, "credit", 1000),
+                                       EventFilter.from_wire(a.get("filter")),
+                                       _arg(a, "checkpoint_interval",
+                                            DEFAULT_CHECKPOINT_INTERVAL)),
     "credit": lambda a: m.Credit(_arg(a, "subscription"), _arg(a, "n")),
     "unsubscribe": lambda a: m.Unsubscribe(_arg(a, "subscription")),
     "cluster_info": lambda a: m.ClusterInfo(),
@@ -138,6 +143,8 @@ def encode_reply(corr: int, message: Any) -> bytes:
         return _packb([corr, "events", message.events])
     if cls is m.CaughtUp:
         return _packb([corr, "caught_up", {"position": message.position}])
+    if cls is m.Checkpoint:
+        return _packb([corr, "checkpoint", {"position": message.position}])
     if cls is m.RelayedReply:
         return _packb([corr, message.kind, message.body])
     if cls is m.SubscriptionDropped:

@@ -301,3 +301,17 @@ def test_paging_stops_at_the_end_or_the_limit(limit, pages, expected):
             break
     assert sizes == [3, 3, 3][:len(sizes)] if limit is None else sizes == [3, 1]
     assert delivered == sum(expected)
+
+
+def test_a_checkpoint_push_moves_the_resume_point_of_a_filtered_subscription():
+    pc = core.ProtocolCore()
+    corr, _ = pc.start(core.subscribe("$all", "end", 10), "h", 0.0, 5.0, inbox="box")
+    pc.receive(reply(corr, "ok", {"subscription": corr, "from": 3}))
+    assert pc.receive(reply(corr, "checkpoint", {"position": 50})) == ("box", core.CHECKPOINT, 50)
+    assert pc.receive(reply(corr, "checkpoint", {"position": "x"})) is None
+    seen = []
+    state = core.SubscriptionState(corr, 10, stream="$all", from_=3, on_checkpoint=seen.append)
+    state.feed(core.EVENTS, [RecordedEvent._make(wire_event(0, 20))])
+    state.feed(core.CHECKPOINT, 50)
+    assert state.next_event().position == 20 and core.resume_from(state) == 20
+    assert state.next_event() is None and seen == [50] and core.resume_from(state) == 50
