@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pykka
-
 from esnode.actors.messages import (
     ClientBatch,
     ClusterInbound,

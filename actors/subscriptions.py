@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pykka
-
 from esnode.actors.messages import (
     Committed,
     PeerGone,

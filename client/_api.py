@@ -12,9 +12,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from esnode.client import _core as core
-from esnode.client.model import ClusterInfo, Pong
+from esnode.client._groups import GroupState
+from esnode.client.model import ClusterInfo, GroupStatus, Pong
 from esnode.client.settings import ConnectionSettings
 from esnode.core.filters import EventFilter
+from esnode.core.persistent import GroupSettings
 from esnode.core.types import (
     ANY,
     AllSlice,
@@ -110,6 +112,41 @@ class Operations:
         return self._op(core.set_metadata(stream, metadata, expected_version, self._rl),
                         timeout)
 
+    # --- persistent subscription groups (docs/subscriptions.md) ----------------------------
+    def create_group(self, stream: str, group: str, settings: GroupSettings | None = None,
+                     *, timeout: float | None = None, **options: Any) -> None:
+        """Create a persistent subscription group on a stream or ``"$all"``: ``settings``
+        (``GroupSettings``) or its fields as keywords, e.g. ``start_from="start"``,
+        ``consumer_strategy="Pinned"``, ``max_retry_count=5``. ``GroupExists`` if it does."""
+        if settings is None:
+            settings = GroupSettings.from_wire(options)
+        elif options:
+            settings = GroupSettings.from_wire(options, settings)
+        return self._op(core.create_group(stream, group, settings), timeout)
+
+    def update_group(self, stream: str, group: str, *, timeout: float | None = None,
+                     **changes: Any) -> None:
+        """Change some of a group's settings (the others keep their values)."""
+        return self._op(core.update_group(stream, group, changes), timeout)
+
+    def delete_group(self, stream: str, group: str, *, timeout: float | None = None) -> None:
+        """Delete a group; its consumers are dropped with ``GroupNotFound``."""
+        return self._op(core.delete_group(stream, group), timeout)
+
+    def list_groups(self, stream: str | None = None, *,
+                    timeout: float | None = None) -> list[GroupStatus]:
+        return self._op(core.list_groups(stream), timeout)
+
+    def group_info(self, stream: str, group: str, *,
+                   timeout: float | None = None) -> GroupStatus:
+        return self._op(core.group_info(stream, group), timeout)
+
+    def replay_parked(self, stream: str, group: str, max_count: int = 10_000, *,
+                      timeout: float | None = None) -> int:
+        """Put the group's parked events back in line (oldest first, each once); returns
+        how many."""
+        return self._op(core.replay_parked(stream, group, max_count), timeout)
+
     def cluster_info(self, *, timeout: float | None = None) -> ClusterInfo:
         """The answering node's view of the cluster: members, states, epochs, positions."""
         return self._op(core.cluster_info(), timeout)
@@ -165,3 +202,23 @@ class SubscriptionView:
         """The last event handed out. To resume after it, use ``checkpoint`` (its
         ``.version`` for a stream, its ``.position`` for ``$all``)."""
         return self._state.last_event
+
+
+class GroupView:
+    """What both flavours of a group consumer show of their ``GroupState``."""
+
+    _state: GroupState
+    _closing = False
+
+    @property
+    def id(self) -> int:
+        return self._state.id
+
+    @property
+    def reconnections(self) -> int:
+        """How often the consumer connected to the group again after a loss."""
+        return self._state.reconnections
+
+    @property
+    def ended(self) -> bool:
+        return self._closing or self._state.ended

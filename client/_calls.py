@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from esnode.client.model import ClusterInfo, Pong
+from esnode.client.model import ClusterInfo, GroupStatus, Pong
 from esnode.core import messages as m
 from esnode.core.filters import DEFAULT_CHECKPOINT_INTERVAL, EventFilter
+from esnode.core.persistent import GroupSettings
 from esnode.core.types import (
     ANY,
     AllSlice,
@@ -156,3 +157,80 @@ def _ignore(body: Any) -> None:
     return None
 
 
+
+
+# --- persistent subscription groups -------------------------------------------------------------
+class GroupEvent(NamedTuple):
+    """An event delivered by a persistent subscription group: ``retry_count`` says how often
+    it was delivered before (0 the first time). Ack or nack it through the subscription."""
+
+    event: RecordedEvent
+    retry_count: int
+
+    @property
+    def position(self) -> int:
+        return self.event.position
+
+
+def _group(stream: str, group: str) -> dict:
+    m.GroupInfo(stream, group)
+    return {"stream": stream, "group": group}
+
+
+def create_group(stream: str, group: str, settings: GroupSettings) -> Call:
+    m.CreateGroup(stream, group, settings)
+    return Call("create_group", _group(stream, group) | {"settings": settings.to_wire()},
+                _ignore, True, f"creation of group {group!r} on {stream!r}", False)
+
+
+def update_group(stream: str, group: str, changes: dict) -> Call:
+    m.UpdateGroup(stream, group, changes)
+    return Call("update_group", _group(stream, group) | {"settings": changes}, _ignore, True,
+                f"update of group {group!r} on {stream!r}", False)
+
+
+def delete_group(stream: str, group: str) -> Call:
+    return Call("delete_group", _group(stream, group), _ignore, True,
+                f"deletion of group {group!r} on {stream!r}", False)
+
+
+def list_groups(stream: str | None = None) -> Call:
+    m.ListGroups(stream)
+    return Call("list_groups", {} if stream is None else {"stream": stream},
+                lambda body: [GroupStatus.from_wire(g) for g in body["groups"]], False,
+                "list of groups")
+
+
+def group_info(stream: str, group: str) -> Call:
+    return Call("group_info", _group(stream, group), GroupStatus.from_wire, False,
+                f"info of group {group!r} on {stream!r}")
+
+
+def connect_group(stream: str, group: str, window: int) -> Call:
+    m.ConnectGroup(stream, group, window)
+    return Call("connect_group", _group(stream, group) | {"credit": window}, _subscribed,
+                False, f"connection to group {group!r} on {stream!r}")
+
+
+def group_ack(subscription: int, positions: tuple[int, ...]) -> Call:
+    m.GroupAck(subscription, positions)
+    return Call("group_ack", {"subscription": subscription, "positions": list(positions)},
+                _ignore, True, "ack", False)
+
+
+def group_nack(subscription: int, positions: tuple[int, ...], action: str,
+               reason: str) -> Call:
+    m.GroupNack(subscription, positions, action, reason)
+    return Call("group_nack", {"subscription": subscription, "positions": list(positions),
+                               "action": action, "reason": reason}, _ignore, True, "nack", False)
+
+
+def leave_group(subscription: int) -> Call:
+    return Call("leave_group", {"subscription": subscription}, _ignore, False, "leave")
+
+
+def replay_parked(stream: str, group: str, max_count: int = m.MAX_READ_COUNT) -> Call:
+    m.ReplayParked(stream, group, max_count)
+    return Call("replay_parked", _group(stream, group) | {"max_count": max_count},
+                lambda body: body["replayed"], False,
+                f"replay of the parked events of group {group!r} on {stream!r}")

@@ -71,10 +71,11 @@ class Resubscribed:
 
 @dataclass(frozen=True, slots=True)
 class Resubscribing:
-    """A lost subscription could not be made again yet (``error``); attempt ``attempt``
-    comes after ``delay`` seconds. It keeps trying until ``elapsed`` reaches ``patience``."""
+    """A lost subscription (``what``: "subscription to 's'", "connection to group ...") could
+    not be made again yet (``error``); attempt ``attempt`` comes after ``delay`` seconds. It
+    keeps trying until ``elapsed`` reaches ``patience``."""
 
-    stream: str
+    what: str
     attempt: int
     elapsed: float
     patience: float
@@ -82,7 +83,7 @@ class Resubscribing:
     error: EsError
 
     def __str__(self) -> str:
-        return (f"subscription to {self.stream!r} still lost after {self.elapsed:.1f}s of "
+        return (f"{self.what} still lost after {self.elapsed:.1f}s of "
                 f"{self.patience:g}s patience ({self.error.code}: {self.error}); trying again "
                 f"in {self.delay:.2f}s")
 

@@ -33,16 +33,27 @@ from __future__ import annotations
 from esnode.client._calls import (  # noqa: F401
     DEFAULT_SUBSCRIPTION_WINDOW,
     Call,
+    GroupEvent,
     Subscribed,
     append,
     cluster_info,
+    connect_group,
+    create_group,
     delete,
+    delete_group,
     get_metadata,
+    group_ack,
+    group_info,
+    group_nack,
+    leave_group,
+    list_groups,
     ping,
     read_all,
     read_stream,
+    replay_parked,
     set_metadata,
     subscribe,
+    update_group,
 )
 from esnode.client._cluster import (  # noqa: F401
     ClientStats,
@@ -82,6 +93,13 @@ from esnode.client._flows import (  # noqa: F401
     resume_from,
     retry_step,
 )
+from esnode.client._groups import (  # noqa: F401
+    DEFAULT_GROUP_WINDOW,
+    GroupState,
+    open_group,
+    positions_of,
+    rejoin,
+)
 from esnode.client._protocol import (  # noqa: F401
     CAUGHT_UP,
     CHECKPOINT,
@@ -89,6 +107,7 @@ from esnode.client._protocol import (  # noqa: F401
     DROPPED,
     ERROR,
     EVENTS,
+    GROUP_EVENTS,
     LOST,
     OK,
     ProtocolCore,

@@ -401,49 +401,61 @@ def resume_from(state: SubscriptionState) -> int | str:
     return max(marks) if marks else state.from_
 
 
-def resubscribe(state: SubscriptionState, settings: ConnectionSettings,
-                cluster: ClusterState) -> Flow:
-    """Make a lost subscription again (after re-discovery if its node is suspect), from
-    ``resume_from(state)``: no gap, no duplicate. The shell performs it with the
-    subscription's inbox.
+def come_back(what: str, lost_reason: EsError | None, generation: int,
+              make_call: Callable[[], Call], settings: ConnectionSettings,
+              cluster: ClusterState) -> Flow:
+    """Re-discover (if the node is suspect) and send ``make_call()`` again — a subscription
+    or a group connection that was lost — until it is confirmed; returns ``(confirmation,
+    generation)``.
 
-    It keeps trying (re-discovery, subscribe; waits backing off up to
-    ``RESUBSCRIBE_BACKOFF_CAP``, each announced by a ``Resubscribing`` notice) for
-    ``settings.patience`` seconds from the loss — forever with ``keep_reconnecting`` — so a
-    consumer rides out any outage shorter than that; then ``Unavailable``."""
+    It keeps trying (waits backing off up to ``RESUBSCRIBE_BACKOFF_CAP``, each announced by a
+    ``Resubscribing`` notice) for ``settings.patience`` seconds from the loss — forever with
+    ``keep_reconnecting`` — so a consumer rides out any outage shorter than that; then
+    ``Unavailable``."""
     clock = cluster.clock
     started = clock()
     patience = settings.patience
-    reason: EsError | None = state.lost_reason
-    generation = state.generation
+    reason = lost_reason
     waits = 0
     while True:
         try:
-            yield Rediscover(generation, f"subscription to {state.stream!r}: "
-                             f"{getattr(reason, 'code', 'lost')}")
-            from_ = resume_from(state)
+            yield Rediscover(generation, f"{what}: {getattr(reason, 'code', 'lost')}")
             generation = cluster.generation
-            confirmed = yield from perform(
-                subscribe(state.stream, from_, state.window, state.filter,
-                          state.checkpoint_interval),
-                settings.operation_timeout, settings, cluster)
+            confirmed = yield from perform(make_call(), settings.operation_timeout, settings,
+                                           cluster)
+            return confirmed, generation
         except (*RESUMABLE_DROPS, OperationTimeout) as exc:
             elapsed = clock() - started
             if cluster.closed:
                 raise
             if elapsed >= patience:
-                raise Unavailable(f"subscription to {state.stream!r} gave up after "
-                                  f"{elapsed:.1f}s (patience {patience:g}s): {exc}") from exc
+                raise Unavailable(f"{what} gave up after {elapsed:.1f}s (patience "
+                                  f"{patience:g}s): {exc}") from exc
             waits += 1
             delay = min(backoff(settings.retry_delay, waits, RESUBSCRIBE_BACKOFF_CAP),
                         patience - elapsed)
-            cluster.emit(Resubscribing(state.stream, waits, elapsed, patience, delay, exc))
+            cluster.emit(Resubscribing(what, waits, elapsed, patience, delay, exc))
             yield Sleep(delay)
             reason, generation = exc, cluster.generation
-            continue
-        state.restart(confirmed, generation)
-        cluster.emit(Resubscribed(state.stream, from_, cluster.endpoint or ""))
-        return
+
+
+def resubscribe(state: SubscriptionState, settings: ConnectionSettings,
+                cluster: ClusterState) -> Flow:
+    """Make a lost subscription again (``come_back``: after re-discovery, with patience),
+    from ``resume_from(state)``: no gap, no duplicate. The shell performs it with the
+    subscription's inbox."""
+    sent: list = []
+
+    def call() -> Call:
+        sent[:] = [resume_from(state)]
+        return subscribe(state.stream, sent[0], state.window, state.filter,
+                         state.checkpoint_interval)
+
+    confirmed, generation = yield from come_back(
+        f"subscription to {state.stream!r}", state.lost_reason, state.generation, call,
+        settings, cluster)
+    state.restart(confirmed, generation)
+    cluster.emit(Resubscribed(state.stream, sent[0], cluster.endpoint or ""))
 
 
 def next_page(page: StreamSlice | AllSlice, delivered: int, limit: int | None,

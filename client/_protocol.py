@@ -9,7 +9,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import msgpack
-from esnode.client._calls import Call, _events, _ignore, ping
+from esnode.client._calls import Call, GroupEvent, _event, _events, _ignore, ping
 from esnode.client.errors import (
     ClientClosed,
     ConnectionLost,
@@ -27,13 +27,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("esnode.client")
 
-_RUN_OPS = frozenset(("ping", "subscribe", "cluster_info"))
+_RUN_OPS = frozenset(("ping", "subscribe", "connect_group", "cluster_info"))
 """Replies that carry the node's incarnation."""
 
 # --- one connection ----------------------------------------------------------------------------
 OK, ERROR, EVENTS, CAUGHT_UP, DROPPED, CLOSED = "ok", "error", "events", "caught_up", \
     "dropped", "closed"
 CHECKPOINT = "checkpoint"
+GROUP_EVENTS = "group_events"
 LOST = "lost"
 """Push kind (made by the client, not the node): the subscription's connection is gone (the
 node stopped answering heartbeats, or the client moved to another node); resubscribe."""
@@ -60,6 +61,7 @@ class ProtocolCore:
         self._pending: dict[int, tuple[Call, Any]] = {}
         self._deadlines: list[tuple[float, int]] = []
         self._subs: dict[int, Any] = {}
+        self._groups: set[int] = set()  # which of them are group consumers
         self._keepalive = keepalive_interval
         self._keepalive_timeout = keepalive_timeout
         self._stats = stats
@@ -88,6 +90,8 @@ class ProtocolCore:
             heapq.heappush(self._deadlines, (now + timeout, corr))
         if inbox is not None:
             self._subs[corr] = inbox
+            if call.op == "connect_group":
+                self._groups.add(corr)
         if self._check_at is None and handle is not None and self._keepalive:
             self._check_at = now + self._keepalive
         return corr, encode_request(call.op, corr, call.args)
@@ -100,8 +104,12 @@ class ProtocolCore:
         """Stop routing the subscription's pushes; the frame to send (None if it had ended)."""
         if self._subs.pop(subscription, None) is None:
             return None
-        return self.start(Call("unsubscribe", {"subscription": subscription}, _ignore), None,
-                          0.0, None)[1]
+        op = "unsubscribe"
+        if subscription in self._groups:
+            self._groups.discard(subscription)
+            op = "leave_group"
+        return self.start(Call(op, {"subscription": subscription}, _ignore), None, 0.0,
+                          None)[1]
 
     def forget(self, corr: int) -> None:
         """The caller stopped waiting (e.g. its task was cancelled)."""
@@ -135,8 +143,9 @@ class ProtocolCore:
                 except Exception as exc:  # noqa: BLE001
                     return handle, ERROR, ProtocolError(
                         f"malformed reply to {call.what or call.op}: {exc!r}")
-            if call.op == "subscribe":
+            if call.op == "subscribe" or call.op == "connect_group":
                 self._subs.pop(corr, None)
+                self._groups.discard(corr)
             return handle, ERROR, _error(body)
         inbox = self._subs.get(corr)
         if inbox is None:
@@ -148,6 +157,11 @@ class ProtocolCore:
                 return None
         if kind == CAUGHT_UP:
             return inbox, CAUGHT_UP, body.get("position") if type(body) is dict else None
+        if kind == GROUP_EVENTS:
+            try:
+                return inbox, GROUP_EVENTS, [GroupEvent(_event(e[:9]), e[9]) for e in body]
+            except (TypeError, IndexError):
+                return None
         if kind == CHECKPOINT:
             position = body.get("position") if type(body) is dict else None
             return (inbox, CHECKPOINT, position) if type(position) is int else None
@@ -263,6 +277,7 @@ class ProtocolCore:
         out.extend((inbox, kind, ConnectionLost(reason)) for inbox in self._subs.values())
         self._pending.clear()
         self._subs.clear()
+        self._groups.clear()
         self._deadlines.clear()
         self._heartbeat = self._check_at = None
         self._heard = False

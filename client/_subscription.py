@@ -34,6 +34,16 @@ subscription for a reason worth retrying) after every event before that was hand
 ``resubscribe`` and go on."""
 
 
+def finished(state: Any) -> object | None:
+    """What ``next_event`` returns with nothing buffered: ``END`` (or the node's error,
+    raised) once the subscription ended, else None."""
+    if state.ended:
+        if state.error is not None:
+            raise state.error
+        return END
+    return None
+
+
 class SubscriptionState:
     """Buffer, markers and credit of one subscription, driven from the consumer's side."""
 
@@ -102,11 +112,7 @@ class SubscriptionState:
                 self.ended = True
                 self.error = payload if kind == DROPPED else None
                 buf.clear()
-        if self.ended:
-            if self.error is not None:
-                raise self.error
-            return END
-        return None
+        return finished(self)
 
     def take(self) -> tuple[RecordedEvent | object | None, int]:
         """``next_event()`` and the credit to grant back now (0: none yet)."""

@@ -21,7 +21,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 from esnode.client import _core as core
-from esnode.client._api import Operations, SubscriptionView
+from esnode.client._api import GroupView, Operations, SubscriptionView
 from esnode.client._dns import resolve_async
 from esnode.client.errors import ClientClosed, EsError
 from esnode.client.settings import ConnectionSettings, settings_from
@@ -105,6 +105,16 @@ class AsyncClient(Operations):
             stream, from_, window, on_caught_up, timeout or self.settings.operation_timeout,
             self.settings, self._cluster, filter, checkpoint_interval, on_checkpoint), inbox)
         return self._track(AsyncSubscription(self, state, inbox))
+
+    async def subscribe_group(self, stream: str, group: str, *,
+                              window: int = core.DEFAULT_GROUP_WINDOW,
+                              timeout: float | None = None) -> AsyncPersistentSubscription:
+        """See ``Client.subscribe_group``."""
+        inbox: asyncio.Queue = asyncio.Queue()
+        state = await self._drive(core.open_group(stream, group, window,
+                                                  timeout or self.settings.operation_timeout,
+                                                  self.settings, self._cluster), inbox)
+        return self._track(AsyncPersistentSubscription(self, state, inbox))
 
     async def close(self) -> None:
         if self._closed:
@@ -291,50 +301,48 @@ def _deliver(done: list[tuple[Any, str, Any]]) -> None:
             target.put_nowait((kind, payload))
 
 
-class AsyncSubscription(SubscriptionView):
-    """``async for event in subscription``; see ``esnode.client.Subscription``."""
+async def _wait_item(inbox: asyncio.Queue, deadline: float | None,
+                     loop: asyncio.AbstractEventLoop) -> Any:
+    """The next push from a subscription's inbox; None once ``deadline`` (loop time; None:
+    never) has passed."""
+    try:
+        if deadline is None:
+            return await inbox.get()
+        return await asyncio.wait_for(inbox.get(), max(0.0, deadline - loop.time()))
+    except TimeoutError:
+        return None
 
-    def __init__(self, client: AsyncClient, state: core.SubscriptionState,
-                 inbox: asyncio.Queue) -> None:
-        self._client = client
-        self._state = state
-        self._inbox = inbox
 
-    def __aiter__(self) -> AsyncSubscription:
-        return self
+class _AsyncConsumer:
+    """What both consumer kinds share: ``get`` (coming back after a loss with
+    ``_come_back``: ``resubscribe`` or ``rejoin``), ``await close()`` and ``async with``."""
 
-    async def __anext__(self) -> RecordedEvent:
-        event = await self.get()
-        if event is None:
-            raise StopAsyncIteration
-        return event
+    _client: AsyncClient
+    _state: Any
+    _inbox: asyncio.Queue
+    _closing: bool
+    _come_back: Callable
 
-    async def get(self, timeout: float | None = None) -> RecordedEvent | None:
+    async def get(self, timeout: float | None = None) -> Any:
         """The next event, waiting at most ``timeout`` seconds; None on timeout or once
         closed."""
-        state = self._state
+        state, client = self._state, self._client
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             event, credit = state.take()
             if event is core.RESUME:
-                client = self._client
-                await client._drive(core.resubscribe(state, client.settings, client._cluster),
-                                    self._inbox)
+                await client._drive(type(self)._come_back(state, client.settings,
+                                                          client._cluster), self._inbox)
                 continue
             if credit:
-                await self._client._send_credit(state.id, credit)
+                await client._send_credit(state.id, credit)
             if event is core.END:
                 return None
             if event is not None:
                 return event
-            try:
-                if deadline is None:
-                    item = await self._inbox.get()
-                else:
-                    item = await asyncio.wait_for(self._inbox.get(),
-                                                  max(0.0, deadline - loop.time()))
-            except TimeoutError:
+            item = await _wait_item(self._inbox, deadline, loop)
+            if item is None:
                 return None
             state.feed(*item)
 
@@ -346,11 +354,64 @@ class AsyncSubscription(SubscriptionView):
             await client._send(frame)
         self._inbox.put_nowait((core.CLOSED, None))
 
-    async def __aenter__(self) -> AsyncSubscription:
+    async def __aenter__(self) -> Any:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+class AsyncSubscription(_AsyncConsumer, SubscriptionView):
+    """``async for event in subscription``; see ``esnode.client.Subscription``."""
+
+    def __init__(self, client: AsyncClient, state: core.SubscriptionState,
+                 inbox: asyncio.Queue) -> None:
+        self._client = client
+        self._state = state
+        self._inbox = inbox
+
+    _come_back = staticmethod(core.resubscribe)
+
+    def __aiter__(self) -> AsyncSubscription:
+        return self
+
+    async def __anext__(self) -> RecordedEvent:
+        event = await self.get()
+        if event is None:
+            raise StopAsyncIteration
+        return event
+
+class AsyncPersistentSubscription(_AsyncConsumer, GroupView):
+    """``async for item in consumer``; see ``esnode.client.PersistentSubscription``."""
+
+    def __init__(self, client: AsyncClient, state: core.GroupState,
+                 inbox: asyncio.Queue) -> None:
+        self._client, self._state, self._inbox = client, state, inbox
+
+    _come_back = staticmethod(core.rejoin)
+
+    def __aiter__(self) -> AsyncPersistentSubscription:
+        return self
+
+    async def __anext__(self) -> core.GroupEvent:
+        event = await self.get()
+        if event is None:
+            raise StopAsyncIteration
+        return event
+
+    async def ack(self, *events: Any, timeout: float | None = None) -> None:
+        await self._settle(events, core.group_ack, (), timeout)
+
+    async def nack(self, *events: Any, action: str = "retry", reason: str = "",
+                   timeout: float | None = None) -> None:
+        await self._settle(events, core.group_nack, (action, reason), timeout)
+
+    async def _settle(self, events: tuple, call: Callable, extra: tuple,
+                      timeout: float | None) -> None:
+        positions = self._state.settle(events)
+        if positions:
+            await self._client._op(call(self._state.id, positions, *extra), timeout)
+
 
 
 class Connecting:

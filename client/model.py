@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from esnode.core.persistent import GroupSettings
 from esnode.core.types import EventData
 
 
@@ -85,3 +86,27 @@ class Pong:
     state: str
     incarnation: str | None = None
     """The node's run: it changes when the node restarts."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStatus:
+    """A persistent subscription group as the node describes it. ``live``: its state
+    machine runs on this (leader) node, and the counters below are filled in."""
+
+    stream: str
+    group: str
+    settings: GroupSettings
+    live: bool = False
+    consumers: int = 0
+    in_flight: int = 0
+    ready: int = 0
+    checkpoint: int = -1
+    cursor: int | None = None
+    parked: int = 0
+
+    @classmethod
+    def from_wire(cls, body: dict) -> GroupStatus:
+        return cls(body["stream"], body["group"], GroupSettings.from_wire(body["settings"]),
+                   body.get("live", False), body.get("consumers", 0), body.get("in_flight", 0),
+                   body.get("ready", 0), body.get("checkpoint", -1), body.get("cursor"),
+                   body.get("parked", 0))

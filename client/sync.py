@@ -27,7 +27,7 @@ from typing import Any
 
 import zmq
 from esnode.client import _core as core
-from esnode.client._api import Operations, SubscriptionView
+from esnode.client._api import GroupView, Operations, SubscriptionView
 from esnode.client._dns import resolve
 from esnode.client.errors import ClientClosed, EsError, OperationTimeout
 from esnode.client.settings import ConnectionSettings, settings_from
@@ -194,6 +194,18 @@ class Client(Operations):
             stream, from_, window, on_caught_up, timeout or self.settings.operation_timeout,
             self.settings, self._cluster, filter, checkpoint_interval, on_checkpoint), inbox)
         return self._track(Subscription(self, state, inbox))
+
+    def subscribe_group(self, stream: str, group: str, *,
+                        window: int = core.DEFAULT_GROUP_WINDOW,
+                        timeout: float | None = None) -> PersistentSubscription:
+        """Join a persistent subscription group as one of its competing consumers (on the
+        leader: a follower sends the client there). Iterate it for ``GroupEvent``s; ack or
+        nack each. At most ``window`` events are delivered and not yet settled."""
+        inbox: queue.SimpleQueue = queue.SimpleQueue()
+        state = self._drive(core.open_group(stream, group, window,
+                                            timeout or self.settings.operation_timeout,
+                                            self.settings, self._cluster), inbox)
+        return self._track(PersistentSubscription(self, state, inbox))
 
     def close(self) -> None:
         """Fail what is in flight, end subscriptions, close the socket and stop the thread."""
@@ -430,7 +442,65 @@ def _deliver(done: list[tuple[Any, str, Any]]) -> None:
             target.put((kind, payload))
 
 
-class Subscription(SubscriptionView):
+def _wait_item(inbox: queue.SimpleQueue, deadline: float | None) -> Any:
+    """The next push from a subscription's inbox; None once ``deadline`` (monotonic; None:
+    never) has passed."""
+    try:
+        return inbox.get(timeout=None if deadline is None
+                         else max(0.0, deadline - time.monotonic()))
+    except queue.Empty:
+        return None
+
+
+class _Consumer:
+    """What both consumer kinds share: ``get`` (coming back after a loss with
+    ``_come_back``: ``resubscribe`` or ``rejoin``), ``close()`` (unsubscribe or leave the
+    group: iteration ends once the events already received are consumed) and the context
+    manager."""
+
+    _client: Client
+    _state: Any
+    _inbox: queue.SimpleQueue
+    _closing: bool
+    _come_back: Callable
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The next event, waiting at most ``timeout`` seconds (None: as long as it takes);
+        None on timeout or once the subscription is closed."""
+        state, client = self._state, self._client
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            event, credit = state.take()
+            if event is core.RESUME:
+                client._drive(type(self)._come_back(state, client.settings, client._cluster),
+                              self._inbox)
+                continue
+            if credit:
+                client._post(_Credit(state.id, credit))
+            if event is core.END:
+                return None
+            if event is not None:
+                return event
+            item = _wait_item(self._inbox, deadline)
+            if item is None:
+                return None
+            state.feed(*item)
+
+    def close(self) -> None:
+        self._closing = True
+        if self._client._closed:
+            self._inbox.put((core.CLOSED, None))
+        else:
+            self._client._post(_Unsubscribe(self._state.id, self._inbox))
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Subscription(_Consumer, SubscriptionView):
     """An iterator of ``RecordedEvent``s; ends (StopIteration) after ``close()``, raises the
     node's error if the node drops it (e.g. ``StreamDeleted``). ``caught_up`` says the
     history has been delivered; ``last_event`` is the last event handed out."""
@@ -441,6 +511,8 @@ class Subscription(SubscriptionView):
         self._state = state
         self._inbox = inbox
 
+    _come_back = staticmethod(core.resubscribe)
+
     def __iter__(self) -> Subscription:
         return self
 
@@ -450,46 +522,42 @@ class Subscription(SubscriptionView):
             raise StopIteration
         return event
 
-    def get(self, timeout: float | None = None) -> RecordedEvent | None:
-        """The next event, waiting at most ``timeout`` seconds (None: as long as it takes);
-        None on timeout or once the subscription is closed."""
-        state = self._state
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            event, credit = state.take()
-            if event is core.RESUME:
-                client = self._client
-                client._drive(core.resubscribe(state, client.settings, client._cluster),
-                              self._inbox)
-                continue
-            if credit:
-                self._client._post(_Credit(state.id, credit))
-            if event is core.END:
-                return None
-            if event is not None:
-                return event
-            try:
-                if deadline is None:
-                    item = self._inbox.get()
-                else:
-                    item = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                return None
-            state.feed(*item)
+class PersistentSubscription(_Consumer, GroupView):
+    """A consumer of a persistent subscription group: an iterator of ``GroupEvent``s (the
+    event and its retry count). ``ack`` returns once the node made the ack durable: an
+    event whose ack returned is never delivered to the group again."""
 
-    def close(self) -> None:
-        """Unsubscribe; iteration ends once the events already received are consumed."""
-        self._closing = True
-        if self._client._closed:
-            self._inbox.put((core.CLOSED, None))
-        else:
-            self._client._post(_Unsubscribe(self._state.id, self._inbox))
+    def __init__(self, client: Client, state: core.GroupState,
+                 inbox: queue.SimpleQueue) -> None:
+        self._client, self._state, self._inbox = client, state, inbox
 
-    def __enter__(self) -> Subscription:
+    _come_back = staticmethod(core.rejoin)
+
+    def __iter__(self) -> PersistentSubscription:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __next__(self) -> core.GroupEvent:
+        event = self.get()
+        if event is None:
+            raise StopIteration
+        return event
+
+    def ack(self, *events: Any, timeout: float | None = None) -> None:
+        """Acknowledge events (``GroupEvent``s, events or positions), durably."""
+        self._settle(events, lambda sub, positions: core.group_ack(sub, positions), timeout)
+
+    def nack(self, *events: Any, action: str = "retry", reason: str = "",
+             timeout: float | None = None) -> None:
+        """Give events back: ``retry`` (again, retry count + 1), ``park`` (to the parked
+        stream), ``skip`` (settle without processing) or ``stop`` (also leave the group)."""
+        self._settle(events, lambda sub, positions: core.group_nack(sub, positions, action,
+                                                                      reason), timeout)
+
+    def _settle(self, events: tuple, call: Callable, timeout: float | None) -> None:
+        positions = self._state.settle(events)
+        if positions:
+            self._client._op(call(self._state.id, positions), timeout)
+
 
 
 def connect(target: str | ConnectionSettings = "tcp://127.0.0.1:2113", *,

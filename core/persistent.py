@@ -166,9 +166,14 @@ Effect = Deliver | PersistSettled | Park | PersistCheckpoint | Refused | Dropped
 @dataclass(slots=True)
 class _Consumer:
     id: Any
-    credit: int
+    window: int
+    """Most events in flight to it at once: an ack, nack or timeout frees a place."""
     order: int
     inflight: set[int] = field(default_factory=set)
+
+    @property
+    def free(self) -> int:
+        return self.window - len(self.inflight)
 
 
 @dataclass(slots=True)
@@ -202,27 +207,26 @@ class GroupCore:
         self.unsettled: dict[int, RecordedEvent] = {}
         """Every event read and not settled yet (ready, in flight), by position."""
         self.parked_count = 0
+        self.parked_replayed = -1
+        """The parked stream's last version put back in line by ``requeue``."""
+        self.resume = cursor
+        """The cursor saved with ``checkpoint`` (where a rebuild reads from again)."""
         self._rr = 0
         self._orders = 0
         self._since_checkpoint = 0
         self._checkpoint_due = now + settings.checkpoint_after
 
     # --- consumers ----------------------------------------------------------------------------
-    def connect(self, consumer: Any, credit: int, now: float) -> list[Effect]:
-        """Raises ``BadRequest`` when the group is full."""
+    def connect(self, consumer: Any, window: int, now: float) -> list[Effect]:
+        """A consumer that takes at most ``window`` events in flight at once (its credit:
+        settling or timing out one gives it room for the next). Raises ``BadRequest`` when
+        the group is full."""
         limit = self.settings.max_subscriber_count
         if limit and len(self.consumers) >= limit and consumer not in self.consumers:
             raise BadRequest(f"group {self.group!r} on {self.stream!r} has its maximum of "
                              f"{limit} consumer(s)")
         self._orders += 1
-        self.consumers[consumer] = _Consumer(consumer, credit, self._orders)
-        return self._dispatch(now)
-
-    def credit(self, consumer: Any, n: int, now: float) -> list[Effect]:
-        c = self.consumers.get(consumer)
-        if c is None:
-            return []
-        c.credit += n
+        self.consumers[consumer] = _Consumer(consumer, window, self._orders)
         return self._dispatch(now)
 
     def disconnect(self, consumer: Any, now: float) -> list[Effect]:
@@ -252,6 +256,18 @@ class GroupCore:
             p = event.position
             if p <= self.checkpoint or p in self.settled or p in self.unsettled:
                 continue
+            self.unsettled[p] = event
+            self.ready.append((event, 0))
+        return self._dispatch(now)
+
+    def requeue(self, events: Iterable[RecordedEvent], now: float) -> list[Effect]:
+        """Put events (parked ones, replayed) back in line, retry count 0; one that is
+        already waiting or in flight is left alone."""
+        for event in events:
+            p = event.position
+            if p in self.unsettled:
+                continue
+            self.settled.discard(p)
             self.unsettled[p] = event
             self.ready.append((event, 0))
         return self._dispatch(now)
@@ -357,7 +373,7 @@ class GroupCore:
         return []
 
     def _any_credit(self) -> bool:
-        return any(c.credit > 0 for c in self.consumers.values())
+        return any(c.free > 0 for c in self.consumers.values())
 
     def _pick(self, event: RecordedEvent) -> _Consumer | None:
         strategy = self.settings.consumer_strategy
@@ -366,12 +382,12 @@ class GroupCore:
             return None
         if strategy == "Pinned":
             c = consumers[zlib.crc32(event.stream.encode()) % len(consumers)]
-            return c if c.credit > 0 else None
+            return c if c.free > 0 else None
         if strategy == "DispatchToSingle":
-            return next((c for c in consumers if c.credit > 0), None)
+            return next((c for c in consumers if c.free > 0), None)
         for i in range(len(consumers)):  # RoundRobin
             c = consumers[(self._rr + i) % len(consumers)]
-            if c.credit > 0:
+            if c.free > 0:
                 self._rr = (self._rr + i + 1) % len(consumers)
                 return c
         return None
@@ -391,7 +407,6 @@ class GroupCore:
                     break
                 blocked.add(event.stream)
                 continue
-            c.credit -= 1
             c.inflight.add(event.position)
             self.inflight[event.position] = _InFlight(
                 event, c.id, now + self.settings.message_timeout, retries)
@@ -416,6 +431,6 @@ class GroupCore:
         self._checkpoint_due = now + s.checkpoint_after
         if floor <= self.checkpoint:
             return []
-        self.checkpoint = floor
+        self.checkpoint, self.resume = floor, resume
         self.settled = {p for p in self.settled if p > floor}
         return [PersistCheckpoint(floor, resume)]

@@ -226,12 +226,24 @@ class Unavailable(EsError):
     code = "unavailable"
 
 
+class GroupNotFound(EsError):
+    """No persistent subscription group of that name on that stream."""
+
+    code = "group_not_found"
+
+
+class GroupExists(EsError):
+    """A persistent subscription group of that name already exists on that stream."""
+
+    code = "group_exists"
+
+
 ERRORS_BY_CODE: dict[str, type[EsError]] = {
     cls.code: cls
     for cls in (
         EsError, WrongExpectedVersion, StreamDeleted, StreamNotFound, IdempotencyConflict,
         BadRequest, TooLarge, StorageFull, NotLeader, NotReady, NoQuorum, OutcomeUnknown,
-        Unavailable,
+        Unavailable, GroupNotFound, GroupExists,
     )
 }
 

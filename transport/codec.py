@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack
-
 from esnode.core import messages as m
 from esnode.core.filters import DEFAULT_CHECKPOINT_INTERVAL, EventFilter
+from esnode.core.persistent import GroupSettings
 from esnode.core.types import BadRequest, EsError, EventData
 
 DEFAULT_MAX_MESSAGE_SIZE = 80 * 1024 * 1024
@@ -54,6 +54,13 @@ def _decode_append(a: dict) -> m.Append:
                     _events(_arg(a, "events")), _arg(a, "requires_leader", False))
 
 
+def _positions(a: dict) -> tuple:
+    positions = _arg(a, "positions")
+    if type(positions) is not list:
+        raise BadRequest("positions must be a list")
+    return tuple(positions)
+
+
 # One decoder per allowed op: the external allow-list.
 CLIENT_OPS: dict[str, Any] = {
     "append": _decode_append,
@@ -76,6 +83,21 @@ CLIENT_OPS: dict[str, Any] = {
                                             DEFAULT_CHECKPOINT_INTERVAL)),
     "credit": lambda a: m.Credit(_arg(a, "subscription"), _arg(a, "n")),
     "unsubscribe": lambda a: m.Unsubscribe(_arg(a, "subscription")),
+    "create_group": lambda a: m.CreateGroup(_arg(a, "stream"), _arg(a, "group"),
+                                            GroupSettings.from_wire(_arg(a, "settings", {}))),
+    "update_group": lambda a: m.UpdateGroup(_arg(a, "stream"), _arg(a, "group"),
+                                            _arg(a, "settings")),
+    "delete_group": lambda a: m.DeleteGroup(_arg(a, "stream"), _arg(a, "group")),
+    "list_groups": lambda a: m.ListGroups(_arg(a, "stream", None)),
+    "group_info": lambda a: m.GroupInfo(_arg(a, "stream"), _arg(a, "group")),
+    "connect_group": lambda a: m.ConnectGroup(_arg(a, "stream"), _arg(a, "group"),
+                                              _arg(a, "credit", 100)),
+    "group_ack": lambda a: m.GroupAck(_arg(a, "subscription"), _positions(a)),
+    "group_nack": lambda a: m.GroupNack(_arg(a, "subscription"), _positions(a),
+                                        _arg(a, "action", "retry"), _arg(a, "reason", "")),
+    "leave_group": lambda a: m.LeaveGroup(_arg(a, "subscription")),
+    "replay_parked": lambda a: m.ReplayParked(_arg(a, "stream"), _arg(a, "group"),
+                                              _arg(a, "max_count", m.MAX_READ_COUNT)),
     "cluster_info": lambda a: m.ClusterInfo(),
     "ping": lambda a: m.Ping(),
 }
@@ -143,6 +165,8 @@ def encode_reply(corr: int, message: Any) -> bytes:
         return _packb([corr, "events", message.events])
     if cls is m.CaughtUp:
         return _packb([corr, "caught_up", {"position": message.position}])
+    if cls is m.GroupEventsPushed:
+        return _packb([corr, "group_events", [[*e, n] for e, n in message.events]])
     if cls is m.Checkpoint:
         return _packb([corr, "checkpoint", {"position": message.position}])
     if cls is m.RelayedReply:

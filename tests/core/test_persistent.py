@@ -32,15 +32,17 @@ def delivered(effects) -> list[tuple[object, int, int]]:
     return [(e.consumer, e.event.version, e.retry_count) for e in effects if type(e) is Deliver]
 
 
-def test_round_robin_dispatches_within_credit_and_acks_are_persisted_before_confirmation():
+def test_round_robin_dispatches_within_windows_and_acks_are_persisted_before_confirmation():
     core = GroupCore("s", "g", GroupSettings())
     assert core.connect("a", 2, 0.0) == [] and core.connect("b", 1, 0.0) == []
     effects = core.events([ev(i) for i in range(5)], 0.0)
     assert delivered(effects) == [("a", 0, 0), ("b", 1, 0), ("a", 2, 0)]
     effects = core.ack("a", [0, 20], "reply-1", 1.0)
     assert effects[0] == PersistSettled((0, 20), "reply-1")
-    assert delivered(core.credit("b", 5, 1.0)) == [("b", 3, 0), ("b", 4, 0)]
-    assert core.wants() == 20  # buffer empty, credit left: read more
+    assert delivered(effects) == [("a", 3, 0), ("a", 4, 0)]  # settling frees places
+    assert core.wants() == 20  # buffer empty: read more
+    assert core.wants() and not delivered(core.events([ev(5)], 1.0))  # no place free
+    assert core.wants() == 0  # something buffered and nobody has room: read nothing
 
 
 def test_dispatch_to_single_and_pinned():
@@ -209,8 +211,8 @@ def test_no_durably_settled_event_is_ever_delivered_again_and_nothing_is_lost(
         elif op == "tick":
             now[0] += 0.6 * k
             feed(c.tick(now[0]))
-        elif op == "credit":
-            feed(c.credit(consumer, k + 1, now[0]))
+        elif op == "credit" and mine:  # settle everything it holds
+            feed(c.ack(consumer, mine, "r", now[0]))
         elif op == "disconnect":
             feed(c.disconnect(consumer, now[0]))
         elif op == "connect" and consumer not in c.consumers:
