@@ -149,3 +149,28 @@ def test_prefix_options_filter_all_on_the_node(real_node_endpoint, monkeypatch):
     assert [d["stream"] for d in docs] == ["order-1", "cart-1"]
     failed = run_("subscribe", "order-1", "--type-prefix", "X", code=2)
     assert "'$all' subscriptions only" in failed.stderr
+
+
+def test_group_commands_and_consume(real_node_endpoint, monkeypatch):  # noqa: F811
+    run_ = invoker(real_node_endpoint, monkeypatch)
+    for i in range(3):
+        run_("append", "cli-work", "--type", f"Job{i}")
+    run_("group", "create", "cli-work", "billing", "--start-from", "start", "--strategy",
+         "Pinned", "--max-retry-count", "2")
+    failed = run_("group", "create", "cli-work", "billing", code=1)
+    assert failed.stderr.strip().startswith("esnode: group_exists:")
+    bad = run_("group", "create", "cli-work", "x", "--strategy", "Random", code=2)
+    assert "consumer_strategy" in bad.stderr
+    docs = lines(run_("consume", "cli-work", "billing", "--json", "--limit", "3"))
+    assert [d["type"] for d in docs] == ["Job0", "Job1", "Job2"]
+    assert all(d["retry_count"] == 0 for d in docs)
+    run_("group", "update", "cli-work", "billing", "--max-retry-count", "5")
+    [doc] = lines(run_("group", "info", "cli-work", "billing", "--json"))
+    assert doc["settings"]["max_retry_count"] == 5 and doc["settings"]["consumer_strategy"] \
+        == "Pinned" and doc["checkpoint"] >= -1
+    [listed] = lines(run_("group", "list", "--json"))
+    assert listed["group"] == "billing"
+    assert "0 parked" in run_("group", "replay-parked", "cli-work", "billing").stderr
+    run_("group", "delete", "cli-work", "billing")
+    missing = run_("group", "info", "cli-work", "billing", code=1)
+    assert "group_not_found" in missing.stderr
