@@ -63,8 +63,12 @@ class GroupState:
     def feed(self, kind: str, payload: Any) -> None:
         if kind == GROUP_EVENTS:
             self._buffer.extend(payload)
-        else:
-            self._buffer.append((kind, payload))
+            return
+        if kind == LOST or kind == DROPPED:
+            # Events not handed out yet came on a connection that is gone: their acks could
+            # not be confirmed and the group delivers them again. Drop them.
+            self._buffer = deque(x for x in self._buffer if type(x) is not GroupEvent)
+        self._buffer.append((kind, payload))
 
     def next_event(self) -> GroupEvent | object | None:
         """The next ``GroupEvent``; None when nothing is buffered; ``END`` once closed;

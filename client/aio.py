@@ -345,6 +345,8 @@ class _AsyncConsumer:
             if item is None:
                 return None
             state.feed(*item)
+            while not self._inbox.empty():  # everything that arrived: a loss behind the
+                state.feed(*self._inbox.get_nowait())  # events makes them stale
 
     async def close(self) -> None:
         self._closing = True
@@ -399,18 +401,19 @@ class AsyncPersistentSubscription(_AsyncConsumer, GroupView):
             raise StopAsyncIteration
         return event
 
-    async def ack(self, *events: Any, timeout: float | None = None) -> None:
-        await self._settle(events, core.group_ack, (), timeout)
+    async def ack(self, *events: Any, timeout: float | None = None) -> tuple[int, ...]:
+        return await self._settle(events, core.group_ack, (), timeout)
 
     async def nack(self, *events: Any, action: str = "retry", reason: str = "",
-                   timeout: float | None = None) -> None:
-        await self._settle(events, core.group_nack, (action, reason), timeout)
+                   timeout: float | None = None) -> tuple[int, ...]:
+        return await self._settle(events, core.group_nack, (action, reason), timeout)
 
     async def _settle(self, events: tuple, call: Callable, extra: tuple,
-                      timeout: float | None) -> None:
+                      timeout: float | None) -> tuple[int, ...]:
         positions = self._state.settle(events)
         if positions:
             await self._client._op(call(self._state.id, positions, *extra), timeout)
+        return positions
 
 
 

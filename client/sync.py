@@ -485,6 +485,8 @@ class _Consumer:
             if item is None:
                 return None
             state.feed(*item)
+            while not self._inbox.empty():  # everything that arrived: a loss behind the
+                state.feed(*self._inbox.get_nowait())  # events makes them stale
 
     def close(self) -> None:
         self._closing = True
@@ -542,21 +544,26 @@ class PersistentSubscription(_Consumer, GroupView):
             raise StopIteration
         return event
 
-    def ack(self, *events: Any, timeout: float | None = None) -> None:
-        """Acknowledge events (``GroupEvent``s, events or positions), durably."""
-        self._settle(events, lambda sub, positions: core.group_ack(sub, positions), timeout)
+    def ack(self, *events: Any, timeout: float | None = None) -> tuple[int, ...]:
+        """Acknowledge events (``GroupEvent``s, events or positions), durably; returns the
+        positions whose acks the node confirmed. Events delivered before a reconnection are
+        left out (not sent): the group delivers them again."""
+        return self._settle(events, lambda sub, positions: core.group_ack(sub, positions),
+                            timeout)
 
     def nack(self, *events: Any, action: str = "retry", reason: str = "",
-             timeout: float | None = None) -> None:
+             timeout: float | None = None) -> tuple[int, ...]:
         """Give events back: ``retry`` (again, retry count + 1), ``park`` (to the parked
         stream), ``skip`` (settle without processing) or ``stop`` (also leave the group)."""
-        self._settle(events, lambda sub, positions: core.group_nack(sub, positions, action,
-                                                                      reason), timeout)
+        return self._settle(events, lambda sub, positions: core.group_nack(
+            sub, positions, action, reason), timeout)
 
-    def _settle(self, events: tuple, call: Callable, timeout: float | None) -> None:
+    def _settle(self, events: tuple, call: Callable,
+                timeout: float | None) -> tuple[int, ...]:
         positions = self._state.settle(events)
         if positions:
             self._client._op(call(self._state.id, positions), timeout)
+        return positions
 
 
 

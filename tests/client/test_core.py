@@ -315,3 +315,19 @@ def test_a_checkpoint_push_moves_the_resume_point_of_a_filtered_subscription():
     state.feed(core.CHECKPOINT, 50)
     assert state.next_event().position == 20 and core.resume_from(state) == 20
     assert state.next_event() is None and seen == [50] and core.resume_from(state) == 50
+
+
+def test_a_group_consumer_drops_events_of_a_lost_connection_and_acks_only_its_own():
+    state = core.GroupState(core.Subscribed(4), 10, "s", "g", 1)
+    ev = [core.GroupEvent(RecordedEvent._make(wire_event(i, 10 + i)), 0) for i in range(3)]
+    state.feed(core.GROUP_EVENTS, ev)
+    assert state.next_event() == ev[0]
+    state.feed(core.LOST, ConnectionLost("gone"))  # ev[1], ev[2] came on the dead connection
+    assert state.next_event() is core.RESUME
+    assert state.settle([ev[0]]) == (10,)  # handed out before: sent (it may fail)
+    state.restart(core.Subscribed(9), 2)
+    assert state.settle([ev[0], 11, ev[2].event]) == () and state.reconnections == 1
+    state.feed(core.GROUP_EVENTS, [ev[1]])
+    assert state.next_event() == ev[1] and state.settle([11]) == (11,)
+    with pytest.raises(TypeError, match="cannot ack"):
+        core.positions_of(["x"])
