@@ -101,7 +101,8 @@ def bench(
     seconds: float = typer.Option(5.0, help="Timed seconds per phase."),
     runs: int = typer.Option(3, help="Runs per figure; the table shows medians."),
     phases: str = typer.Option("abcd", help="Which phases: a single, b concurrent, "
-                                            "c 100-event batches, d reads."),
+                                            "c 100-event batches, d reads, g subscriptions "
+                                            "and persistent subscription groups."),
     nodes: int = typer.Option(1, help="Size of the fresh cluster to start (1 or 3, ...)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document per phase."),
 ) -> None:
