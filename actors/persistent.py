@@ -150,7 +150,7 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
         for key, core in list(self._cores.items()):
             deadline = core.next_deadline()
             if deadline is not None and deadline <= now:
-                self._carry(key, core.tick(now))
+                self._settled(key, core.tick(now))
 
     def _on_peer_gone(self, message: PeerGone) -> None:
         now = self._clock.monotonic()
@@ -158,7 +158,7 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
             key = self._consumers.pop(consumer)
             core = self._cores.get(key)
             if core is not None:
-                self._carry(key, core.disconnect(consumer, now))
+                self._settled(key, core.disconnect(consumer, now))
 
     def _on_shutdown(self, message: Shutdown) -> None:
         self._stopping = True
@@ -234,8 +234,8 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
             page = None
         if page is not None and page.events:
             core.parked_replayed = page.events[-1].version
-            self._carry(key, core.requeue([self._unpark(e) for e in page.events],
-                                          self._clock.monotonic()))
+            self._settled(key, core.requeue([self._unpark(e) for e in page.events],
+                                            self._clock.monotonic()))
             self._checkpoint(key, p.PersistCheckpoint(core.checkpoint, core.resume))
         self._reply(env.peer, env.corr, m.Reply({
             "replayed": len(page.events) if page is not None else 0}))
@@ -263,23 +263,31 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
 
     def _ack(self, env: m.ClientEnvelope, request: m.GroupAck) -> None:
         consumer, core = self._consumer(env.peer, request.subscription)
-        self._carry(self._consumers[consumer], core.ack(
+        self._settled(self._consumers[consumer], core.ack(
             consumer, request.positions, (env.peer, env.corr), self._clock.monotonic()))
 
     def _nack(self, env: m.ClientEnvelope, request: m.GroupNack) -> None:
         consumer, core = self._consumer(env.peer, request.subscription)
         key = self._consumers[consumer]
-        self._carry(key, core.nack(consumer, request.positions, request.action, request.reason,
-                                   (env.peer, env.corr), self._clock.monotonic()))
+        self._settled(key, core.nack(consumer, request.positions, request.action,
+                                     request.reason, (env.peer, env.corr),
+                                     self._clock.monotonic()))
 
     def _leave(self, env: m.ClientEnvelope, request: m.LeaveGroup) -> None:
         consumer = (env.peer, request.subscription)
         key = self._consumers.pop(consumer, None)
         if key is not None and key in self._cores:
-            self._carry(key, self._cores[key].disconnect(consumer, self._clock.monotonic()))
+            self._settled(key, self._cores[key].disconnect(consumer, self._clock.monotonic()))
         self._reply(env.peer, env.corr, m.Reply({}))
 
     # --- effects ------------------------------------------------------------------------------
+    def _settled(self, key: tuple[str, str], effects: list) -> None:
+        """Carry out effects that may have made room (acks, nacks, timeouts, a consumer
+        gone), then read on: the buffer may have run dry while every consumer was full, and
+        no new commit may come to trigger a read."""
+        self._carry(key, effects)
+        self._pump(key)
+
     def _carry(self, key: tuple[str, str], effects: list) -> None:
         pushes: dict[tuple[bytes, int], list] = {}
         replies = []

@@ -40,6 +40,9 @@ class Call(NamedTuple):
     idempotent: bool = True
     """Sending it again after an unknown outcome cannot do it twice (reads; appends, whose
     event ids the node deduplicates). Deletes and metadata writes are not."""
+    retry: bool = True
+    """False: never sent again, not even after a refusal (a group ack belongs to one
+    connection: on another node it means nothing)."""
 
 
 _event = RecordedEvent._make
@@ -215,14 +218,15 @@ def connect_group(stream: str, group: str, window: int) -> Call:
 def group_ack(subscription: int, positions: tuple[int, ...]) -> Call:
     m.GroupAck(subscription, positions)
     return Call("group_ack", {"subscription": subscription, "positions": list(positions)},
-                _ignore, True, "ack", False)
+                _ignore, True, "ack", False, False)
 
 
 def group_nack(subscription: int, positions: tuple[int, ...], action: str,
                reason: str) -> Call:
     m.GroupNack(subscription, positions, action, reason)
     return Call("group_nack", {"subscription": subscription, "positions": list(positions),
-                               "action": action, "reason": reason}, _ignore, True, "nack", False)
+                               "action": action, "reason": reason}, _ignore, True, "nack", False,
+                False)
 
 
 def leave_group(subscription: int) -> Call:

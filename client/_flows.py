@@ -232,7 +232,7 @@ def perform(call: Call, timeout: float | None, settings: ConnectionSettings,
             last = error
             if call.write and isinstance(error, OutcomeUnknown):
                 unknown = error
-            step = retry_step(error, call, timed_out, settings)
+            step = retry_step(error, call, timed_out, settings) if call.retry else None
             timed = isinstance(error, TimeoutError)
             if step is not None and not timed and clock() >= deadline:
                 step = None

@@ -113,3 +113,21 @@ def test_nacks_park_retry_skip_and_parked_events_replay(client):
         sub.ack(replayed)
         assert client.replay_parked(stream, "n") == 0  # each parked event is replayed once
         assert sub.get(0.3) is None
+
+
+def test_a_group_reads_on_as_its_consumers_settle_without_new_writes(client):
+    """Small buffer and window, everything written at once: every ack makes room and the
+    group reads further from the log, though no new commit comes to trigger a read."""
+    stream = f"g-{uuid.uuid4().hex[:8]}"
+    client.create_group(stream, "slow", start_from="start", live_buffer_size=5,
+                        read_batch_size=3)
+    wait_for(lambda: client.list_groups(stream), 5, message="the group")
+    client.append(stream, [new_event("Job", {"n": i}) for i in range(30)])
+    with client.subscribe_group(stream, "slow", window=2) as sub:
+        got = []
+        for _ in range(30):
+            item = sub.get(5)
+            assert item is not None, f"stalled after {len(got)} events"
+            sub.ack(item)
+            got.append(item.event.json()["n"])
+    assert got == list(range(30))
