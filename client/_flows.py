@@ -20,6 +20,7 @@ from esnode.client._cluster import (
 from esnode.client._protocol import ERROR, ProtocolCore
 from esnode.client._subscription import RESUMABLE_DROPS, SubscriptionState
 from esnode.client.errors import (
+    ClientClosed,
     ConnectionLost,
     EsError,
     NoQuorum,
@@ -418,6 +419,8 @@ def come_back(what: str, lost_reason: EsError | None, generation: int,
     reason = lost_reason
     waits = 0
     while True:
+        if cluster.closed:
+            raise ClientClosed(f"{what}: the client is closed")
         try:
             yield Rediscover(generation, f"{what}: {getattr(reason, 'code', 'lost')}")
             generation = cluster.generation
