@@ -131,3 +131,57 @@ def test_a_group_reads_on_as_its_consumers_settle_without_new_writes(client):
             sub.ack(item)
             got.append(item.event.json()["n"])
     assert got == list(range(30))
+
+
+def test_asyncio_consumers_on_all_skip_system_streams(real_node_endpoint, client):
+    """An ``$all`` group through the asyncio client: user events only (the group's own
+    bookkeeping streams and other ``$`` streams are never delivered), ack and nack."""
+    import asyncio
+
+    from esnode.client import connect_async
+
+    tag = uuid.uuid4().hex[:8]
+    group = f"all-{tag}"
+    client.create_group("$all", group, start_from="end")
+    wait_for(lambda: [g for g in client.list_groups("$all") if g.group == group], 5,
+             message="the group")
+
+    async def main() -> list:
+        async with connect_async(real_node_endpoint) as aclient:
+            sub = await aclient.subscribe_group("$all", group, window=10)
+            await aclient.append(f"mine-{tag}", [new_event("A"), new_event("B")])
+            await aclient.set_metadata(f"mine-{tag}", {"owner": "x"})  # a $$ stream event
+            first = await sub.get(5)
+            assert first.event.stream == f"mine-{tag}" and first.event.event_type == "A"
+            assert await sub.nack(first, action="retry") == (first.position,)
+            got = [await sub.get(5), await sub.get(5)]
+            assert sorted((g.event.event_type, g.retry_count) for g in got) == [("A", 1),
+                                                                               ("B", 0)]
+            assert await sub.ack(*got) == tuple(g.position for g in got)
+            assert await sub.get(0.5) is None  # nothing from $ streams, acks included
+            await sub.close()
+            return got
+
+    assert len(asyncio.run(main())) == 2
+
+
+def test_a_consumer_that_never_acks_does_not_stall_the_others(client, real_node_endpoint):
+    stream = f"g-{uuid.uuid4().hex[:8]}"
+    client.create_group(stream, "mixed", start_from="start", message_timeout=30.0)
+    wait_for(lambda: client.list_groups(stream), 5, message="the group")
+    client.append(stream, [new_event("Job", {"n": i}) for i in range(20)])
+    with connect(real_node_endpoint) as other:
+        lazy = client.subscribe_group(stream, "mixed", window=2)
+        busy = other.subscribe_group(stream, "mixed", window=5)
+        held = take(lazy, 2)  # never acked
+        done = []
+        while len(done) < 18:
+            item = busy.get(5)
+            assert item is not None, f"the busy consumer stalled after {len(done)}"
+            busy.ack(item)
+            done.append(item.position)
+        assert not set(done) & {h.position for h in held}
+        info = client.group_info(stream, "mixed")
+        assert (info.in_flight, info.consumers) == (2, 2)
+        lazy.close()
+        assert {busy.get(5).position, busy.get(5).position} == {h.position for h in held}
