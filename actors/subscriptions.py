@@ -155,11 +155,8 @@ class SubscriptionsActor(pykka.ThreadingActor):
             return from_ + 1  # delivery starts after the given version/position
         if stream == ALL_STREAM:
             return self._committed + 1
-        try:  # the last committed version: a later one may still be lost in a failover
-            return self._store.read_stream(stream, -1, 0, True,
-                                           up_to_position=self._committed).last_version + 1
-        except (StreamNotFound, StreamDeleted):
-            return self._store.stream_version(stream) + 1
+        # the last committed version: a later one may still be lost in a failover
+        return self._store.stream_version(stream, up_to_position=self._committed) + 1
 
     def _pump(self, sub: Subscription) -> None:
         """Deliver what the subscriber has credit for, then report caught-up once."""
