@@ -18,6 +18,7 @@ from esnode.core.types import (
     Vote,
 )
 from esnode.storage import LmdbEventStore, open_store
+from esnode.storage.lmdb_store import QQ
 from esnode.storage.memory import MemoryEventStore
 from tests.storage.conftest import NOW, append, delete, events, everything
 
@@ -88,6 +89,38 @@ def test_event_id_merge_and_reopen_keep_idempotency(tmp_path, opened):
     third = _open(opened, tmp_path)
     assert append(third, "s0", ANY, batches[3]).idempotent  # rewritten after the truncation
     assert append(third, "s1", ANY, batches[4]).position == third.writer_position
+
+
+def test_event_id_merge_is_spread_over_commits_and_survives_reopen_and_truncation(
+        tmp_path, opened):
+    store = _open(opened, tmp_path)
+    store.ids_merge_threshold, store.ids_merge_step = 30, 4
+    batches = [(f"s{i % 10}", events(2)) for i in range(17)]  # 34 records, 2 per commit
+    merged = []
+    for stream, batch in batches:
+        append(store, stream, ANY, batch)
+        with store._env.begin() as txn:
+            merged.append(txn.stat(store._ids)["entries"])
+    # the generation of the first 30 ids froze at the 15th commit; each later commit merged
+    # streams up to the step (s0, then s1: 4 ids each), none merged the 30 at once
+    assert merged == [0] * 15 + [4, 8] and len(store._merge_queue) == 8
+    for stream, batch in batches:  # mid-merge: every id is found (memory or durable index)
+        assert append(store, stream, ANY, batch).idempotent
+    store.close()  # as a crash mid-merge leaves it: some ids merged, the checkpoint before them
+    again = _open(opened, tmp_path)
+    again.ids_merge_threshold, again.ids_merge_step = 30, 4
+    for stream, batch in batches:
+        assert append(again, stream, ANY, batch).idempotent
+    again.truncate_after(19)  # drops merged ids of s0 and s1 (positions 20-23) too
+    with again._env.begin() as txn:
+        positions = [QQ.unpack(v)[1] for v in txn.cursor(db=again._ids).iternext(keys=False)]
+    assert positions and max(positions) <= 19
+    for i, (stream, batch) in enumerate(batches):
+        assert append(again, stream, ANY, batch).idempotent == (i < 10), i
+    again.close()
+    third = _open(opened, tmp_path)
+    for i, (stream, batch) in enumerate(batches):
+        assert append(third, stream, ANY, batch).idempotent
 
 
 def test_map_grows_instead_of_failing(tmp_path, opened):
