@@ -190,9 +190,9 @@ class LmdbEventStore(StoreBase):
 
     ids_merge_threshold = 50_000
     """Event ids kept in memory (and found again in the log on open) before a merge starts."""
-    ids_merge_step = 256
-    """Least event ids merged by one commit while a merge runs (at least twice the commit's
-    own records, so a merge ends before the next one is due)."""
+    ids_merge_step = 64
+    """Least event ids merged by one commit while a merge runs (at least 1.25 times the
+    commit's own records, so a merge ends before the next one is due)."""
 
     def __init__(self, path: str | os.PathLike, limits: StorageLimits | None = None,
                  map_size: int = DEFAULT_MAP_SIZE):
@@ -319,7 +319,7 @@ class LmdbEventStore(StoreBase):
         queue = self._merge_queue
         if not queue:
             return [], 0
-        quota = max(self.ids_merge_step, 2 * new_records)
+        quota = max(self.ids_merge_step, new_records + new_records // 4)
         if self._recent_count + new_records >= self.ids_merge_threshold:
             quota = self.ids_merge_threshold * 2  # the next generation is due: finish this one
         key_of, pack2, merging = self._stream_key, QQ.pack, self._merging_ids
