@@ -49,6 +49,7 @@ _SHORT_NAME = 200
 _NAMEKEY_CACHE_LIMIT = 100_000
 DEFAULT_MAP_SIZE = 1 << 30
 _NEARLY_FULL = 64 << 20
+_MIN_RUN = 8  # consecutive log records read with a cursor walk rather than getmulti
 
 
 def stream_key(stream: str) -> bytes:
@@ -148,9 +149,44 @@ class _LmdbView:
         cursor = self.txn.cursor(db=self.streams)
         if not cursor.set_range(self.key(stream) + Q.pack(first)):
             return []
-        positions = list(islice(cursor.iternext(keys=False), count))
-        pairs = self.txn.cursor(db=self.log).getmulti(positions)
-        return decode_records([v for _, v in pairs])
+        keys = list(islice(cursor.iternext(keys=False), count))  # log keys (positions)
+        return decode_records(self._log_values(keys))
+
+    def _log_values(self, keys: list[bytes]) -> list[bytes]:
+        """The log values at ``keys`` (increasing positions). Runs of consecutive positions
+        (a stream written in batches) are read by walking a log cursor, which costs much less
+        than a B-tree search per record; scattered positions by one ``getmulti``."""
+        n = len(keys)
+        log = self.txn.cursor(db=self.log)
+        if n >= _MIN_RUN:
+            positions = struct.unpack(f">{n}Q", b"".join(keys))
+            span = positions[-1] - positions[0] + 1
+            if span == n:  # one run: the whole page is contiguous in the log
+                log.set_key(keys[0])
+                return list(islice(log.iternext(keys=False), n))
+            if span <= 4 * n:  # maybe runs: split them
+                return self._runs(log, keys, positions)
+        return [v for _, v in log.getmulti(keys)]
+
+    @staticmethod
+    def _runs(log: lmdb.Cursor, keys: list[bytes], positions: tuple[int, ...]) -> list[bytes]:
+        out: list[bytes] = []
+        scattered: list[int] = []  # indexes in ``out`` still to fill by getmulti
+        n, start = len(keys), 0
+        for i in range(1, n + 1):
+            if i < n and positions[i] == positions[i - 1] + 1:
+                continue
+            if i - start >= _MIN_RUN:
+                log.set_key(keys[start])
+                out.extend(islice(log.iternext(keys=False), i - start))
+            else:
+                scattered.extend(range(len(out), len(out) + i - start))
+                out.extend(keys[start:i])  # placeholders: the keys
+            start = i
+        if scattered:
+            for index, (_, value) in zip(scattered, log.getmulti([out[i] for i in scattered])):
+                out[index] = value
+        return out
 
     def position_of(self, stream: str, version: int) -> int:
         return Q.unpack(self.txn.get(self.key(stream) + Q.pack(version), db=self.streams))[0]

@@ -254,3 +254,23 @@ def test_real_full_disk_on_a_small_tmpfs(tmp_path):
             reopened.close()
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_stream_pages_over_runs_and_scattered_records_read_like_memory(tmp_path, opened):
+    """Stream pages are read by cursor walks over runs of consecutive log records and one
+    getmulti for the rest: any mix gives exactly the memory store's pages."""
+    disk, mem = _open(opened, tmp_path), MemoryEventStore()
+    sizes = [10, 1, 1, 9, 3, 20, 8, 7, 1, 12, 2, 2, 2, 30]
+    for i, size in enumerate(sizes):
+        batch = events(size)
+        for store in (disk, mem):
+            append(store, "a", ANY, batch)
+            if i % 3:
+                append(store, "b", ANY, batch[:1] if i % 2 else events(1))
+    total = sum(sizes)
+    for first in (0, 1, 9, 10, 11, 21, 40, total - 3):
+        for count in (1, 5, 8, 9, 17, 64, 500):
+            for backwards in (False, True):
+                start = total - 1 - first if backwards else first
+                assert (disk.read_stream("a", start, count, backwards)
+                        == mem.read_stream("a", start, count, backwards)), (first, count)
