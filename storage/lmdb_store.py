@@ -50,6 +50,11 @@ _NAMEKEY_CACHE_LIMIT = 100_000
 DEFAULT_MAP_SIZE = 1 << 30
 _NEARLY_FULL = 64 << 20
 _MIN_RUN = 8  # consecutive log records read with a cursor walk rather than getmulti
+_FILTER_STEP = 512  # least ids of ``event_ids`` added to the filter per commit after opening
+
+
+def _maybe(event_id: str) -> bool:
+    return True
 
 
 def stream_key(stream: str) -> bytes:
@@ -126,7 +131,8 @@ class _LmdbView:
         self.key = store._stream_key
         # only the writer thread calls find_event / any_known (ids not merged, or partly):
         self.recent = (store._recent_ids, store._merging_ids)
-        self.maybe = store._id_filter.may_contain  # False: certainly not in ``event_ids``
+        # False: certainly not in ``event_ids`` (until the filter is filled, always "maybe")
+        self.maybe = store._id_filter.may_contain if store._filter_from is None else _maybe
         self.log, self.streams, self.ids = store._log, store._streams, store._ids
 
     def stream_last(self, stream: str) -> tuple[int, bool]:
@@ -249,6 +255,7 @@ class LmdbEventStore(StoreBase):
         self._merging_through = -1
         self._ids_through = -1
         self._id_filter = IdFilter()  # every id in ``event_ids`` (and maybe some removed ones)
+        self._filter_from: bytes | None = None  # next ``event_ids`` key to add to the filter
         self._closed = False
         dbs = self._write_txn(lambda txn: [self._env.open_db(name, txn=txn) for name in (
             b"log", b"streams", b"event_ids", b"checkpoints")])
@@ -264,9 +271,9 @@ class LmdbEventStore(StoreBase):
             self._ids_through = Q.unpack(merged)[0] - 1 if merged else -1
             if cursor.set_range(Q.pack(self._ids_through + 1)):
                 self._remember_ids(decode_records(cursor.iternext(keys=False)))
-            self._id_filter = IdFilter(max(MIN_CAPACITY, 2 * txn.stat(self._ids)["entries"]))
-            self._id_filter.add_all(key[-36:].decode() for key in  # key: stream key + id
-                                    txn.cursor(db=self._ids).iternext(values=False))
+            entries = txn.stat(self._ids)["entries"]
+            self._id_filter = IdFilter(max(MIN_CAPACITY, 2 * entries))
+            self._filter_from = b"" if entries else None  # filled by later commits
         self._load_state()
 
     # --- plumbing ------------------------------------------------------------------------------
@@ -341,6 +348,21 @@ class LmdbEventStore(StoreBase):
         if taken:
             self._merged(taken)
         self._remember_ids(records)
+        if self._filter_from is not None:
+            self._fill_filter(max(_FILTER_STEP, 8 * len(records)))
+
+    def _fill_filter(self, count: int) -> None:
+        """Add the next ``count`` ids of ``event_ids`` to the filter (after opening: a store
+        opens without reading its whole id index; until the filter holds every id, lookups
+        ask the index). Ids merged meanwhile are added by the merge itself."""
+        with self._gate.reading(), self._env.begin() as txn:
+            cursor = txn.cursor(db=self._ids)
+            if not cursor.set_range(self._filter_from):
+                self._filter_from = None
+                return
+            keys = list(islice(cursor.iternext(values=False), count + 1))
+        self._id_filter.add_all([key[-36:].decode() for key in keys[:count]])  # stream key + id
+        self._filter_from = keys[count] if len(keys) > count else None
 
     def _merge_step(self, new_records: int) -> tuple[list[tuple[bytes, bytes]], int]:
         """The ``event_ids`` entries the next commit writes, and how many streams they cover.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from esnode.core.types import ANY
-from esnode.storage import LmdbEventStore
+from esnode.storage import LmdbEventStore, lmdb_store
 from esnode.storage.idfilter import MIN_CAPACITY, IdFilter
 from tests.storage.conftest import append, events
 
@@ -30,7 +30,8 @@ def test_growing_keeps_every_id():
     assert all(f.may_contain(i) for i in first + later)
 
 
-def test_lmdb_filter_covers_the_durable_index_after_reopen_and_truncation(tmp_path):
+def test_lmdb_filter_is_filled_after_reopen_and_stays_exact_safe(tmp_path, monkeypatch):
+    monkeypatch.setattr(lmdb_store, "_FILTER_STEP", 4)  # 8 ids per 1-record commit
     store = LmdbEventStore(tmp_path)
     store.ids_merge_threshold = 10
     batches = [events(3) for _ in range(12)]
@@ -41,7 +42,14 @@ def test_lmdb_filter_covers_the_durable_index_after_reopen_and_truncation(tmp_pa
     try:
         with again._env.begin() as txn:
             merged = [k[-36:].decode() for k in txn.cursor(db=again._ids).iternext(values=False)]
-        assert merged and all(again._id_filter.may_contain(i) for i in merged)
+        assert len(merged) > 16 and again._filter_from == b""  # opened without reading them
+        filling = []
+        for i, batch in enumerate(batches):  # while the filter fills: lookups ask the index
+            assert append(again, f"s{i % 2}", ANY, batch).idempotent
+            append(again, "other", ANY, events(1))
+            filling.append(again._filter_from is not None)
+        assert filling[0] and not filling[-1]  # several commits, then full
+        assert all(again._id_filter.may_contain(i) for i in merged)
         again.truncate_after(5)  # removed ids may stay "maybe": only a durable lookup more
         for i, batch in enumerate(batches):
             outcome = append(again, f"s{i % 2}", ANY, batch)
