@@ -11,7 +11,10 @@ Runs the storage bench's single-event group commits (64 appends per ``write``) a
 - ``segment``: LMDB with ``sync=False`` (indexes only, rebuilt from the log after a crash)
   plus an append-only segment file preallocated to 64 MiB: every record framed with its
   length and a CRC (zlib's CRC32 standing in for CRC32C), one ``fdatasync`` per group;
-- ``nosync``: LMDB ``sync=False`` alone: no durability, the ceiling of the CPU path.
+- ``nosync``: LMDB ``sync=False`` alone: no durability, the ceiling of the CPU path;
+- ``prezeroed``: the product, but the data file written out with zeros (256 MiB, synced)
+  before the run, so that commits overwrite allocated blocks instead of extending the file:
+  the same two syncs, without the file-size and block-allocation metadata in each sync.
 
 ``python -m esnode.bench.fsync_experiment [--path DIR] [--commits N] [--rounds R]``
 prints per variant the median over rounds of appends/s and of the commit p50/p99 (ms).
@@ -35,7 +38,8 @@ from esnode.storage import lmdb_store
 
 _FRAME = struct.Struct("<II")  # length, crc
 _SEGMENT = 64 << 20
-VARIANTS = ("lmdb", "metasync_off", "segment", "nosync")
+VARIANTS = ("lmdb", "metasync_off", "segment", "nosync", "prezeroed")
+_PREZERO = 256 << 20
 
 
 class _Segment:
@@ -59,8 +63,16 @@ class _Segment:
 
 def _open(variant: str, path: str) -> lmdb_store.LmdbEventStore:
     real_open = lmdb.open
-    flags = {"lmdb": {}, "metasync_off": {"metasync": False},
+    flags = {"lmdb": {}, "metasync_off": {"metasync": False}, "prezeroed": {},
              "segment": {"sync": False}, "nosync": {"sync": False}}[variant]
+    if variant == "prezeroed":  # LMDB writes its meta pages, then zeros extend the file
+        lmdb_store.LmdbEventStore(os.path.join(path, "db")).close()
+        fd = os.open(os.path.join(path, "db", "data.mdb"), os.O_WRONLY | os.O_APPEND)
+        zeros = bytes(1 << 20)
+        for _ in range(_PREZERO >> 20):
+            os.write(fd, zeros)
+        os.fsync(fd)
+        os.close(fd)
 
     def patched(*args, **kwargs):
         return real_open(*args, **{**kwargs, **flags})
