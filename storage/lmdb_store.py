@@ -381,23 +381,22 @@ class LmdbEventStore(StoreBase):
         if self._recent_count + new_records >= self.ids_merge_threshold:
             quota = self.ids_merge_threshold * 2  # the next generation is due: finish this one
         key_of, pack2, merging = self._stream_key, QQ.pack, self._merging_ids
+        add_to_filter = self._id_filter.add_all  # before the commit: a superset is safe
         step: list[tuple[bytes, bytes]] = []
         taken = 0
-        for stream in reversed(queue):
-            key = key_of(stream)
-            step.extend([(key + event_id.encode(), pack2(*hit))
-                         for event_id, hit in merging[stream].items()])
+        for stream in reversed(queue):  # streams in key order, each stream's ids sorted:
+            key, ids = key_of(stream), merging[stream]  # the step is in key order
+            step.extend([(key + event_id.encode(), pack2(*ids[event_id]))
+                         for event_id in sorted(ids)])  # (UTF-8 keeps code point order)
+            add_to_filter(ids)
             taken += 1
             if len(step) >= quota:
                 break
-        step.sort()
         return step, taken
 
     def _merged(self, taken: int) -> None:
         """After the commit that wrote the last ``taken`` streams of the merge queue."""
-        queue, merging = self._merge_queue, self._merging_ids
-        self._id_filter.add_all([event_id for stream in queue[-taken:]
-                                 for event_id in merging[stream]])
+        queue = self._merge_queue
         del queue[-taken:]
         if not queue:
             self._merging_ids = {}
