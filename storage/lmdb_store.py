@@ -135,21 +135,22 @@ class _LmdbView:
         self.maybe = store._id_filter.may_contain if store._filter_from is None else _maybe
         self.log, self.streams, self.ids = store._log, store._streams, store._ids
 
-    def stream_last(self, stream: str) -> tuple[int, bool]:
+    def stream_last(self, stream: str) -> tuple[int, int, int]:
         key = self.key(stream)
         cursor = self.txn.cursor(db=self.streams)
         tomb_key = key + _TOMB_SUFFIX
-        tombstoned = False
+        tomb = -1
         if cursor.set_range(tomb_key):
-            tombstoned = cursor.key() == tomb_key
+            if cursor.key() == tomb_key:
+                tomb = Q.unpack(cursor.value())[0]
             found = cursor.prev()
         else:
             found = cursor.last()
         if found:
             k = cursor.key()
             if len(k) == len(key) + 8 and k.startswith(key):
-                return Q.unpack_from(k, len(key))[0], tombstoned
-        return -1, tombstoned
+                return Q.unpack_from(k, len(key))[0], Q.unpack(cursor.value())[0], tomb
+        return -1, -1, tomb
 
     def stream_records(self, stream: str, first: int, count: int) -> list[RecordedEvent]:
         cursor = self.txn.cursor(db=self.streams)
