@@ -32,6 +32,7 @@ from esnode.actors.messages import (
     WriteBatch,
 )
 from esnode.actors.metrics import MeteredStore, Metrics
+from esnode.actors.persistent import GroupRequests, PersistentSubscriptionsActor
 from esnode.actors.status import StatusBoard
 from esnode.actors.storage import StorageActor
 from esnode.actors.subscriptions import SubscriptionsActor
@@ -40,6 +41,7 @@ from esnode.core.clock import Clock, SystemClock
 from esnode.core.cluster_messages import WIRE_MESSAGES
 from esnode.core.config import NodeSection, Topology
 from esnode.core.forwarding import FORWARD_MESSAGES, ForwardReply
+from esnode.core.messages import GROUP_REQUESTS
 from esnode.core.states import VNodeState
 from esnode.core.types import NotLeader, NotReady
 from esnode.storage.port import EventStore
@@ -162,6 +164,7 @@ class Factories:
     storage_actor: type[pykka.ThreadingActor] = StorageActor
     gateway_actor: type[pykka.ThreadingActor] = GatewayActor
     subscriptions_actor: type[pykka.ThreadingActor] = SubscriptionsActor
+    persistent_actor: type[pykka.ThreadingActor] = PersistentSubscriptionsActor
     http_face: Callable[[Node], Any] | None = default_http_face
     """Builds the HTTP face (``None``: no HTTP even when the topology gives a port)."""
 
@@ -202,7 +205,7 @@ class Node:
         try:
             self.subscriptions = f.subscriptions_actor.start(
                 self.store, self.transport, self.clock, self.board, on_failure=self.fail)
-            self.gateway = None
+            self.gateway = self.persistent = None
             self.storage = f.storage_actor.start(
                 self.store, self.transport, self.clock, self.board, t, self.config.name,
                 notify=self._notify, on_failure=self.fail)
@@ -211,7 +214,10 @@ class Node:
                 self.board, self.cluster_info, self.config.name,
                 forward_timeout=t.timers.write_timeout_ms / 1000 * FORWARD_TIMEOUT_FACTOR,
                 on_failure=self.fail, admin=self.admin)
-            self._refs = [self.gateway, self.storage, self.subscriptions]
+            self.persistent = f.persistent_actor.start(
+                self.store, self.transport, self.clock, self.board, self.storage,
+                on_failure=self.fail)
+            self._refs = [self.gateway, self.storage, self.subscriptions, self.persistent]
             self.transport.start(self._on_client, self._on_peer_gone, self._on_node)
             if self.http is not None:
                 self.http.start()
@@ -266,6 +272,7 @@ class Node:
                 if n % GATEWAY_TICK_EVERY == 0 and self.gateway is not None:
                     self.gateway.tell(Tick())
                     self._positions.append((time.monotonic(), self.store.writer_position))
+                    self.persistent.tell(Tick())
             except pykka.ActorDeadError:
                 return
 
@@ -294,6 +301,7 @@ class Node:
                 for ref in (self.gateway, self.storage):
                     self._try_ask(ref, Shutdown())
                 self._try_ask(self.subscriptions, Shutdown())
+                self._try_ask(self.persistent, Shutdown())
             self._teardown()
             log.info("node %s stopped", self.config.name)
             self._stopped.set()
@@ -329,7 +337,8 @@ class Node:
                    for m in board.members]
         refs = {"gateway": getattr(self, "gateway", None),
                 "storage": getattr(self, "storage", None),
-                "subscriptions": getattr(self, "subscriptions", None)}
+                "subscriptions": getattr(self, "subscriptions", None),
+                "persistent": getattr(self, "persistent", None)}
         queues = {name: _inbox(ref) for name, ref in refs.items() if ref is not None}
         progress = self.scavenger.progress if self.scavenger is not None else None
         path = getattr(store, "path", None)
@@ -412,6 +421,12 @@ class Node:
         for env in envelopes:                          # per request, no lock, no hop
             seen[env.peer] = now
         try:
+            groups = [e for e in envelopes if type(e.request) in GROUP_REQUESTS]
+            if groups:  # persistent subscription groups have their own actor
+                self.persistent.tell(GroupRequests(groups))
+                envelopes = [e for e in envelopes if type(e.request) not in GROUP_REQUESTS]
+                if not envelopes:
+                    return
             if self.board.is_leader:
                 writes, envelopes = split_writes(envelopes)
                 if writes:
@@ -425,6 +440,8 @@ class Node:
     def _on_peer_gone(self, peer: bytes) -> None:
         try:
             self.subscriptions.tell(PeerGone(peer))
+            if self.persistent is not None:
+                self.persistent.tell(PeerGone(peer))
         except pykka.ActorDeadError:
             pass
 
@@ -446,10 +463,10 @@ class Node:
         try:
             if self.gateway is not None:
                 self.gateway.tell(message)
-            if type(message) is Committed:
+            if type(message) is Committed or type(message) is StatusChanged:
                 self.subscriptions.tell(message)
-            elif type(message) is StatusChanged:
-                self.subscriptions.tell(message)
+                if self.persistent is not None:
+                    self.persistent.tell(message)
         except pykka.ActorDeadError:
             pass
 
@@ -497,4 +514,5 @@ class Node:
                         "writer_position": self.store.writer_position,
                         "commit_position": board.readable_position, "priority": c.priority}]
         return {"cluster": self.topology.cluster.name, "node": c.name,
-                "state": board.state.name, "leader": board.leader, "members": members}
+                "state": board.state.name, "leader": board.leader, "members": members,
+                "incarnation": board.incarnation}

@@ -14,7 +14,7 @@ import typer
 
 from esnode.cli.main import Connect, Json, Timeout, command_input, fail, out, print_json, \
     print_record, session
-from esnode.client._core import Call
+from esnode.client._calls import Call
 
 admin_app = typer.Typer(help="Operate a running cluster: resign the leader, set a node's "
                              "priority, shut a node down, scavenge.", no_args_is_help=True,

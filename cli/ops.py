@@ -15,7 +15,7 @@ from rich.table import Table
 
 from esnode.cli.main import Connect, Json, Timeout, err, fail, local_pids, out, print_json, \
     print_record, session
-from esnode.client._core import Call
+from esnode.client._calls import Call
 
 WATCH_INTERVAL_S = 1.0
 
