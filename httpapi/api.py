@@ -35,7 +35,7 @@ from esnode.core.types import (
     StreamNotFound,
     metadata_stream_of,
 )
-from esnode.httpapi import atom
+from esnode.httpapi import atom, dashboard
 from esnode.httpapi.face import HttpFace
 from esnode.httpapi.openapi import openapi_document
 
@@ -762,6 +762,7 @@ def build_app(face: HttpFace, node: NodeView, request_timeout: float = REQUEST_T
         paths[path] = None
     for path in paths:
         app.router.add_route("OPTIONS", path, api.options)
+    dashboard.add_routes(app, base_url)
     if extra_routes is not None:
         extra_routes(app, api)
     return app

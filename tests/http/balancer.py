@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import free_port, wait_for
+from tests.conftest import end_process, free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_HTTP_PORTS = {"node1": 2115, "node2": 2125, "node3": 2135}
@@ -69,11 +69,5 @@ class Balancer:
             return False
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        end_process(self.proc)
         self.log.close()
