@@ -22,7 +22,7 @@ from aiohttp import web
 from esnode.actors.replies import unwrap
 from esnode.actors.status import StatusBoard
 from esnode.core import messages as m
-from esnode.core.config import Topology
+from esnode.core.config import NodeSection, Topology
 from esnode.core.states import VNodeState
 from esnode.core.types import (
     ALL_STREAM,
@@ -274,7 +274,8 @@ class HttpApi:
         if code == "not_leader":
             target = self._leader_http()
             if target is not None:
-                location = f"http://{target[0]}:{target[1]}{request.rel_url}"
+                host, port = target.external_http_advertise
+                location = f"{target.http_scheme}://{host}:{port}{request.rel_url}"
                 return error_response(307, "Temporary Redirect", f"the leader is at {location}",
                                       code, {"Location": location})
         elif code == "wrong_expected_version":
@@ -284,13 +285,14 @@ class HttpApi:
             reason = "Deleted"
         return error_response(status, reason, str(exc), code, headers)
 
-    def _leader_http(self) -> tuple[str, int] | None:
+    def _leader_http(self) -> NodeSection | None:
+        """The leader's topology entry, when it has an HTTP API and is not this node."""
         leader = self.node.board.leader
         if not leader or leader == self.node.name:
             return None
         for n in self.node.topology.nodes:
-            if n.name == leader:
-                return n.external_http_advertise
+            if n.name == leader and n.external_http_port:
+                return n
         return None
 
     @web.middleware
