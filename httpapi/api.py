@@ -225,10 +225,12 @@ def error_response(status: int, reason: str, message: str, code: str,
 
 def json_response(body: object, media: str = atom.JSON, status: int = 200,
                   headers: dict | None = None) -> web.Response:
+    """``body`` serialised, or as it is when it is JSON bytes already."""
     all_headers = {"Content-Type": f"{media}; charset=utf-8"}
     if headers:
         all_headers.update(headers)
-    return web.Response(body=orjson.dumps(body), status=status, headers=all_headers)
+    data = body if type(body) is bytes else orjson.dumps(body)
+    return web.Response(body=data, status=status, headers=all_headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +253,7 @@ class HttpApi:
         self.write_timeout = max(request_timeout, node.topology.timers.write_timeout_ms
                                  / 1000 * 1.5 + 1)
         self._openapi = orjson.dumps(openapi_document())
+        self.entries = atom.EntryCache()
 
     # --- plumbing ---------------------------------------------------------------------------
     async def _call(self, request: object, timeout: float, write: bool) -> dict:
@@ -483,7 +486,8 @@ class HttpApi:
             body = await self._call(read, self.request_timeout, write=False)
         last = body["last_version"]
         page = atom.stream_page(base_url(request), stream, body["events"], last,
-                                last if head else start, count, forward, head, embed)
+                                last if head else start, count, forward, head, embed,
+                                self.entries)
         return self._feed_response(request, page, media)
 
     async def _read_all(self, request: web.Request, start: int | None, count: int,
@@ -500,7 +504,8 @@ class HttpApi:
             body = await self._call(read, self.request_timeout, write=False)
         commit = self.node.board.readable_position
         page = atom.all_page(base_url(request), body["events"], start, count, forward,
-                             body["next_position"], body["is_end"], commit, embed)
+                             body["next_position"], body["is_end"], commit, embed,
+                             self.entries)
         return self._feed_response(request, page, media)
 
     async def _wait_for_events(self, stream: str, after: int | None, seconds: int) -> None:
@@ -543,7 +548,7 @@ class HttpApi:
             headers["Cache-Control"] = atom.NO_CACHE
             if "eTag" in page.body:
                 page.body["eTag"] = tag.strip('"')
-        return json_response(page.body, media, headers=headers)
+        return json_response(page.render(), media, headers=headers)
 
     async def get_event(self, request: web.Request) -> web.Response:
         return await self._event(request, request.match_info["stream"])
