@@ -1,18 +1,24 @@
 """The web dashboard (docs/operations.md, "Dashboard"): its files are served with the right
 types, caching and security headers; and in headless Chromium against a 3-node cluster of
-real processes, the page shows every member and an event appended after it loaded, browses a
-stream to the event's JSON, and leaves a screenshot in the test's temp dir."""
+real processes (over http, and over https with the nodes' certificates pinned), the page
+shows every member and an event appended after it loaded, browses a stream to the event's
+JSON, and leaves a screenshot in the test's temp dir."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import uuid
+from pathlib import Path
 
 import pytest
+import requests
 
 from esnode.httpapi.dashboard import load_files
 from tests.http.chromium import Chromium, chromium_binary
-from tests.http.test_cluster_http import post
+from tests.cluster.conftest import FAST
+from tests.http.conftest import EVENTS
 
 
 def test_the_page_and_its_files_are_served_from_the_package(http_node):
@@ -38,16 +44,37 @@ def test_the_page_and_its_files_are_served_from_the_package(http_node):
 
 
 @pytest.fixture
-def chromium(tmp_path):
+def browser(tmp_path):
+    """``browser(*flags)`` starts a headless Chromium; every one started ends at teardown."""
     binary = chromium_binary()
     if binary is None:
         pytest.skip("headless Chromium is not installed (Debian: apt-get install -y chromium); "
                     "the dashboard browser test needs it")
-    browser = Chromium(tmp_path, binary)
+    started: list[Chromium] = []
+
+    def start(*flags: str) -> Chromium:
+        started.append(Chromium(tmp_path / f"browser{len(started)}", binary, flags))
+        return started[-1].start()
     try:
-        yield browser.start()
+        yield start
     finally:
-        browser.close()
+        for one in started:
+            one.close()
+
+
+def spki_pins(certs: list[Path]) -> str:
+    """Chromium's flag that trusts exactly these certificates' keys (base64 SHA-256 of each
+    SubjectPublicKeyInfo): the browser checks the nodes' TLS without a system CA store."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    pins = []
+    for path in certs:
+        key = x509.load_pem_x509_certificate(path.read_bytes()).public_key()
+        der = key.public_bytes(serialization.Encoding.DER,
+                               serialization.PublicFormat.SubjectPublicKeyInfo)
+        pins.append(base64.b64encode(hashlib.sha256(der).digest()).decode())
+    return "--ignore-certificate-errors-spki-list=" + ",".join(pins)
 
 
 def rows(table: str) -> str:
@@ -55,10 +82,14 @@ def rows(table: str) -> str:
 
 
 @pytest.mark.slow
-def test_dashboard_in_chromium_shows_members_and_a_fresh_event(http_cluster, chromium,
-                                                               tmp_path):
-    cluster = http_cluster
-    leader = cluster.wait_for_leader()
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_dashboard_in_chromium_shows_members_and_a_fresh_event(make_http_cluster, browser,
+                                                               tmp_path, tls):
+    cluster = make_http_cluster(3, tls=tls, **FAST)
+    cluster.start()
+    leader = cluster.wait_for_leader(timeout=30, settled=True)
+    certs = [cluster.ca.parent / f"{name}.crt" for name in cluster.names] if tls else []
+    chromium = browser(spki_pins(certs)) if tls else browser()
     follower = next(n for n in cluster.names if n != leader)
     chromium.navigate(cluster.http(follower) + "/dashboard/")
 
@@ -68,15 +99,19 @@ def test_dashboard_in_chromium_shows_members_and_a_fresh_event(http_cluster, chr
         "r.map(x => [x.dataset.name, x.cells[1].textContent]); })()",
         30, "three members, one of them the leader")
     assert dict(members)[leader] == "Leader", members
+    links = chromium.evaluate("[...document.querySelectorAll('#members a')].map(a => a.href)")
+    assert sorted(links) == sorted(cluster.http(n) + "/dashboard/" for n in cluster.names)
     assert chromium.wait_for(
         f"document.getElementById('node-name').textContent", 10, "the node's name") \
         == f"node {follower}"
 
     stream = f"dashboard-{uuid.uuid4().hex[:8]}"
     marker = f"fresh-{uuid.uuid4().hex[:8]}"
-    r = post(cluster.http(leader) + f"/streams/{stream}",
-             [{"eventId": str(uuid.uuid4()), "eventType": "DashboardTested",
-               "data": {"marker": marker, "html": "<b>not markup</b>"}}])
+    r = requests.post(cluster.http(leader) + f"/streams/{stream}", timeout=15,
+                      verify=str(cluster.ca) if tls else True,
+                      headers={"Content-Type": EVENTS}, data=json.dumps(
+                          [{"eventId": str(uuid.uuid4()), "eventType": "DashboardTested",
+                            "data": {"marker": marker, "html": "<b>not markup</b>"}}]))
     assert r.status_code == 201, r.text
     chromium.wait_for(f"{rows('tail-events')}.some(r => r.dataset.stream === "
                       f"{json.dumps(stream)} && r.textContent.includes({json.dumps(marker)}))",
