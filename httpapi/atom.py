@@ -141,32 +141,33 @@ def embed_level(value: str | None) -> str:
 
 
 def entry(base: str, e: RecordedEvent, embed: str, position_stream: str) -> dict:
-    """One feed entry; key order as Event Store's (reference §3.2-3.3)."""
-    url = f"{base}/streams/{escape(e.stream)}/{e.version}"
-    out: dict = {}
-    if embed in ("rich", "body"):
-        out["eventId"] = e.event_id
-        out["eventType"] = e.event_type
-        out["eventNumber"] = e.version
+    """One feed entry; key order as Event Store's (reference §3.2-3.3). The event is
+    unpacked once: this runs for every event of every feed page not already cached."""
+    event_id, stream, number, event_type, data, metadata, is_json, created, _ = e
+    url = f"{base}/streams/{escape(stream)}/{number}"
+    if embed == "rich" or embed == "body":
+        out = {"eventId": event_id, "eventType": event_type, "eventNumber": number}
         has_meta = False
         if embed == "body":
-            if e.is_json:
-                out["data"] = _text(e.data)
-            if e.metadata:
-                out["metaData"] = _text(e.metadata)
+            if is_json:
+                out["data"] = data.decode("utf-8", "replace")
+            if metadata:
+                out["metaData"] = metadata.decode("utf-8", "replace")
                 has_meta = True
-        out["streamId"] = e.stream
-        out["isJson"] = e.is_json
+        out["streamId"] = stream
+        out["isJson"] = is_json
         out["isMetaData"] = has_meta
         out["isLinkMetaData"] = False
-        out["positionEventNumber"] = e.version
-        out["positionStreamId"] = e.stream if position_stream == ALL_STREAM else position_stream
-    out["title"] = f"{e.version}@{e.stream}"
+        out["positionEventNumber"] = number
+        out["positionStreamId"] = stream if position_stream == ALL_STREAM else position_stream
+    else:
+        out = {}
+    out["title"] = f"{number}@{stream}"
     out["id"] = url
-    out["updated"] = iso_time(e.created)
+    out["updated"] = iso_time(created)
     out["author"] = AUTHOR
-    out["summary"] = e.event_type
-    if embed == "content" and e.is_json:
+    out["summary"] = event_type
+    if embed == "content" and is_json:
         out["content"] = event_content(e)
     out["links"] = [{"uri": url, "relation": "edit"}, {"uri": url, "relation": "alternate"}]
     return out
