@@ -66,6 +66,9 @@ class NodeSection:
     priority: int = 0
     external_http_port: int = 0
     """The node's HTTP API (docs/http.md) on ``external_host``; 0 = no HTTP endpoint."""
+    http_cert_file: str = ""
+    http_key_file: str = ""
+    """PEM certificate (chain) and key: the HTTP API speaks only HTTPS (docs/http.md, TLS)."""
     internal_gossip_port: int = 0
     """A second port on ``internal_host`` where the internal endpoint also listens: Event
     Store's ``--int-http-port``, where gossip seeds and ``--cluster-gossip-port`` point."""
@@ -96,6 +99,10 @@ class NodeSection:
         if not self.external_http_port:
             return None
         return (self.external_advertise_host or self.external_host, self.external_http_port)
+
+    @property
+    def http_scheme(self) -> str:
+        return "https" if self.http_cert_file else "http"
 
     @property
     def internal_advertise(self) -> tuple[str, int]:
@@ -214,6 +221,12 @@ def parse_topology(raw: dict, source: str = "") -> Topology:
             raise TopologyError(f"{where}.internal_gossip_port: same address as an external "
                                 "port; the internal and external networks need separate "
                                 "endpoints")
+        if bool(node.http_cert_file) != bool(node.http_key_file):
+            raise TopologyError(f"{where}: set both http_cert_file and http_key_file (TLS on "
+                                "the HTTP API), or neither")
+        if node.http_cert_file and not node.external_http_port:
+            raise TopologyError(f"{where}.http_cert_file: the node has no HTTP API (set "
+                                "external_http_port)")
         if node.internal_port == node.external_port and node.internal_host == node.external_host:
             raise TopologyError(f"{where}.external_port: same address as internal_port; the "
                                 "internal and external networks need separate endpoints")
@@ -248,19 +261,17 @@ def read_topology_file(path: str | Path) -> dict:
 
 def load_topology(path: str | Path, raw: dict | None = None) -> Topology:
     """Load and validate a topology file (or ``raw``, its edited content). Relative
-    ``data_dir``/``log_dir`` are resolved against the file's folder, so a topology works from
-    any working directory."""
+    ``data_dir``/``log_dir`` and certificate paths are resolved against the file's folder, so
+    a topology works from any working directory."""
     path = Path(path)
     if raw is None:
         raw = read_topology_file(path)
     topology = parse_topology(raw, str(path))
     base = path.resolve().parent
+    paths = ("data_dir", "log_dir", "http_cert_file", "http_key_file")
     nodes = tuple(
-        dataclasses.replace(
-            n,
-            data_dir=str(base / n.data_dir) if n.data_dir else "",
-            log_dir=str(base / n.log_dir) if n.log_dir else "",
-        )
+        dataclasses.replace(n, **{key: str(base / getattr(n, key)) if getattr(n, key) else ""
+                                  for key in paths})
         for n in topology.nodes
     )
     return dataclasses.replace(topology, nodes=nodes)
