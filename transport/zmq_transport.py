@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import socket
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -28,6 +29,15 @@ from esnode.core.forwarding import claimed_sender
 from esnode.core.types import BadRequest
 from esnode.transport.internal_codec import InternalCodec
 from esnode.transport.port import ClientHandler, NodeHandler, PeerGoneHandler
+from esnode.transport.security import (
+    HANDSHAKE_FAILURES,
+    NodeSecurity,
+    RefusalLog,
+    ZapHandler,
+    describe_handshake_failure,
+    secure_dealer,
+    secure_router,
+)
 
 log = logging.getLogger("esnode.transport")
 
@@ -37,11 +47,27 @@ MAX_BURST = 1024
 SEND_HWM = 100_000
 """Per-peer queued outgoing messages; subscriptions are bounded by credit well below it."""
 
+ROUTER_EVENTS = (zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | HANDSHAKE_FAILURES) \
+    & ~zmq.EVENT_HANDSHAKE_FAILED_AUTH
+"""What a secured ROUTER's monitor reports: ZAP logs its own refusals (with the address); a
+failed CURVE handshake is logged when its connection closes, naming the address accepted on
+that descriptor."""
+
 SEED_MESSAGES = ("Gossip",)
 """What a node sends to a seed whose name it does not know yet."""
 
 PEER_HWM = 10_000
 """Queued messages to one cluster peer before new ones are dropped (and retried above)."""
+
+
+def peer_address(fd: int) -> str:
+    """``host:port`` of the TCP peer on a descriptor libzmq just accepted (for log lines)."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            host, port = sock.getpeername()[:2]
+        return f"{host}:{port}"
+    except OSError:  # already closed: monitor events (v1) do not carry the address
+        return f"a peer whose connection closed before its address was read (fd {fd})"
 
 
 class Waker:
@@ -85,10 +111,27 @@ class ZmqTransport:
                  peers: dict[str, tuple[str, int]] | None = None,
                  internal_codec: InternalCodec | None = None,
                  members: Iterable[str] = (),
-                 seeds: Iterable[tuple[str, int]] = ()) -> None:
+                 seeds: Iterable[tuple[str, int]] = (),
+                 security: NodeSecurity | None = None,
+                 seed_hints: dict[tuple[str, int], str] | None = None) -> None:
         self._bind = external_bind
         self._max_message_size = max_message_size
         self._ctx = context or zmq.Context.instance()
+        self._security = security or NodeSecurity()
+        self.refusals = RefusalLog(log)
+        """Every refusal (handshakes, bad frames, impersonation), counted; logged sparingly."""
+        # One context (and ZAP handler) per secured network: a key allowed on one network
+        # means nothing on the other.
+        self._int_ctx = zmq.Context() if self._security.internal else self._ctx
+        self._ext_ctx = zmq.Context() if self._security.external else self._ctx
+        self._zap: list[ZapHandler] = []
+        self._monitors: dict[zmq.Socket, str] = {}
+        self._seed_members: dict[zmq.Socket, str] = {}
+        self._probes: dict[zmq.Socket, str] = {}
+        self._seed_hints = dict(seed_hints or {})
+        """Which member the topology puts at a seed endpoint: probed with that key alone."""
+        self._accepted: dict[zmq.Socket, dict[int, str]] = {}
+        self._failed: dict[zmq.Socket, str] = {}
         self._internal_bind = internal_bind
         self._node_name = node_name
         self._peers = dict(peers or {})
@@ -150,11 +193,20 @@ class ZmqTransport:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._waker.close()
+        self.refusals.flush()
+        for zap in self._zap:
+            zap.stop()
+        for ctx in {self._int_ctx, self._ext_ctx} - {self._ctx}:
+            ctx.term()
 
     # --- the poller thread ---------------------------------------------------------------
     def _router(self, bind: tuple[str, int], which: str) -> zmq.Socket:
-        sock = self._ctx.socket(zmq.ROUTER)
+        net = self._security.internal if which == "internal" else self._security.external
+        sock = (self._int_ctx if which == "internal" else self._ext_ctx).socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
+        if net is not None:
+            secure_router(sock, net)
+            self._monitors[sock.get_monitor_socket(ROUTER_EVENTS)] = which
         if which == "internal":
             sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted peer takes its name back
         sock.setsockopt(zmq.MAXMSGSIZE, self._max_message_size)
@@ -169,9 +221,14 @@ class ZmqTransport:
             raise OSError(f"cannot bind the {which} endpoint {host}:{port}: {exc}") from None
         return sock
 
-    def _dealer(self, host: str, port: int) -> zmq.Socket:
-        sock = self._ctx.socket(zmq.DEALER)
+    def _dealer(self, host: str, port: int, member: str = "") -> zmq.Socket:
+        """A DEALER to a peer's internal endpoint; when secured, a CURVE client that accepts
+        only the server holding ``member``'s key (so the peer is who we think it is)."""
+        sock = self._int_ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        net = self._security.internal
+        if net is not None:
+            secure_dealer(sock, net, self._security.member_keys[member])
         sock.setsockopt(zmq.ROUTING_ID, self._node_name.encode())
         sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a peer that is not connected
         sock.setsockopt(zmq.SNDHWM, PEER_HWM)
@@ -183,6 +240,11 @@ class ZmqTransport:
     def _run(self) -> None:
         sockets: list[zmq.Socket] = []
         try:
+            s = self._security
+            for ctx, net, label in ((self._int_ctx, s.internal, "internal"),
+                                    (self._ext_ctx, s.external, "external")):
+                if net is not None:
+                    self._zap.append(ZapHandler(ctx, net, self.refusals, label).start())
             sock = self._router(self._bind, "external")
             sockets.append(sock)
             self._endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -191,10 +253,12 @@ class ZmqTransport:
                 internal = self._router(self._internal_bind, "internal")
                 sockets.append(internal)
                 self.internal_endpoint = internal.getsockopt_string(zmq.LAST_ENDPOINT)
-            self._dealers = {name: self._dealer(*addr) for name, addr in self._peers.items()}
+            self._dealers = {name: self._dealer(*addr, member=name)
+                             for name, addr in self._peers.items()}
             sockets.extend(self._dealers.values())
+            sockets.extend(m for m in self._monitors if m not in sockets)
         except BaseException as exc:  # reported to start()'s caller
-            for s in sockets:
+            for s in [*sockets, *self._monitors]:
                 s.close(linger=0)
             self._error = exc
             self._ready.set()
@@ -207,6 +271,8 @@ class ZmqTransport:
         if internal is not None:
             poller.register(internal, zmq.POLLIN)
         poller.register(self._waker.read_fd, zmq.POLLIN)
+        for monitor in self._monitors:
+            poller.register(monitor, zmq.POLLIN)
         try:
             while not self._stopping.is_set():
                 if self._paused and sock in poller:
@@ -219,7 +285,10 @@ class ZmqTransport:
                 if internal is not None and internal in events:
                     self._receive_internal(internal)
                 for dealer in [d for d in self._seed_dealers if d in events]:
-                    self._receive_seed(dealer)
+                    if dealer in self._seed_dealers:  # not closed as a surplus probe
+                        self._receive_seed(dealer)
+                for monitor in [m for m in self._monitors if m in events]:
+                    self._monitor_event(monitor)
                 if self._waker.read_fd in events:
                     self._waker.clear()
                 self._flush(sock)
@@ -230,7 +299,7 @@ class ZmqTransport:
             log.exception("transport thread failed")
             raise
         finally:
-            for s in [*sockets, *self._seed_dealers]:
+            for s in [*sockets, *self._seed_dealers, *self._monitors]:
                 s.close(linger=0)
 
     def _receive(self, sock: zmq.Socket) -> None:
@@ -243,13 +312,14 @@ class ZmqTransport:
             except zmq.Again:
                 break
             peer = frames[0]
-            if len(frames) != 2:
-                errors.append((peer, 0, ErrorReply(DecodeError(
-                    f"a request is exactly one frame, got {len(frames) - 1}"))))
-                continue
             try:
+                if len(frames) != 2:
+                    raise DecodeError(f"a request is exactly one frame, got {len(frames) - 1}")
                 corr, request = decode_request(frames[1], max_size)
             except DecodeError as exc:
+                self.refusals.refuse(f"client:{peer.hex()}", "bad_request",
+                                     "client %s request %d: bad_request: %s", peer.hex(),
+                                     exc.corr or 0, exc)
                 errors.append((peer, exc.corr or 0, ErrorReply(exc)))
                 continue
             batch.append(ClientEnvelope(peer, corr, request))
@@ -262,7 +332,7 @@ class ZmqTransport:
         outbox = self._outbox
         while outbox:
             peer, corr, message = outbox.popleft()
-            if type(message) is ErrorReply:
+            if type(message) is ErrorReply and not isinstance(message.error, DecodeError):
                 log.info("client %s request %d: %s: %s", peer.hex(), corr,
                          message.error.code, message.error)
             try:
@@ -276,11 +346,24 @@ class ZmqTransport:
 
     def _receive_internal(self, sock: zmq.Socket) -> None:
         batch: list[tuple[str, Any]] = []
+        pinned = self._security.internal is not None
         for _ in range(MAX_BURST):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=not pinned)
             except zmq.Again:
                 break
+            if pinned:
+                # ZAP named the member whose key completed the handshake (User-Id): the name
+                # the peer claims (its routing id) must be that member's.
+                user = frames[-1].get("User-Id")
+                if user != frames[0].bytes.decode(errors="replace"):
+                    self.refusals.refuse(
+                        f"internal:{user}", "impersonation", "internal network: refused a "
+                        "message from %s claiming to be %r: its key is member %r's",
+                        frames[-1].get("Peer-Address"),
+                        frames[0].bytes.decode(errors="replace"), user)
+                    continue
+                frames = [f.bytes for f in frames]
             peer = frames[0]
             sender = peer.decode(errors="replace")
             try:
@@ -294,14 +377,46 @@ class ZmqTransport:
             except BadRequest as exc:
                 # Refuse clearly (in the client protocol's error shape, which is what a
                 # misdirected client understands) and carry on.
-                log.warning("refused a message on the internal endpoint from %r: %s",
-                            sender, exc)
+                self.refusals.refuse(f"internal:{sender}", "bad_cluster_message",
+                                     "refused a message on the internal endpoint from %r: %s",
+                                     sender, exc)
                 try:
                     sock.send_multipart((peer, encode_reply(0, ErrorReply(exc))), zmq.NOBLOCK)
                 except zmq.ZMQError:
                     pass
         if batch and self._on_node is not None:
             self._on_node(batch)
+
+    def _monitor_event(self, monitor: zmq.Socket) -> None:
+        """A secured socket's monitor spoke. On a ROUTER: a failed CURVE handshake (a plaintext
+        peer, or one that does not hold the key it expects us to have), logged sparingly with
+        the address; on a seed probe: a completed handshake, which proves who is there."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        which = self._monitors.get(monitor)
+        if which is None:  # closed with its probe earlier in this round
+            return
+        accepted = self._accepted.setdefault(monitor, {})
+        while monitor in self._monitors:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            kind, value = event["event"], event["value"]
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED and which in self._probes:
+                self._located(self._probes[which], which)
+            elif kind == zmq.EVENT_ACCEPTED:
+                accepted[value] = peer_address(value)
+            elif kind & HANDSHAKE_FAILURES:
+                self._failed[monitor] = describe_handshake_failure(kind, value)
+            elif kind == zmq.EVENT_DISCONNECTED:
+                peer = accepted.pop(value, None)
+                why = self._failed.pop(monitor, None)
+                if why is not None:
+                    host = (peer or "").rpartition(":")[0] or peer
+                    self.refusals.refuse(f"{which}:{host}", "handshake",
+                                         "%s network: refused %s at the handshake: %s", which,
+                                         peer, why)
 
     # --- gossip seeds: endpoints whose node names we learn from their first message --------
     def _connect_seeds(self) -> None:
@@ -311,10 +426,51 @@ class ZmqTransport:
             if endpoint in known or endpoint == self._internal_bind:
                 continue
             known.add(endpoint)
-            dealer = self._dealer(*endpoint)
-            self._seed_dealers[dealer] = endpoint
-            self._poller.register(dealer, zmq.POLLIN)
+            if self._security.internal is None:
+                probes = {"": self._dealer(*endpoint)}
+            else:
+                # Who is there is unknown, and CURVE needs the server's key up front: one
+                # connection per member not located yet; only the right one completes.
+                hint = self._seed_hints.get(endpoint)
+                probes = {m: self._dealer(*endpoint, member=m)
+                          for m in ([hint] if hint in self._members else
+                                    sorted(self._members - set(self._dealers)))}
+            for member, dealer in probes.items():
+                self._seed_dealers[dealer] = endpoint
+                self._seed_members[dealer] = member
+                self._poller.register(dealer, zmq.POLLIN)
+                if member:
+                    monitor = dealer.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+                    self._monitors[monitor] = dealer
+                    self._probes[dealer] = member
+                    self._poller.register(monitor, zmq.POLLIN)
             log.info("gossip seed %s:%d", *endpoint)
+
+    def _located(self, member: str, dealer: zmq.Socket) -> None:
+        """A probe's CURVE handshake with ``member``'s key completed: that member is there."""
+        if member not in self._dealers and dealer in self._seed_dealers:
+            self._dealers[member] = dealer
+            self._peers[member] = self._seed_dealers[dealer]
+            log.info("cluster member %s is at %s:%d (its key answered)", member,
+                     *self._peers[member])
+            self._drop_probes(self._peers[member], member, dealer)
+
+    def _drop_probes(self, endpoint: tuple[str, int], member: str, keep: zmq.Socket) -> None:
+        """``member`` was found at ``endpoint``: the other keys' connections there, and other
+        connections expecting that member, are surplus."""
+        for dealer, where in list(self._seed_dealers.items()):
+            if dealer is not keep and (where == endpoint or
+                                       self._seed_members.get(dealer) == member):
+                self._poller.unregister(dealer)
+                del self._seed_dealers[dealer]
+                self._seed_members.pop(dealer, None)
+                self._probes.pop(dealer, None)
+                for monitor in [m for m, d in self._monitors.items() if d is dealer]:
+                    self._poller.unregister(monitor)
+                    del self._monitors[monitor]
+                    monitor.close(linger=0)
+                dealer.disable_monitor()
+                dealer.close(linger=0)
 
     def _receive_seed(self, dealer: zmq.Socket) -> None:
         """A node answered on a seed connection (through its ROUTER): the message names its
@@ -328,15 +484,26 @@ class ZmqTransport:
             try:
                 message = self._internal_codec.decode(frame)
             except BadRequest as exc:
-                log.warning("bad message from seed %s:%d: %s", *self._seed_dealers[dealer], exc)
+                self.refusals.refuse(f"seed:{self._seed_dealers[dealer]}", "bad_cluster_message",
+                                     "bad message from seed %s:%d: %s",
+                                     *self._seed_dealers[dealer], exc)
                 continue
             sender = claimed_sender(message)
             if sender not in self._members:
+                continue
+            expected = self._seed_members.get(dealer)
+            if expected and sender != expected:
+                self.refusals.refuse(
+                    f"seed:{expected}", "impersonation", "internal network: refused a message "
+                    "from %s:%d claiming to be %r: the connection is authenticated as %r",
+                    *self._seed_dealers[dealer], sender, expected)
                 continue
             if sender not in self._dealers:
                 self._dealers[sender] = dealer
                 self._peers[sender] = self._seed_dealers[dealer]
                 log.info("cluster member %s is at %s:%d", sender, *self._peers[sender])
+                if expected:
+                    self._drop_probes(self._peers[sender], sender, dealer)
             batch.append((sender, message))
         if batch and self._on_node is not None:
             self._on_node(batch)
