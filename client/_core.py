@@ -48,6 +48,7 @@ from esnode.client.errors import (
     OperationTimeout,
     OutcomeUnknown,
     ProtocolError,
+    TooBusy,
     Unavailable,
     WriteTimeout,
     WriteUnavailable,
@@ -684,7 +685,7 @@ class Rediscover(NamedTuple):
 
 Flow = Generator[Request | Probe | Resolve | Sleep | Connect | Rediscover, Any, Any]
 
-RETRYABLE = (NotReady, NoQuorum)
+RETRYABLE = (NotReady, NoQuorum, TooBusy)
 """Errors after which the node has done nothing and the same request may be sent again."""
 
 REFUSALS = (NotReady, NoQuorum, NotLeader, Unavailable, ConnectionLost)

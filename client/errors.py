@@ -20,6 +20,7 @@ from esnode.core.types import (
     StorageFull,
     StreamDeleted,
     StreamNotFound,
+    TooBusy,
     TooLarge,
     Unavailable,
     WrongExpectedVersion,
@@ -87,6 +88,6 @@ __all__ = [
     "BadRequest", "ClientClosed", "ConnectionLost", "EsError", "IdempotencyConflict",
     "NoQuorum", "NotLeader",
     "NotReady", "OperationTimeout", "OutcomeUnknown", "ProtocolError", "StorageFull",
-    "StreamDeleted", "StreamNotFound", "TooLarge", "Unavailable", "WriteTimeout",
+    "StreamDeleted", "StreamNotFound", "TooBusy", "TooLarge", "Unavailable", "WriteTimeout",
     "WriteUnavailable", "WrongExpectedVersion", "error_from_body",
 ]

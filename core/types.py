@@ -212,12 +212,19 @@ class Unavailable(EsError):
     code = "unavailable"
 
 
+class TooBusy(EsError):
+    """A per-connection limit (requests in flight, subscriptions) was reached; the request
+    was not executed. Read the answers already owed, then send more."""
+
+    code = "too_busy"
+
+
 ERRORS_BY_CODE: dict[str, type[EsError]] = {
     cls.code: cls
     for cls in (
         EsError, WrongExpectedVersion, StreamDeleted, StreamNotFound, IdempotencyConflict,
         BadRequest, TooLarge, StorageFull, NotLeader, NotReady, NoQuorum, OutcomeUnknown,
-        Unavailable,
+        Unavailable, TooBusy,
     )
 }
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import zmq
 
-from esnode.core.messages import ClientEnvelope, ErrorReply
+from esnode.core.messages import ClientEnvelope, Credit, ErrorReply, RelayedReply, Reply
 from esnode.transport.codec import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DecodeError,
@@ -26,7 +26,7 @@ from esnode.transport.codec import (
     encode_reply,
 )
 from esnode.core.forwarding import claimed_sender
-from esnode.core.types import BadRequest
+from esnode.core.types import BadRequest, TooBusy
 from esnode.transport.internal_codec import InternalCodec
 from esnode.transport.port import ClientHandler, NodeHandler, PeerGoneHandler
 from esnode.transport.security import (
@@ -56,8 +56,37 @@ that descriptor."""
 SEED_MESSAGES = ("Gossip",)
 """What a node sends to a seed whose name it does not know yet."""
 
+MAX_IN_FLIGHT = 4096
+"""Requests one client connection may have unanswered; more are refused with ``too_busy``
+(never executed), which bounds what one client can queue inside the node."""
+
+MAX_FRAMES = 4
+"""Frames read from one client message (a request is one frame after the routing id); the
+rest of a longer message is discarded unread into Python."""
+
+HANDSHAKE_MS = 5_000
+"""A connection that has not completed its ZMTP (or CURVE) handshake by then is closed."""
+
+HEARTBEAT_MS, HEARTBEAT_TIMEOUT_MS = 10_000, 30_000
+"""ZMTP heartbeats on the external socket: a peer that answers no PING for 30 s is dropped."""
+
 PEER_HWM = 10_000
 """Queued messages to one cluster peer before new ones are dropped (and retried above)."""
+
+
+ANSWERS = (Reply, ErrorReply, RelayedReply)
+"""The one final answer each request (but ``credit``) gets; events pushed are not answers."""
+
+
+def recv_bounded(sock: zmq.Socket, max_frames: int) -> list[bytes]:
+    """One message's frames, at most ``max_frames`` + 1 of them (the extra one says "too
+    many"); the rest are received and dropped without keeping them."""
+    frames = [sock.recv(zmq.NOBLOCK)]
+    while sock.getsockopt(zmq.RCVMORE):
+        frame = sock.recv(zmq.NOBLOCK, copy=False)
+        if len(frames) <= max_frames:
+            frames.append(frame.bytes)
+    return frames
 
 
 def peer_address(fd: int) -> str:
@@ -150,6 +179,8 @@ class ZmqTransport:
         self._paused = False
         self._dealers: dict[str, zmq.Socket] = {}
         self._router_peers: set[str] = set()
+        self._in_flight: dict[bytes, int] = {}
+        """Unanswered requests per client connection (poller thread only)."""
 
     @property
     def external_endpoint(self) -> str:
@@ -210,6 +241,10 @@ class ZmqTransport:
         if which == "internal":
             sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted peer takes its name back
         sock.setsockopt(zmq.MAXMSGSIZE, self._max_message_size)
+        sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
+        if which == "external":
+            sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.SNDHWM, SEND_HWM)
         sock.setsockopt(zmq.RCVHWM, SEND_HWM)
@@ -306,15 +341,17 @@ class ZmqTransport:
         batch: list[ClientEnvelope] = []
         errors: list[tuple[bytes, int, Any]] = []
         max_size = self._max_message_size
+        in_flight = self._in_flight
         for _ in range(MAX_BURST):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+                frames = recv_bounded(sock, MAX_FRAMES)
             except zmq.Again:
                 break
             peer = frames[0]
             try:
                 if len(frames) != 2:
-                    raise DecodeError(f"a request is exactly one frame, got {len(frames) - 1}")
+                    raise DecodeError(f"a request is exactly one frame, got "
+                                      f"{len(frames) - 1 if len(frames) <= MAX_FRAMES else 'more'}")
                 corr, request = decode_request(frames[1], max_size)
             except DecodeError as exc:
                 self.refusals.refuse(f"client:{peer.hex()}", "bad_request",
@@ -322,6 +359,17 @@ class ZmqTransport:
                                      exc.corr or 0, exc)
                 errors.append((peer, exc.corr or 0, ErrorReply(exc)))
                 continue
+            if type(request) is not Credit:  # every other request gets exactly one answer
+                n = in_flight.get(peer, 0)
+                if n >= MAX_IN_FLIGHT:
+                    self.refusals.refuse(f"client:{peer.hex()}", "too_busy",
+                                         "client %s: over %d requests in flight, refusing more",
+                                         peer.hex(), MAX_IN_FLIGHT)
+                    errors.append((peer, corr, ErrorReply(TooBusy(
+                        f"this connection already has {n} requests in flight (the limit); "
+                        "read their answers before sending more"))))
+                    continue
+                in_flight[peer] = n + 1
             batch.append(ClientEnvelope(peer, corr, request))
         if errors:
             self._outbox.extend(errors)
@@ -330,8 +378,15 @@ class ZmqTransport:
 
     def _flush(self, sock: zmq.Socket) -> None:
         outbox = self._outbox
+        in_flight = self._in_flight
         while outbox:
             peer, corr, message = outbox.popleft()
+            if type(message) in ANSWERS:
+                n = in_flight.get(peer, 0)
+                if n > 1:
+                    in_flight[peer] = n - 1
+                else:
+                    in_flight.pop(peer, None)
             if type(message) is ErrorReply and not isinstance(message.error, DecodeError):
                 log.info("client %s request %d: %s: %s", peer.hex(), corr,
                          message.error.code, message.error)
@@ -340,6 +395,7 @@ class ZmqTransport:
             except zmq.ZMQError as exc:
                 if exc.errno in (zmq.EHOSTUNREACH, zmq.EAGAIN):
                     # The client vanished or stopped reading: drop the reply, keep serving.
+                    in_flight.pop(peer, None)
                     self._on_peer_gone(peer)
                 else:
                     raise
