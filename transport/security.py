@@ -190,7 +190,8 @@ class RefusalLog:
         self.total = 0
         self.by_reason: dict[str, int] = {}
 
-    def refuse(self, peer: str, reason: str, message: str, *args: object) -> None:
+    def refuse(self, peer: str, reason: str, message: str, *args: object,
+               level: int = logging.WARNING) -> None:
         with self._lock:
             self.total += 1
             self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
@@ -207,7 +208,7 @@ class RefusalLog:
                 self._suppressed[peer] = self._suppressed.get(peer, 0) + 1
                 emit = False
         if emit:
-            self._log.warning(message, *args)
+            self._log.log(level, message, *args)
 
     def flush(self) -> None:
         """Write the summary of the current interval now (at stop)."""

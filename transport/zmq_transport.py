@@ -361,10 +361,7 @@ class ZmqTransport:
                 continue
             if type(request) is not Credit:  # every other request gets exactly one answer
                 n = in_flight.get(peer, 0)
-                if n >= MAX_IN_FLIGHT:
-                    self.refusals.refuse(f"client:{peer.hex()}", "too_busy",
-                                         "client %s: over %d requests in flight, refusing more",
-                                         peer.hex(), MAX_IN_FLIGHT)
+                if n >= MAX_IN_FLIGHT:  # counted (and logged, sparingly) when answered
                     errors.append((peer, corr, ErrorReply(TooBusy(
                         f"this connection already has {n} requests in flight (the limit); "
                         "read their answers before sending more"))))
@@ -388,8 +385,9 @@ class ZmqTransport:
                 else:
                     in_flight.pop(peer, None)
             if type(message) is ErrorReply and not isinstance(message.error, DecodeError):
-                log.info("client %s request %d: %s: %s", peer.hex(), corr,
-                         message.error.code, message.error)
+                self.refusals.refuse(f"client:{peer.hex()}", message.error.code,
+                                     "client %s request %d: %s: %s", peer.hex(), corr,
+                                     message.error.code, message.error, level=logging.INFO)
             try:
                 sock.send_multipart((peer, encode_reply(corr, message)), zmq.NOBLOCK)
             except zmq.ZMQError as exc:
