@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import logging
 import sys
-import tomllib
 
 import zmq
 
 from esnode.client.settings import InvalidConnectionString, parse_connection_string
 from esnode.core.cluster_messages import WIRE_MESSAGES
-from esnode.core.config import TopologyError, parse_topology
+from esnode.core.config import TopologyError, loads_topology
 from esnode.core.forwarding import FORWARD_MESSAGES
 from esnode.core.types import BadRequest
 from esnode.transport.codec import DecodeError, decode_request
@@ -55,11 +54,7 @@ def _connection_string(data: bytes) -> None:
 
 def _topology(data: bytes) -> None:
     try:
-        raw = tomllib.loads(data.decode("utf-8", "replace"))
-    except tomllib.TOMLDecodeError:
-        return
-    try:
-        parse_topology(raw)
+        loads_topology(data.decode("utf-8", "replace"))
     except TopologyError:
         pass
 

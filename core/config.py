@@ -230,17 +230,28 @@ def parse_topology(raw: dict, source: str = "") -> Topology:
     return Topology(cluster, discovery, timers, nodes, source, security)
 
 
+def loads_topology(text: str, source: str = "") -> Topology:
+    """Parse and validate topology TOML text; every problem is a ``TopologyError``."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TopologyError(f"{source}: not valid TOML ({exc})") from None
+    except RecursionError:  # tomllib recurses per nesting level (found by fuzzing)
+        raise TopologyError(f"{source}: nested too deeply to be a topology") from None
+    return parse_topology(raw, source)
+
+
 def load_topology(path: str | Path) -> Topology:
     """Load and validate a topology file. Relative ``data_dir``/``log_dir`` are resolved
     against the file's folder, so a topology works from any working directory."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise TopologyError(f"{path}: no such file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise TopologyError(f"{path}: not valid TOML ({exc})") from None
-    topology = parse_topology(raw, str(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TopologyError(f"{path}: cannot read ({exc})") from None
+    topology = loads_topology(text, str(path))
     base = path.resolve().parent
     nodes = tuple(
         dataclasses.replace(

@@ -56,7 +56,7 @@ that descriptor."""
 SEED_MESSAGES = ("Gossip",)
 """What a node sends to a seed whose name it does not know yet."""
 
-MAX_IN_FLIGHT = 4096
+MAX_IN_FLIGHT = 1024
 """Requests one client connection may have unanswered; more are refused with ``too_busy``
 (never executed), which bounds what one client can queue inside the node."""
 
@@ -371,7 +371,13 @@ class ZmqTransport:
         if errors:
             self._outbox.extend(errors)
         if batch:
-            self._on_client(batch)
+            try:
+                self._on_client(batch)
+            except Exception as exc:  # a bug behind us must not silence the node
+                self._handler_failed("client", exc)
+                self._outbox.extend((e.peer, e.corr, ErrorReply(BadRequest(
+                    f"the node failed to take this request ({type(exc).__name__})")))
+                    for e in batch)
 
     def _flush(self, sock: zmq.Socket) -> None:
         outbox = self._outbox
@@ -439,7 +445,18 @@ class ZmqTransport:
                 except zmq.ZMQError:
                     pass
         if batch and self._on_node is not None:
-            self._on_node(batch)
+            try:
+                self._on_node(batch)
+            except Exception as exc:  # cluster protocols retry what is lost here
+                self._handler_failed("cluster", exc)
+
+    def _handler_failed(self, what: str, exc: Exception) -> None:
+        """A handler raised on the poller thread: log it (the first with its traceback, the
+        rest counted) and keep serving; the thread dying would leave the node deaf."""
+        if not self.refusals.by_reason.get("handler_failed"):
+            log.error("the %s handler failed; the transport carries on", what, exc_info=exc)
+        self.refusals.refuse(f"handler:{what}", "handler_failed",
+                             "the %s handler failed: %r", what, exc, level=logging.ERROR)
 
     def _monitor_event(self, monitor: zmq.Socket) -> None:
         """A secured socket's monitor spoke. On a ROUTER: a failed CURVE handshake (a plaintext

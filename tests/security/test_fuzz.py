@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from esnode.client import InvalidConnectionString, parse_connection_string
 from esnode.core.cluster_messages import WIRE_MESSAGES
-from esnode.core.config import TopologyError, parse_topology
+from esnode.core.config import TopologyError, loads_topology, parse_topology
 from esnode.core.forwarding import FORWARD_MESSAGES
 from esnode.core.types import BadRequest
 from esnode.transport.codec import CLIENT_OPS, CLUSTER_MAGIC, DecodeError, decode_request
@@ -107,6 +107,17 @@ toml_values = st.recursive(st.none() | st.booleans() | st.integers(-70000, 70000
 def test_topology_parsing(raw):
     try:
         parse_topology(raw)
+    except TopologyError:
+        pass
+
+
+@FUZZ
+@given(st.text(alphabet=string.printable, max_size=200)
+       | st.builds(lambda n, rest: "a = " + "[" * n + rest, st.integers(0, 5000),
+                   st.text(max_size=10)))
+def test_topology_text(text):
+    try:
+        loads_topology(text)
     except TopologyError:
         pass
 

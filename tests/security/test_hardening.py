@@ -10,6 +10,7 @@ import msgpack
 import pytest
 
 from esnode.actors import subscriptions
+from esnode.core.messages import Reply
 from esnode.transport import zmq_transport
 from tests.node.rawclient import RawClient, event
 from tests.node.test_bad_input import client, node  # noqa: F401 - the live node fixtures
@@ -72,3 +73,46 @@ def test_a_garbage_flood_is_counted_not_logged_line_by_line(node, client, caplog
     refusal_lines = [r for r in caplog.records if "bad_request" in r.getMessage()]
     assert len(refusal_lines) <= 10, len(refusal_lines)
     assert client.call("ping")[1] == "ok"
+
+
+def test_metadata_json_cannot_hold_is_refused_not_fatal(client):
+    """Found by the live-node fuzzer: bytes inside set_metadata's map reached json.dumps on
+    the transport thread, whose death left the node alive but deaf."""
+    _, kind, body = client.call("set_metadata", {"stream": "s", "metadata": {"a": b"\x00"}})
+    assert kind == "error" and body["code"] == "bad_request" and "JSON" in body["message"]
+    assert client.call("ping")[1] == "ok"
+
+
+def test_a_failing_handler_does_not_silence_the_transport():
+    """Defence in depth: whatever a handler raises, the poller answers and carries on."""
+    from esnode.transport.zmq_transport import ZmqTransport
+    from tests.conftest import free_port
+
+    calls = []
+
+    def on_client(batch):
+        calls.append(batch)
+        if len(calls) == 1:
+            raise RuntimeError("a bug behind the transport")
+        t.send_client([(e.peer, e.corr, Reply({"pong": True})) for e in batch])
+
+    t = ZmqTransport(("127.0.0.1", free_port()))
+    t.start(on_client, lambda peer: None)
+    c = RawClient(t.external_endpoint)
+    try:
+        first = c.call("ping")
+        assert first[1] == "error" and "failed to take this request" in first[2]["message"]
+        assert c.call("ping")[1] == "ok"
+        assert t.refusals.by_reason["handler_failed"] == 1
+    finally:
+        c.close()
+        t.stop()
+
+
+def test_a_topology_nested_too_deeply_is_a_topology_error(tmp_path):
+    """Found by atheris: tomllib recurses once per nesting level."""
+    from esnode.core.config import TopologyError, load_topology
+
+    (tmp_path / "t.toml").write_text("a = " + "[" * 100_000)
+    with pytest.raises(TopologyError, match="nested too deeply"):
+        load_topology(tmp_path / "t.toml")
