@@ -1,6 +1,7 @@
 """Fuzz a live node over its sockets, the run whose counts docs/security.md reports:
 
     .venv/bin/python -m esnode.bench.fuzz_node --inputs 1000000
+    .venv/bin/python -m esnode.bench.fuzz_node --flood 1000000 --clients 1   # memory budget
 
 Starts one node (LMDB, its own process) from a temporary topology; sends ``--inputs``
 mutated frames to its external socket (several connections, multi-frame messages too) and
@@ -212,9 +213,59 @@ def fuzz_socket(ctx, endpoint: str, seeds, inputs: int, rng, external: str,
             "worst_ping_s": round(worst_ping, 3), "seconds": round(time.monotonic() - started, 1)}
 
 
+def peak_rss_mb(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines()
+                    if line.startswith("VmHWM"))) // 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def flood(ctx, external: str, clients: int, appends: int, pid: int) -> dict:
+    """``clients`` connections each pipeline ``appends`` one-event appends and never read an
+    answer: what the in-flight bound and the high-water marks must contain."""
+    socks = []
+    for _ in range(clients):
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.SNDHWM, 0)  # the client side queues without limit: the worst case
+        s.connect(external)
+        socks.append(s)
+    started = time.monotonic()
+    frame = encode_request("append", 1, {"stream": "flood", "events": [_event()]})
+    for i in range(appends):
+        for s in socks:
+            s.send(frame)
+        if i % CHECK_EVERY == 0 and i:
+            ping(ctx, external, 10.0)
+    worst = ping(ctx, external, 10.0)  # the node still serves someone else
+    # The node reads at its own pace: keep the connections open until it has read all it
+    # will (its CPU goes quiet), so the peak memory is the peak of the whole flood.
+    deadline, last = time.monotonic() + 600, cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = cpu_seconds(pid)
+        if now - last < 0.1:
+            break
+        last = now
+    worst = max(worst, ping(ctx, external, 10.0))
+    seconds = time.monotonic() - started
+    for s in socks:
+        s.close()
+    return {"clients": clients, "appends_per_client": appends,
+            "ping_after_flood_s": round(worst, 3), "seconds": round(seconds, 1)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--inputs", type=int, default=100_000, help="fuzzed frames per socket")
+    parser.add_argument("--flood", type=int, default=0, metavar="N",
+                        help="instead: pipeline N appends per client, never reading answers, "
+                             "and report the node's peak memory")
+    parser.add_argument("--clients", type=int, default=1, help="flooding clients (--flood)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the node's folder")
     args = parser.parse_args()
@@ -230,10 +281,10 @@ def main() -> int:
                             stderr=subprocess.DEVNULL)
     ctx = zmq.Context()
     report: dict = {"seed": args.seed}
-    failures = []
+    failures: list[str] = []
     writer = None
+    external = f"tcp://127.0.0.1:{ext}"
     try:
-        external = f"tcp://127.0.0.1:{ext}"
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -242,42 +293,37 @@ def main() -> int:
             except TimeoutError:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise
-        writer = Writer(external)
-        writer.start()
-        report["external"] = fuzz_socket(ctx, external, client_seeds(), args.inputs, rng,
-                                         external)
-        report["internal"] = fuzz_socket(ctx, f"tcp://127.0.0.1:{internal}",
-                                         cluster_seeds(rng), args.inputs, rng, external,
-                                         routing_id=b"node")
+        if args.flood:
+            report["flood"] = flood(ctx, external, args.clients, args.flood, proc.pid)
+        else:
+            writer = Writer(external)
+            writer.start()
+            report["external"] = fuzz_socket(ctx, external, client_seeds(), args.inputs, rng,
+                                             external)
+            report["internal"] = fuzz_socket(ctx, f"tcp://127.0.0.1:{internal}",
+                                             cluster_seeds(rng), args.inputs, rng, external,
+                                             routing_id=b"node")
     except (TimeoutError, zmq.ZMQError) as exc:
         failures.append(f"hang or error: {exc}")
     finally:
         if writer is not None:
             writer.stop.set()
             writer.join(10)
-    if proc.poll() is not None:
-        failures.append(f"the node exited with code {proc.returncode}")
-    else:
-        from esnode.client import connect
-
-        with connect(f"tcp://127.0.0.1:{ext}") as client:
-            stored = {e.event_id for e in client.iter_stream("fuzz-acked")}
-        lost = [i for i in (writer.acked if writer else []) if i not in stored]
-        report["acked_writes"] = len(writer.acked) if writer else 0
-        report["acked_writes_lost"] = len(lost)
-        report["writes_failed"] = writer.failed if writer else 0
-        if lost:
-            failures.append(f"{len(lost)} acknowledged writes lost")
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-        report["node_peak_rss_mb"] = int(next(line.split()[1] for line in status.splitlines()
-                                              if line.startswith("VmHWM"))) // 1024
-        proc.terminate()
-        proc.wait(30)
+        try:
+            if proc.poll() is not None:
+                failures.append(f"the node exited with code {proc.returncode}")
+            else:
+                report["node_peak_rss_mb"] = peak_rss_mb(proc.pid)
+                if writer is not None:
+                    check_acked(external, writer, report, failures)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            ctx.destroy(linger=0)
     log = root / "logs" / "node1.log"
     if log.exists():
         report["node_log_lines"] = sum(1 for _ in log.open(errors="replace"))
         report["node_log_bytes"] = log.stat().st_size
-    ctx.destroy(linger=0)
     report["failures"] = failures
     print(json.dumps(report, indent=2))
     if not args.keep:
@@ -286,6 +332,23 @@ def main() -> int:
     else:
         print(f"kept {root}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def check_acked(external: str, writer: Writer, report: dict, failures: list[str]) -> None:
+    """Every acknowledged event must be readable."""
+    from esnode.client import EsError, connect
+
+    try:
+        with connect(external, operation_timeout=30.0) as client:
+            stored = {e.event_id for e in client.iter_stream("fuzz-acked")}
+    except EsError as exc:
+        failures.append(f"could not read back the acknowledged writes: {exc}")
+        return
+    lost = [i for i in writer.acked if i not in stored]
+    report.update(acked_writes=len(writer.acked), acked_writes_lost=len(lost),
+                  writes_failed=writer.failed)
+    if lost:
+        failures.append(f"{len(lost)} acknowledged writes lost")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import os
 import string
 
 import msgpack
+import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -30,6 +31,7 @@ from esnode.transport.security import (
 )
 
 BUDGET = int(os.environ.get("ESNODE_FUZZ_EXAMPLES", "300"))
+pytestmark = pytest.mark.timeout(max(120, BUDGET // 10))  # a long run may take its time
 FUZZ = settings(max_examples=BUDGET, deadline=None, derandomize=BUDGET <= 300,
                 suppress_health_check=list(HealthCheck))
 CODEC = InternalCodec(WIRE_MESSAGES + FORWARD_MESSAGES)
