@@ -472,7 +472,7 @@ def ping(connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5
 # `esnode run` (cli/run.py), `esnode bench` (cli/bench.py) and `esnode verify` (cli/verify.py)
 # are added here: each module has a `register(app)` function. A module that is not there yet is
 # skipped; any other import error is not hidden.
-for _name in ("run", "bench", "verify", "keys"):
+for _name in ("run", "bench", "verify", "keys", "certs"):
     try:
         _module = importlib.import_module(f"esnode.cli.{_name}")
     except ModuleNotFoundError as _exc:
