@@ -60,8 +60,15 @@ def _secure_section(tmp: str, size: int) -> tuple[str, str]:
 def fresh_node(size: int = 1, secure: bool = False) -> Iterator[str]:
     """Start a fresh cluster of ``size`` nodes (LMDB in a temp dir) as ``esnode run`` does,
     with CURVE on both networks when ``secure``; yield its connection string; stop it."""
+    with fresh_cluster(size, secure) as (target, _):
+        yield target
+
+
+@contextlib.contextmanager
+def fresh_cluster(size: int = 1, secure: bool = False) -> Iterator[tuple[str, str]]:
+    """``fresh_node``, yielding also the first node's HTTP URL."""
     with tempfile.TemporaryDirectory(prefix="esnode-bench-") as tmp:
-        ports = [(_free_port(), _free_port()) for _ in range(size)]
+        ports = [(_free_port(), _free_port(), _free_port()) for _ in range(size)]
         nodes = "".join(f"""
 [[nodes]]
 name = "bench{i + 1}"
@@ -70,16 +77,17 @@ internal_host = "127.0.0.1"
 internal_port = {internal}
 external_host = "127.0.0.1"
 external_port = {external}
-""" for i, (external, internal) in enumerate(ports))
+external_http_port = {http}
+""" for i, (external, internal, http) in enumerate(ports))
         security, option = _secure_section(tmp, size) if secure else ("", "")
         config = Path(tmp) / "topology.toml"
         config.write_text(f'[cluster]\nname = "bench"\nsize = {size}\n{security}{nodes}')
         proc = subprocess.Popen([sys.executable, "-m", "esnode.cli", "run", "--config",
                                  str(config)], stderr=subprocess.DEVNULL)
-        target = "esnode://" + ",".join(f"127.0.0.1:{e}" for e, _ in ports) + option
+        target = "esnode://" + ",".join(f"127.0.0.1:{e}" for e, _, _ in ports) + option
         try:
             _wait_serving(target, proc)
-            yield target
+            yield target, f"http://127.0.0.1:{ports[0][2]}"
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -113,8 +121,11 @@ def bench(
                                      "a fresh one (its data is NOT reset between runs)."),
     seconds: float = typer.Option(5.0, help="Timed seconds per phase."),
     runs: int = typer.Option(3, help="Runs per figure; the table shows medians."),
-    phases: str = typer.Option("abcd", help="Which phases: a single, b concurrent, "
-                                            "c 100-event batches, d reads."),
+    phases: str = typer.Option("abcdh", help="Which phases: a single, b concurrent, "
+                                             "c 100-event batches, d reads, h HTTP (single "
+                                             "POSTs at C=64, 100-event POSTs, feed pages)."),
+    http: str = typer.Option(None, "--http", help="With --connect: a node's HTTP URL for "
+                                                  "phase h (e.g. http://127.0.0.1:2115)."),
     nodes: int = typer.Option(1, help="Size of the fresh cluster to start (1 or 3, ...)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document per phase."),
     secure: bool = typer.Option(False, "--secure",
@@ -141,14 +152,18 @@ def bench(
     for i in range(runs):
         for mode in modes:  # interleaved, so that both see the same machine load
             with contextlib.ExitStack() as stack:
-                target = connect or stack.enter_context(fresh_node(nodes, secure=mode))
+                target, http_url = (connect, http) if connect else \
+                    stack.enter_context(fresh_cluster(nodes, secure=mode))
                 typer.echo(f"run {i + 1}/{runs} against {target}", err=True)
-                all_runs[mode].append(Workload(target, seconds).run(phases))
+                all_runs[mode].append(Workload(target, seconds, http=http_url).run(phases))
     where = "given cluster" if connect else f"{nodes} node(s)"
     medians = {mode: median_summaries(r) for mode, r in all_runs.items()}
     for mode in modes:
         label = " with CURVE on both networks" if mode else (" plaintext" if secure else "")
         _print(medians[mode], f"esnode, {where}{label}: median of {runs}", as_json)
+        ratio = http_ratio(medians[mode])
+        if ratio is not None and not as_json:
+            typer.echo(f"HTTP single-event appends at C=64 / ZeroMQ phase b C=64: {ratio:.2f}")
     if secure:
         ratios = [{"phase": p["phase"], "secure_over_plain": s["events_per_s"]
                    / max(p["events_per_s"], 1e-9)} for p, s in zip(medians[False], medians[True])]
@@ -158,6 +173,13 @@ def bench(
         else:
             for row in ratios:
                 typer.echo(f"{row['phase']}: CURVE / plaintext = {row['secure_over_plain']:.2f}")
+
+
+def http_ratio(summaries: list[dict]) -> float | None:
+    """The issue's bar: HTTP appends at 64 connections over the ZeroMQ figure, same run."""
+    by = {s["phase"]: s["ops_per_s"] for s in summaries}
+    zmq, web = by.get("b C=64"), by.get("h single C=64")
+    return web / zmq if zmq and web else None
 
 
 @bench_app.command()
