@@ -155,6 +155,9 @@ class ZmqTransport:
         self._ext_ctx = zmq.Context() if self._security.external else self._ctx
         self._zap: list[ZapHandler] = []
         self._monitors: dict[zmq.Socket, str] = {}
+        """Monitor socket -> the network ("internal", "external") of the ROUTER it watches."""
+        self._probe_monitors: dict[zmq.Socket, zmq.Socket] = {}
+        """Monitor socket -> the seed probe (DEALER) it watches."""
         self._seed_members: dict[zmq.Socket, str] = {}
         self._probes: dict[zmq.Socket, str] = {}
         self._seed_hints = dict(seed_hints or {})
@@ -324,6 +327,8 @@ class ZmqTransport:
                         self._receive_seed(dealer)
                 for monitor in [m for m in self._monitors if m in events]:
                     self._monitor_event(monitor)
+                for monitor in [m for m in self._probe_monitors if m in events]:
+                    self._probe_event(monitor)
                 if self._waker.read_fd in events:
                     self._waker.clear()
                 self._flush(sock)
@@ -334,7 +339,7 @@ class ZmqTransport:
             log.exception("transport thread failed")
             raise
         finally:
-            for s in [*sockets, *self._seed_dealers, *self._monitors]:
+            for s in [*sockets, *self._seed_dealers, *self._monitors, *self._probe_monitors]:
                 s.close(linger=0)
 
     def _receive(self, sock: zmq.Socket) -> None:
@@ -458,25 +463,34 @@ class ZmqTransport:
         self.refusals.refuse(f"handler:{what}", "handler_failed",
                              "the %s handler failed: %r", what, exc, level=logging.ERROR)
 
-    def _monitor_event(self, monitor: zmq.Socket) -> None:
-        """A secured socket's monitor spoke. On a ROUTER: a failed CURVE handshake (a plaintext
-        peer, or one that does not hold the key it expects us to have), logged sparingly with
-        the address; on a seed probe: a completed handshake, which proves who is there."""
+    def _probe_event(self, monitor: zmq.Socket) -> None:
+        """A seed probe completed its CURVE handshake: the member whose key it used is there."""
         from zmq.utils.monitor import recv_monitor_message
 
-        which = self._monitors.get(monitor)
-        if which is None:  # closed with its probe earlier in this round
-            return
+        while monitor in self._probe_monitors:  # closed by _located once the member is found
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            dealer = self._probe_monitors[monitor]
+            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED and dealer in self._probes:
+                self._located(self._probes[dealer], dealer)
+
+    def _monitor_event(self, monitor: zmq.Socket) -> None:
+        """A secured ROUTER's monitor spoke: a failed CURVE handshake (a plaintext peer, or one
+        that does not hold the key it expects us to have) is logged, sparingly, with the
+        address accepted on that descriptor."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        which = self._monitors[monitor]
         accepted = self._accepted.setdefault(monitor, {})
-        while monitor in self._monitors:
+        while True:
             try:
                 event = recv_monitor_message(monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return
             kind, value = event["event"], event["value"]
-            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED and which in self._probes:
-                self._located(self._probes[which], which)
-            elif kind == zmq.EVENT_ACCEPTED:
+            if kind == zmq.EVENT_ACCEPTED:
                 accepted[value] = peer_address(value)
             elif kind & HANDSHAKE_FAILURES:
                 self._failed[monitor] = describe_handshake_failure(kind, value)
@@ -487,7 +501,7 @@ class ZmqTransport:
                     host = (peer or "").rpartition(":")[0] or peer
                     self.refusals.refuse(f"{which}:{host}", "handshake",
                                          "%s network: refused %s at the handshake: %s", which,
-                                         peer, why)
+                                         peer or "a peer", why)
 
     # --- gossip seeds: endpoints whose node names we learn from their first message --------
     def _connect_seeds(self) -> None:
@@ -512,7 +526,7 @@ class ZmqTransport:
                 self._poller.register(dealer, zmq.POLLIN)
                 if member:
                     monitor = dealer.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
-                    self._monitors[monitor] = dealer
+                    self._probe_monitors[monitor] = dealer
                     self._probes[dealer] = member
                     self._poller.register(monitor, zmq.POLLIN)
             log.info("gossip seed %s:%d", *endpoint)
@@ -536,9 +550,9 @@ class ZmqTransport:
                 del self._seed_dealers[dealer]
                 self._seed_members.pop(dealer, None)
                 self._probes.pop(dealer, None)
-                for monitor in [m for m, d in self._monitors.items() if d is dealer]:
+                for monitor in [m for m, d in self._probe_monitors.items() if d is dealer]:
                     self._poller.unregister(monitor)
-                    del self._monitors[monitor]
+                    del self._probe_monitors[monitor]
                     monitor.close(linger=0)
                 dealer.disable_monitor()
                 dealer.close(linger=0)

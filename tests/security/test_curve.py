@@ -27,24 +27,34 @@ CODEC = InternalCodec([Hello])
 NAMES = ("n1", "n2", "n3")
 
 
+def start_transports(topology, transports: dict, seeded: bool = False):
+    """A secured transport per member, into ``transports`` (the caller stops them): peers by
+    name at their endpoints, or (``seeded``) only seed addresses, as DNS discovery gives.
+    Returns the cluster and the client inboxes by name."""
+    inboxes = {n.name: queue.Queue() for n in topology.nodes}
+    clients = {n.name: queue.Queue() for n in topology.nodes}
+    for node in topology.nodes:
+        others = [o for o in topology.nodes if o.name != node.name]
+        where = ({"members": [o.name for o in others],
+                  "seeds": [o.internal_bind for o in topology.nodes]} if seeded else
+                 {"peers": {o.name: o.internal_bind for o in others}})
+        t = ZmqTransport(node.external_bind, internal_bind=node.internal_bind,
+                         node_name=node.name, internal_codec=CODEC,
+                         security=node_security(topology, node), **where)
+        t.start(lambda batch, q=clients[node.name]: [q.put(e) for e in batch],
+                lambda peer: None,
+                on_node=lambda batch, q=inboxes[node.name]: [q.put(m) for m in batch])
+        transports[node.name] = t
+    return inboxes, clients
+
+
 @pytest.fixture
 def cluster(tmp_path):
     """Three secured transports (n1..n3) at their topology endpoints; inboxes by name."""
     topology = secure_topology(tmp_path, NAMES)
-    inboxes = {n: queue.Queue() for n in NAMES}
-    clients = {n: queue.Queue() for n in NAMES}
     transports = {}
     try:
-        for node in topology.nodes:
-            t = ZmqTransport(node.external_bind, internal_bind=node.internal_bind,
-                             node_name=node.name, internal_codec=CODEC,
-                             peers={o.name: o.internal_bind for o in topology.nodes
-                                    if o.name != node.name},
-                             security=node_security(topology, node))
-            t.start(lambda batch, q=clients[node.name]: [q.put(e) for e in batch],
-                    lambda peer: None,
-                    on_node=lambda batch, q=inboxes[node.name]: [q.put(m) for m in batch])
-            transports[node.name] = t
+        inboxes, clients = start_transports(topology, transports)
         yield topology, transports, inboxes, clients, tmp_path / "keys"
     finally:
         for t in transports.values():
@@ -172,3 +182,24 @@ def security_key(topology, keys, name):
     from esnode.transport.security import load_public_key
 
     return load_public_key(keys / f"{name}.key")
+
+
+def test_seeds_of_unknown_names_are_located_by_the_key_that_answers(tmp_path):
+    """As with DNS discovery: seed addresses only, no names. A node probes each address with
+    every member's key; the handshake that completes says who is there, and the other
+    probes are closed."""
+    topology = secure_topology(tmp_path, NAMES)
+    transports = {}
+    try:
+        inboxes, _ = start_transports(topology, transports, seeded=True)
+        for sender, receiver in (("n1", "n2"), ("n3", "n1"), ("n2", "n3")):
+            got = send_until_received(transports[sender], receiver, Hello(term=5),
+                                      inboxes[receiver])
+            assert got == (sender, Hello(term=5))
+        wait_for(lambda: all(len(t._seed_dealers) == 2 for t in transports.values()),
+                 message="surplus probes closed")
+        assert all(t.refusals.by_reason.get("impersonation", 0) == 0
+                   for t in transports.values())
+    finally:
+        for t in transports.values():
+            t.stop()
