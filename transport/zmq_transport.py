@@ -70,6 +70,11 @@ HANDSHAKE_MS = 5_000
 HEARTBEAT_MS, HEARTBEAT_TIMEOUT_MS = 10_000, 30_000
 """ZMTP heartbeats on the external socket: a peer that answers no PING for 30 s is dropped."""
 
+RECV_HWM = 2 * MAX_IN_FLIGHT
+"""Messages libzmq queues per connection before it stops reading that connection's TCP
+stream: past the in-flight bound a client's further requests wait in its own kernel buffers,
+not in the node's memory."""
+
 PEER_HWM = 10_000
 """Queued messages to one cluster peer before new ones are dropped (and retried above)."""
 
@@ -250,7 +255,7 @@ class ZmqTransport:
             sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.SNDHWM, SEND_HWM)
-        sock.setsockopt(zmq.RCVHWM, SEND_HWM)
+        sock.setsockopt(zmq.RCVHWM, RECV_HWM)
         host, port = bind
         try:
             sock.bind(f"tcp://{host}:{port}")
