@@ -173,3 +173,29 @@ def test_bad_server_key_and_lone_client_key_are_refused():
         parse_connection_string("esnode://h:1?serverKey=abc")
     with pytest.raises(InvalidConnectionString, match="clientKeyFile needs serverKey"):
         parse_connection_string("esnode://h:1?clientKeyFile=/k.key_secret")
+
+
+def test_the_shipped_secure_example_loads_its_demo_keys_and_says_so(caplog):
+    from pathlib import Path
+
+    from esnode.transport.security import warn_if_insecure
+
+    example = Path(__file__).parents[2] / "examples" / "secure-three-node-local.toml"
+    topology = load_topology(example)
+    caplog.set_level(logging.WARNING, "esnode.security")
+    for node in topology.nodes:
+        sec = node_security(topology, node)
+        assert sec.internal and sec.external and sec.demo_keys
+        warn_if_insecure(sec, node.name)
+    assert caplog.text.count("DEMO KEYS") == 3 and "INSECURE" not in caplog.text
+
+
+def test_a_node_without_keys_says_loudly_that_it_is_insecure(caplog):
+    from esnode.transport.security import warn_if_insecure
+    from tests.conftest import single_node_topology
+
+    topology = single_node_topology()
+    caplog.set_level(logging.WARNING, "esnode.security")
+    warn_if_insecure(node_security(topology, topology.nodes[0]), "node1")
+    assert "INSECURE: node node1 runs its internal (cluster) and external (client) networks " \
+           "in PLAINTEXT" in caplog.text
