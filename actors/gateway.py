@@ -256,7 +256,8 @@ class GatewayActor(pykka.ThreadingActor):
             up_to_position=self._committed))
 
     def _get_metadata(self, request: m.GetMetadata) -> m.Reply | m.ErrorReply:
-        return reply_for(self._store.get_metadata(request.stream))
+        return reply_for(self._store.get_metadata(request.stream,
+                                                  up_to_position=self._committed))
 
     def _cluster_info_reply(self, request: m.ClusterInfo) -> m.Reply:
         return m.Reply(self._cluster_info())

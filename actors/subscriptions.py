@@ -128,7 +128,7 @@ class SubscriptionsActor(pykka.ThreadingActor):
             return from_ + 1  # delivery starts after the given version/position
         if stream == ALL_STREAM:
             return self._committed + 1
-        return self._store.stream_version(stream) + 1
+        return self._store.stream_version(stream, up_to_position=self._committed) + 1
 
     def _pump(self, sub: Subscription) -> None:
         """Deliver what the subscriber has credit for, then report caught-up once."""

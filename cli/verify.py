@@ -73,11 +73,12 @@ def register(app: typer.Typer) -> None:
                                      help="Print the verdict as one JSON document."),
     ) -> None:
         """Verify a running cluster: concurrent clients append (with conflicting expected
-        versions), read and subscribe while every outcome is recorded; then every node's
-        final state is read and invariants I1–I10 are checked (no acknowledged write lost,
-        one event per stream version, no failed write visible, expected-version
-        exclusivity, no duplicates, real-time order, gap-free subscriptions, one leader per
-        epoch, $all agrees with streams, convergence). Exit code 0: no violation.
+        versions), delete streams, change their metadata, read and subscribe while every
+        outcome is recorded; then every node's final state is read and invariants I1–I11 are
+        checked (no acknowledged write lost, one event per stream version, no failed write
+        visible, expected-version exclusivity, no duplicates, real-time order, gap-free
+        subscriptions, one leader per epoch, $all agrees with streams, convergence, reads
+        show committed deletes and metadata only). Exit code 0: no violation.
 
         Examples:
           esnode verify --connect esnode://127.0.0.1:2113,127.0.0.1:2123 --duration 30

@@ -122,21 +122,22 @@ class _LmdbView:
         self.recent = store._recent_ids  # only the writer thread calls find_event
         self.log, self.streams, self.ids = store._log, store._streams, store._ids
 
-    def stream_last(self, stream: str) -> tuple[int, bool]:
+    def stream_last(self, stream: str) -> tuple[int, int, int]:
         key = self.key(stream)
         cursor = self.txn.cursor(db=self.streams)
         tomb_key = key + _TOMB_SUFFIX
-        tombstoned = False
+        tomb = -1
         if cursor.set_range(tomb_key):
-            tombstoned = cursor.key() == tomb_key
+            if cursor.key() == tomb_key:
+                tomb = Q.unpack(cursor.value())[0]
             found = cursor.prev()
         else:
             found = cursor.last()
         if found:
             k = cursor.key()
             if len(k) == len(key) + 8 and k.startswith(key):
-                return Q.unpack_from(k, len(key))[0], tombstoned
-        return -1, tombstoned
+                return Q.unpack_from(k, len(key))[0], Q.unpack(cursor.value())[0], tomb
+        return -1, -1, tomb
 
     def stream_records(self, stream: str, first: int, count: int) -> list[RecordedEvent]:
         cursor = self.txn.cursor(db=self.streams)
