@@ -64,9 +64,8 @@ def default_transport(topology: Topology, node: NodeSection) -> Transport:
     found through gossip seeds (their names learnt from their first message)."""
     from esnode.transport.discovery import gossip_seeds, uses_seeds
     from esnode.transport.internal_codec import InternalCodec
-    from esnode.transport.zmq_transport import ZmqTransport
-
     from esnode.transport.security import node_security, warn_if_insecure
+    from esnode.transport.zmq_transport import ZmqTransport
 
     others = [n for n in topology.nodes if n.name != node.name]
     seeded = uses_seeds(topology)
