@@ -193,8 +193,6 @@ class RefusalLog:
     def refuse(self, peer: str, reason: str, message: str, *args: object,
                level: int = logging.WARNING) -> None:
         with self._lock:
-            self.total += 1
-            self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
             now = self._clock()
             if now - self._window_start >= self._interval:
                 self._summarize()
@@ -203,12 +201,12 @@ class RefusalLog:
             if n < self._per_peer and self._lines < self._max_lines:
                 self._logged[peer] = n + 1
                 self._lines += 1
-                emit = True
+                self._log.log(level, message, *args)
             else:
                 self._suppressed[peer] = self._suppressed.get(peer, 0) + 1
-                emit = False
-        if emit:
-            self._log.log(level, message, *args)
+            # Counted last: whoever sees the count also finds the line (if one was written).
+            self.total += 1
+            self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
 
     def flush(self) -> None:
         """Write the summary of the current interval now (at stop)."""

@@ -153,7 +153,7 @@ def test_refusal_log_rate_limits_and_counts(caplog):
     refusals.refuse("peer0", "bad_request", "refused again")
     summary = caplog.records[5].getMessage()
     assert "refused 99995 more messages from 4 peers" in summary
-    assert "100001 refusals since start (bad_request=100001)" in summary
+    assert "100000 refusals since start (bad_request=100000)" in summary
     assert caplog.records[6].getMessage() == "refused again"
     assert refusals.total == 100_001
 
