@@ -140,7 +140,8 @@ class StoreMachine(RuleBasedStateMachine):
         else:
             self.dir = tempfile.mkdtemp(prefix="esnode-model-")
             self.store = LmdbEventStore(self.dir, map_size=1 << 20)
-            self.store.ids_merge_threshold = 7  # exercise the event-id merge too
+            self.store.ids_merge_threshold = 7  # exercise the event-id merge too,
+            self.store.ids_merge_step = 1  # spread over several commits
         self.model = Model()
         self.batches: list[tuple[str, list[str]]] = []  # earlier batches, for retries
         self.snapshots: list[tuple[int, Model]] = []
