@@ -203,3 +203,32 @@ def test_seeds_of_unknown_names_are_located_by_the_key_that_answers(tmp_path):
     finally:
         for t in transports.values():
             t.stop()
+
+
+def test_without_its_zap_handler_a_secured_socket_refuses_everyone():
+    """ZAP_ENFORCE_DOMAIN: a missing handler fails closed, never open."""
+    from esnode.transport.security import INTERNAL_DOMAIN, NetworkSecurity, secure_router
+
+    ctx = zmq.Context()
+    try:
+        public, secret = zmq.curve_keypair()
+        router = ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        secure_router(router, NetworkSecurity(INTERNAL_DOMAIN, public, secret))
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        monitor = router.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                                            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                                            | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                                            | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        dealer = curve_dealer(ctx, f"tcp://127.0.0.1:{port}", public, zmq.curve_keypair())
+        dealer.send(b"hello")
+        from zmq.utils.monitor import recv_monitor_message
+
+        assert monitor.poll(10_000), "no handshake event"
+        assert recv_monitor_message(monitor)["event"] != zmq.EVENT_HANDSHAKE_SUCCEEDED
+        assert not router.poll(200)
+        router.disable_monitor()
+        for s in (monitor, dealer, router):
+            s.close(linger=0)
+    finally:
+        ctx.term()
