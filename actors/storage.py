@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pykka
-
 from esnode.actors.messages import (
     ClusterInbound,
     Committed,
@@ -51,7 +50,12 @@ from esnode.core.cluster_messages import (
 )
 from esnode.core.cluster_state import CoreConfig, PersistedState
 from esnode.core.config import Topology
-from esnode.core.forwarding import ForwardAppend, ForwardDelete, ForwardReply, claimed_sender
+from esnode.core.forwarding import (
+    ForwardAppend,
+    ForwardDelete,
+    ForwardReply,
+    claimed_sender,
+)
 from esnode.core.messages import ErrorReply, Reply
 from esnode.core.node_core import NodeCore
 from esnode.core.states import VNodeState

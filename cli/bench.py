@@ -121,9 +121,11 @@ def bench(
                                      "a fresh one (its data is NOT reset between runs)."),
     seconds: float = typer.Option(5.0, help="Timed seconds per phase."),
     runs: int = typer.Option(3, help="Runs per figure; the table shows medians."),
-    phases: str = typer.Option("abcdh", help="Which phases: a single, b concurrent, "
-                                             "c 100-event batches, d reads, h HTTP (single "
-                                             "POSTs at C=64, 100-event POSTs, feed pages)."),
+    phases: str = typer.Option("abcdgh", help="Which phases: a single, b concurrent, "
+                                              "c 100-event batches, d reads, g subscriptions "
+                                              "and persistent subscription groups, h HTTP "
+                                              "(single POSTs at C=64, 100-event POSTs, feed "
+                                              "pages)."),
     http: str = typer.Option(None, "--http", help="With --connect: a node's HTTP URL for "
                                                   "phase h (e.g. http://127.0.0.1:2115)."),
     nodes: int = typer.Option(1, help="Size of the fresh cluster to start (1 or 3, ...)."),

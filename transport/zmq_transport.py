@@ -18,15 +18,15 @@ from typing import Any
 
 import zmq
 
+from esnode.core.forwarding import claimed_sender
 from esnode.core.messages import ClientEnvelope, Credit, ErrorReply, RelayedReply, Reply
+from esnode.core.types import BadRequest, TooBusy
 from esnode.transport.codec import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DecodeError,
     decode_request,
     encode_reply,
 )
-from esnode.core.forwarding import claimed_sender
-from esnode.core.types import BadRequest, TooBusy
 from esnode.transport.internal_codec import InternalCodec
 from esnode.transport.port import ClientHandler, NodeHandler, PeerGoneHandler
 from esnode.transport.security import (
