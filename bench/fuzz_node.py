@@ -53,7 +53,17 @@ def client_seeds() -> list[bytes]:
             "read_all": {}, "delete": {"stream": "d"}, "get_metadata": {"stream": "s"},
             "set_metadata": {"stream": "s", "metadata": {"$maxCount": 3}},
             "subscribe": {"stream": "s", "credit": 5}, "credit": {"subscription": 1, "n": 5},
-            "unsubscribe": {"subscription": 1}, "cluster_info": {}, "ping": {}}
+            "unsubscribe": {"subscription": 1}, "cluster_info": {}, "ping": {},
+            "create_group": {"stream": "s", "group": "g", "settings": {}},
+            "update_group": {"stream": "s", "group": "g", "settings": {}},
+            "delete_group": {"stream": "s", "group": "g"}, "list_groups": {"stream": "s"},
+            "group_info": {"stream": "s", "group": "g"},
+            "connect_group": {"stream": "s", "group": "g", "credit": 5},
+            "group_ack": {"subscription": 1, "positions": [0, 1]},
+            "group_nack": {"subscription": 1, "positions": [0], "action": "park",
+                           "reason": "fuzz"},
+            "leave_group": {"subscription": 1},
+            "replay_parked": {"stream": "s", "group": "g", "max_count": 5}}
     return [encode_request(op, i, args.get(op, {})) for i, op in enumerate(CLIENT_OPS)]
 
 
