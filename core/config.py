@@ -88,6 +88,9 @@ class NodeSection:
     priority: int = 0
     external_http_port: int = 0
     """The node's HTTP API (docs/http.md) on ``external_host``; 0 = no HTTP endpoint."""
+    http_cert_file: str = ""
+    http_key_file: str = ""
+    """PEM certificate (chain) and key: the HTTP API speaks only HTTPS (docs/http.md, TLS)."""
     public_key: str = ""
     """This member's internal public key (Z85), instead of ``security.key_dir``/NAME.key."""
 
@@ -109,6 +112,10 @@ class NodeSection:
         if not self.external_http_port:
             return None
         return (self.external_advertise_host or self.external_host, self.external_http_port)
+
+    @property
+    def http_scheme(self) -> str:
+        return "https" if self.http_cert_file else "http"
 
     @property
     def internal_advertise(self) -> tuple[str, int]:
@@ -224,6 +231,12 @@ def parse_topology(raw: dict, source: str = "") -> Topology:
             _check_port(getattr(node, key), f"{where}.{key}")
         if node.external_http_port:
             _check_port(node.external_http_port, f"{where}.external_http_port")
+        if bool(node.http_cert_file) != bool(node.http_key_file):
+            raise TopologyError(f"{where}: set both http_cert_file and http_key_file (TLS on "
+                                "the HTTP API), or neither")
+        if node.http_cert_file and not node.external_http_port:
+            raise TopologyError(f"{where}.http_cert_file: the node has no HTTP API (set "
+                                "external_http_port)")
         if node.internal_port == node.external_port and node.internal_host == node.external_host:
             raise TopologyError(f"{where}.external_port: same address as internal_port; the "
                                 "internal and external networks need separate endpoints")
@@ -263,8 +276,9 @@ def loads_topology(text: str, source: str = "") -> Topology:
 
 
 def load_topology(path: str | Path) -> Topology:
-    """Load and validate a topology file. Relative ``data_dir``/``log_dir`` are resolved
-    against the file's folder, so a topology works from any working directory."""
+    """Load and validate a topology file. Relative ``data_dir``/``log_dir`` and certificate
+    paths are resolved against the file's folder, so a topology works from any working
+    directory."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -274,12 +288,10 @@ def load_topology(path: str | Path) -> Topology:
         raise TopologyError(f"{path}: cannot read ({exc})") from None
     topology = loads_topology(text, str(path))
     base = path.resolve().parent
+    paths = ("data_dir", "log_dir", "http_cert_file", "http_key_file")
     nodes = tuple(
-        dataclasses.replace(
-            n,
-            data_dir=str(base / n.data_dir) if n.data_dir else "",
-            log_dir=str(base / n.log_dir) if n.log_dir else "",
-        )
+        dataclasses.replace(n, **{key: str(base / getattr(n, key)) if getattr(n, key) else ""
+                                  for key in paths})
         for n in topology.nodes
     )
     sec = topology.security
