@@ -227,6 +227,8 @@ esnode run --db ./db1 --cluster-size=3 \
 def register(app: typer.Typer) -> None:
     def run(ctx: typer.Context, config: Path | None = None, node: str | None = None,
             restart: bool = True, **values: Any) -> None:
+        from esnode.transport.security import KeyFileError, node_security
+
         problem = guide.unknown_arguments(ctx.args) or guide.unknown_environment()
         if problem:
             raise fail(problem)
@@ -246,12 +248,14 @@ def register(app: typer.Typer) -> None:
             if options.given:
                 raw = guide.override(raw, node, options, Path.cwd())
             topology = load_topology(config, raw)
-            if node is not None:
-                topology.node(node)
+            for name in [node] if node is not None else [n.name for n in topology.nodes]:
+                node_security(topology, topology.node(name))
         except guide.GuideError as exc:
             raise fail(str(exc)) from None
         except TopologyError as exc:
             raise fail(f"invalid topology: {exc}") from None
+        except KeyFileError as exc:
+            raise fail(f"security keys: {exc}") from None
         if node is not None or len(topology.nodes) == 1:
             code = run_node(topology, node or topology.nodes[0].name)
         else:

@@ -50,6 +50,28 @@ class TimersSection:
 
 
 @dataclass(frozen=True, slots=True)
+class SecuritySection:
+    """CURVE keys (docs/security.md). ``key_dir``: the internal network's keys, ``NAME.key``
+    for every member and ``NAME.key_secret`` for this node; ``external_key``: the base path
+    of the client-facing key pair (``.key``, ``.key_secret``) all nodes share;
+    ``client_key_dir``: if set, only the client keys (``*.key``) in it may connect."""
+
+    key_dir: str = ""
+    external_key: str = ""
+    client_key_dir: str = ""
+    demo_keys: bool = False
+    """The keys are the shipped demo keys: world-readable secrets are accepted, loudly."""
+
+    @property
+    def internal_secured(self) -> bool:
+        return bool(self.key_dir)
+
+    @property
+    def external_secured(self) -> bool:
+        return bool(self.external_key)
+
+
+@dataclass(frozen=True, slots=True)
 class NodeSection:
     name: str
     internal_host: str
@@ -69,6 +91,8 @@ class NodeSection:
     http_cert_file: str = ""
     http_key_file: str = ""
     """PEM certificate (chain) and key: the HTTP API speaks only HTTPS (docs/http.md, TLS)."""
+    public_key: str = ""
+    """This member's internal public key (Z85), instead of ``security.key_dir``/NAME.key."""
     internal_gossip_port: int = 0
     """A second port on ``internal_host`` where the internal endpoint also listens: Event
     Store's ``--int-http-port``, where gossip seeds and ``--cluster-gossip-port`` point."""
@@ -122,6 +146,7 @@ class Topology:
     timers: TimersSection
     nodes: tuple[NodeSection, ...]
     source: str = field(default="", compare=False)
+    security: SecuritySection = SecuritySection()
 
     def node(self, name: str) -> NodeSection:
         for node in self.nodes:
@@ -172,13 +197,14 @@ def _check_port(value: int, where: str) -> None:
 
 
 def parse_topology(raw: dict, source: str = "") -> Topology:
-    known = {"cluster", "discovery", "timers", "nodes"}
+    known = {"cluster", "discovery", "timers", "nodes", "security"}
     for key in raw:
         if key not in known:
             raise TopologyError(f"{key}: unknown section (known: {', '.join(sorted(known))})")
     cluster = _section(ClusterSection, raw.get("cluster", {}), "cluster")
     discovery = _section(DiscoverySection, raw.get("discovery", {}), "discovery")
     timers = _section(TimersSection, raw.get("timers", {}), "timers")
+    security = _section(SecuritySection, raw.get("security", {}), "security")
     raw_nodes = raw.get("nodes")
     if not isinstance(raw_nodes, list) or not raw_nodes:
         raise TopologyError("nodes: missing; describe each node in a [[nodes]] table")
@@ -244,7 +270,28 @@ def parse_topology(raw: dict, source: str = "") -> Topology:
                 raise TopologyError(f"{where}.{key}: duplicate port {bind[0]}:{bind[1]}, "
                                     f"already used by {seen_binds[bind]}")
             seen_binds[bind] = f"{where}.{key}"
-    return Topology(cluster, discovery, timers, nodes, source)
+    for i, node in enumerate(nodes):
+        if node.public_key and not security.key_dir:
+            raise TopologyError(f"nodes[{i}].public_key: needs security.key_dir (where this "
+                                "node's secret key is)")
+        if node.public_key and len(node.public_key) != 40:
+            raise TopologyError(f"nodes[{i}].public_key: a CURVE public key is 40 Z85 "
+                                f"characters, got {len(node.public_key)}")
+    return Topology(cluster, discovery, timers, nodes, source, security)
+
+
+def _toml(text: str, source: str) -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TopologyError(f"{source}: not valid TOML ({exc})") from None
+    except RecursionError:  # tomllib recurses per nesting level (found by fuzzing)
+        raise TopologyError(f"{source}: nested too deeply to be a topology") from None
+
+
+def loads_topology(text: str, source: str = "") -> Topology:
+    """Parse and validate topology TOML text; every problem is a ``TopologyError``."""
+    return parse_topology(_toml(text, source), source)
 
 
 def read_topology_file(path: str | Path) -> dict:
@@ -252,17 +299,18 @@ def read_topology_file(path: str | Path) -> dict:
     before ``load_topology`` validates it."""
     path = Path(path)
     try:
-        return tomllib.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise TopologyError(f"{path}: no such file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise TopologyError(f"{path}: not valid TOML ({exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TopologyError(f"{path}: cannot read ({exc})") from None
+    return _toml(text, str(path))
 
 
 def load_topology(path: str | Path, raw: dict | None = None) -> Topology:
     """Load and validate a topology file (or ``raw``, its edited content). Relative
-    ``data_dir``/``log_dir`` and certificate paths are resolved against the file's folder, so
-    a topology works from any working directory."""
+    ``data_dir``/``log_dir``, certificate and key paths are resolved against the file's
+    folder, so a topology works from any working directory."""
     path = Path(path)
     if raw is None:
         raw = read_topology_file(path)
@@ -274,4 +322,8 @@ def load_topology(path: str | Path, raw: dict | None = None) -> Topology:
                                   for key in paths})
         for n in topology.nodes
     )
-    return dataclasses.replace(topology, nodes=nodes)
+    sec = topology.security
+    security = dataclasses.replace(sec, **{
+        key: str(base / getattr(sec, key)) for key in ("key_dir", "external_key",
+                                                       "client_key_dir") if getattr(sec, key)})
+    return dataclasses.replace(topology, nodes=nodes, security=security)
