@@ -8,7 +8,8 @@ Everything a group needs to survive a leader change lives in the replicated log:
   every node applies them from its committed log, so every node can list them;
 * settlements: ``$persistentsubscription-<stream>::<group>-acks``, one ``$Acked`` event per
   ack batch, written BEFORE the consumer's ack is answered (the storage actor answers it
-  once the write is committed on a majority): a confirmed ack is never redelivered;
+  once the write is committed on a majority): a confirmed ack is never redelivered; and
+  ``$Retried`` events (the retry counts events reached), so counts survive a leader change;
 * checkpoints: ``...-checkpoint`` (position, read cursor, settled set above it, and how far
   the acks and parked streams were), so a rebuild reads little;
 * parked events: ``...-parked`` (a copy of the event, where it came from and why).
@@ -63,7 +64,7 @@ log = logging.getLogger("esnode.persistent")
 
 DEFINITIONS = "$persistentsubscriptions"
 CREATED, UPDATED, DELETED = "$GroupCreated", "$GroupUpdated", "$GroupDeleted"
-ACKED, CHECKPOINTED = "$Acked", "$Checkpoint"
+ACKED, RETRIED, CHECKPOINTED = "$Acked", "$Retried", "$Checkpoint"
 READ_PAGE = 1000
 NOBODY = (b"", 0)
 """Reply address of the actor's own writes (checkpoints, timed-out parks): nobody waits."""
@@ -235,7 +236,8 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
         if page is not None and page.events:
             core.parked_replayed = page.events[-1].version
             self._settled(key, core.requeue([self._unpark(e) for e in page.events],
-                                            self._clock.monotonic()))
+                                            self._clock.monotonic(),
+                                            [e.version for e in page.events]))
             self._checkpoint(key, p.PersistCheckpoint(core.checkpoint, core.resume))
         self._reply(env.peer, env.corr, m.Reply({
             "replayed": len(page.events) if page is not None else 0}))
@@ -291,6 +293,7 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
     def _carry(self, key: tuple[str, str], effects: list) -> None:
         pushes: dict[tuple[bytes, int], list] = {}
         replies = []
+        retries: list[tuple[int, int]] = []
         for e in effects:
             cls = type(e)
             if cls is p.Deliver:
@@ -306,11 +309,16 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
                             self._parked(key, e.event, e.reason))
             elif cls is p.PersistCheckpoint:
                 self._checkpoint(key, e)
+            elif cls is p.PersistRetries:
+                retries += e.counts
             elif cls is p.Refused:
                 replies.append((*e.reply_to, m.ErrorReply(e.error)))
             elif cls is p.Dropped:
                 self._consumers.pop(e.consumer, None)
                 replies.append((*e.consumer, m.SubscriptionDropped(BadRequest(e.reason))))
+        if retries:  # one record for the lot; before the pushes that carry the new counts
+            self._write(*NOBODY, p.group_stream(*key, "acks"),
+                        _json_event(RETRIED, {"retries": retries}))
         out = [(c[0], c[1], m.GroupEventsPushed(events)) for c, events in pushes.items()]
         if out or replies:
             self._transport.send_client(out + replies)
@@ -325,7 +333,9 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
             "position": e.position, "resume": e.resume, "settled": sorted(core.settled),
             "acks_version": self._store.stream_version(p.group_stream(*key, "acks")),
             "parked_version": self._store.stream_version(p.group_stream(*key, "parked")),
-            "parked_replayed": core.parked_replayed}))
+            "parked_replayed": core.parked_replayed,
+            "retries": sorted(core.retries.items()),
+            "replaying": sorted(core.replaying.items())}))
 
     @staticmethod
     def _parked(key: tuple[str, str], event: RecordedEvent, reason: str) -> EventData:
@@ -410,7 +420,7 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
         key = (d.stream, d.group)
         checkpoint, resume, settled = -1, d.cursor, set()
         acks_from = parked_from = 0
-        replayed = -1
+        replayed, retries, replaying = -1, {}, {}
         try:
             last = self._store.read_stream(p.group_stream(*key, "checkpoint"), -1, 1, True,
                                            up_to_position=self._committed).events
@@ -421,16 +431,36 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
             checkpoint, resume, settled = c["position"], c["resume"], set(c["settled"])
             acks_from, parked_from = c["acks_version"] + 1, c["parked_version"] + 1
             replayed = c.get("parked_replayed", -1)
+            retries = dict(c.get("retries", ()))
+            replaying = dict(c.get("replaying", ()))
+        after = set()
         for event in self._read_all_of(p.group_stream(*key, "acks"), acks_from):
-            settled.update(json.loads(event.data)["positions"])
-        parked = self._read_all_of(p.group_stream(*key, "parked"), parked_from)
-        settled.update(json.loads(e.metadata)["$position"] for e in parked)
-        core = p.GroupCore(d.stream, d.group, d.settings, checkpoint, settled, resume,
-                           self._clock.monotonic())
-        core.parked_count = max(0, self._store.stream_version(p.group_stream(*key, "parked"))
-                                + 1)
+            body = json.loads(event.data)
+            if event.event_type == RETRIED:
+                retries.update(body["retries"])
+            else:
+                after.update(body["positions"])
+        parked_stream = p.group_stream(*key, "parked")
+        after.update(json.loads(e.metadata)["$position"]
+                     for e in self._read_all_of(parked_stream, parked_from))
+        core = p.GroupCore(d.stream, d.group, d.settings, checkpoint, settled | after, resume,
+                           self._clock.monotonic(), retries)
+        core.parked_count = max(0, self._store.stream_version(parked_stream) + 1)
         core.parked_replayed = replayed
+        # a replay of parked events not settled before the leader changed: again, here
+        versions = sorted(v for pos, v in replaying.items() if pos not in after)
+        again = [self._read_version(parked_stream, v) for v in versions]
+        core.requeue([self._unpark(e) for e in again if e is not None], self._clock.monotonic(),
+                     [e.version for e in again if e is not None])
         return core
+
+    def _read_version(self, stream: str, version: int) -> RecordedEvent | None:
+        try:
+            events = self._store.read_stream(stream, version, 1,
+                                             up_to_position=self._committed).events
+        except StreamNotFound:
+            return None
+        return events[0] if events and events[0].version == version else None
 
     def _read_all_of(self, stream: str, start: int) -> list[RecordedEvent]:
         out: list[RecordedEvent] = []

@@ -144,6 +144,14 @@ class PersistCheckpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class PersistRetries:
+    """Record these ``(position, retry count)`` pairs (events put back in line), so that a
+    new leader delivers them with the counts they reached; nobody waits for it."""
+
+    counts: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Refused:
     """A consumer's request was wrong (unknown or foreign event ids, ...): answer
     ``reply_to`` with ``error``; nothing else changed."""
@@ -160,7 +168,8 @@ class Dropped:
     reason: str
 
 
-Effect = Deliver | PersistSettled | Park | PersistCheckpoint | Refused | Dropped
+Effect = (Deliver | PersistSettled | Park | PersistCheckpoint | PersistRetries | Refused
+          | Dropped)
 
 
 @dataclass(slots=True)
@@ -193,13 +202,21 @@ class GroupCore:
 
     def __init__(self, stream: str, group: str, settings: GroupSettings,
                  checkpoint: int = -1, settled: Iterable[int] = (), cursor: int | None = None,
-                 now: float = 0.0) -> None:
+                 now: float = 0.0, retries: dict[int, int] | None = None) -> None:
         self.stream, self.group, self.settings = stream, group, settings
         self.checkpoint = checkpoint
         """Every event at or before this log position is settled (durably)."""
         self.cursor = cursor
         """The last version ($all: position) read from the source; None: not started."""
         self.settled: set[int] = {p for p in settled if p > checkpoint}
+        self.retries: dict[int, int] = {p: n for p, n in (retries or {}).items()
+                                        if p > checkpoint and p not in self.settled}
+        """Retry counts of unsettled events retried at least once (persisted with every
+        retry and checkpoint): a rebuilt core delivers them with these counts."""
+        self.replaying: dict[int, Any] = {}
+        """Parked events put back in line and not settled yet, by position, with the tag the
+        actor gave them (their parked version): persisted with checkpoints, so a new leader
+        puts them back in line again."""
         self.consumers: dict[Any, _Consumer] = {}
         self.inflight: dict[int, _InFlight] = {}
         self.ready: deque[tuple[RecordedEvent, int]] = deque()
@@ -257,16 +274,21 @@ class GroupCore:
             if p <= self.checkpoint or p in self.settled or p in self.unsettled:
                 continue
             self.unsettled[p] = event
-            self.ready.append((event, 0))
+            self.ready.append((event, self.retries.get(p, 0)))
         return self._dispatch(now)
 
-    def requeue(self, events: Iterable[RecordedEvent], now: float) -> list[Effect]:
+    def requeue(self, events: Iterable[RecordedEvent], now: float,
+                tags: Iterable[Any] | None = None) -> list[Effect]:
         """Put events (parked ones, replayed) back in line, retry count 0; one that is
-        already waiting or in flight is left alone."""
-        for event in events:
+        already waiting or in flight is left alone. ``tags`` (one per event: where it is
+        parked) are kept in ``replaying`` until the event is settled."""
+        events = list(events)
+        for event, tag in zip(events, tags if tags is not None else [None] * len(events)):
             p = event.position
             if p in self.unsettled:
                 continue
+            self.replaying[p] = tag
+            self.retries.pop(p, None)
             self.settled.discard(p)
             self.unsettled[p] = event
             self.ready.append((event, 0))
@@ -354,7 +376,13 @@ class GroupCore:
         c = self.consumers.get(f.consumer)
         if c is not None:
             c.inflight.discard(position)
+        self._forget(position)
+
+    def _forget(self, position: int) -> None:
+        """``position`` is settled (durably, once its effect is carried out)."""
         del self.unsettled[position]
+        self.retries.pop(position, None)
+        self.replaying.pop(position, None)
         self.settled.add(position)
         self._since_checkpoint += 1
 
@@ -364,13 +392,12 @@ class GroupCore:
         if c is not None:
             c.inflight.discard(position)
         if f.retry_count >= self.settings.max_retry_count:
-            del self.unsettled[position]
-            self.settled.add(position)
-            self._since_checkpoint += 1
+            self._forget(position)
             self.parked_count += 1
             return [Park(f.event, f"{reason}; retried {f.retry_count} time(s)")]
         self.ready.appendleft((f.event, f.retry_count + 1))
-        return []
+        self.retries[position] = f.retry_count + 1
+        return [PersistRetries(((position, f.retry_count + 1),))]
 
     def _any_credit(self) -> bool:
         return any(c.free > 0 for c in self.consumers.values())

@@ -16,6 +16,7 @@ from esnode.core.persistent import (
     GroupSettings,
     Park,
     PersistCheckpoint,
+    PersistRetries,
     PersistSettled,
     Refused,
     group_stream,
@@ -236,3 +237,35 @@ def test_no_durably_settled_event_is_ever_delivered_again_and_nothing_is_lost(
             feed(c.ack("drain", mine, "r", now[0]))
     assert durable_settled == set(range(n))
     assert durable_parked <= durable_settled
+
+
+def test_retry_counts_are_persisted_and_a_rebuilt_core_carries_them_on():
+    """A new leader's core (built from the checkpoint's and ``$Retried`` records' counts)
+    delivers a retried event with the count it reached, and parks it on time."""
+    s = GroupSettings(message_timeout=1.0, max_retry_count=2)
+    core = GroupCore("s", "g", s)
+    core.connect("a", 5, 0.0)
+    core.events([ev(0), ev(1)], 0.0)
+    effects = core.nack("a", [0], "retry", "", "r", 0.5)
+    assert PersistRetries(((0, 1),)) in effects and delivered(effects) == [("a", 0, 1)]
+    assert core.retries == {0: 1}
+    core.ack("a", [10], "r2", 0.6)
+    assert core.retries == {0: 1}
+    rebuilt = GroupCore("s", "g", s, settled={10}, retries=dict(core.retries), now=5.0)
+    rebuilt.connect("b", 5, 5.0)
+    assert delivered(rebuilt.events([ev(0), ev(1)], 5.0)) == [("b", 0, 1)]
+    assert delivered(rebuilt.tick(6.5)) == [("b", 0, 2)]
+    assert Park in [type(e) for e in rebuilt.tick(8.0)]  # past max_retry_count
+    assert rebuilt.retries == {}
+
+
+def test_a_replay_stays_in_replaying_until_settled():
+    """Replayed parked events are remembered (with the actor's tag, their parked version)
+    until settled, so a checkpoint can carry an unfinished replay to a new leader."""
+    core = GroupCore("s", "g", GroupSettings(), checkpoint=100)
+    core.connect("a", 5, 0.0)
+    effects = core.requeue([ev(3), ev(4)], 0.0, tags=[7, 8])
+    assert delivered(effects) == [("a", 3, 0), ("a", 4, 0)]
+    assert core.replaying == {30: 7, 40: 8}
+    core.ack("a", [30], "r", 1.0)
+    assert core.replaying == {40: 8}
