@@ -235,10 +235,11 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
             page = None
         if page is not None and page.events:
             core.parked_replayed = page.events[-1].version
-            self._settled(key, core.requeue([self._unpark(e) for e in page.events],
-                                            self._clock.monotonic(),
-                                            [e.version for e in page.events]))
+            effects = core.requeue([self._unpark(e) for e in page.events],
+                                   self._clock.monotonic(), [e.version for e in page.events])
+            # the replay is recorded (what is replaying, how far) before anything is sent
             self._checkpoint(key, p.PersistCheckpoint(core.checkpoint, core.resume))
+            self._settled(key, effects)
         self._reply(env.peer, env.corr, m.Reply({
             "replayed": len(page.events) if page is not None else 0}))
 

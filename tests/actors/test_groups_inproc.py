@@ -15,12 +15,14 @@ from esnode.core.messages import (
     GroupAck,
     GroupEventsPushed,
     GroupNack,
+    ReplayParked,
     Reply,
     SubscriptionDropped,
 )
-from esnode.core.persistent import GroupSettings
+from esnode.core.persistent import GroupSettings, group_stream
 from esnode.core.states import VNodeState
 from esnode.core.types import ANY as ANY_VERSION
+from esnode.core.types import StreamNotFound
 from tests.conftest import wait_for
 from tests.support.cluster import new_event
 from tests.support.inproc import ANY, outcome
@@ -85,19 +87,47 @@ class Consumer:
         return kind == "ok"
 
 
-def test_a_group_through_message_loss_and_a_leader_change(make_cluster):
+def group_on_a_cluster(make_cluster, events: int):
+    """A 3-node cluster with a group on ``STREAM`` (from the start) and ``events`` events."""
     cluster = make_cluster()
-    net = cluster.network
-    old = cluster.wait_for_leader()
-    name = old.config.name
+    leader = cluster.wait_for_leader()
     settings = GroupSettings(start_from="start", message_timeout=5.0, max_retry_count=50,
                              min_checkpoint_count=4, checkpoint_after=0.2)
-    client = cluster.client(name)
+    client = cluster.client(leader.config.name)
     assert outcome(client.call(CreateGroup(STREAM, GROUP, settings)))[0] == "ok"
-    for i in range(EVENTS):
+    for _ in range(events):
         kind, body = outcome(client.call(Append(STREAM, ANY_VERSION, (new_event(),)),
                                          timeout=10.0))
         assert kind == "ok", body
+    return cluster, leader
+
+
+def committed(node, suffix: str, event_type: str, has: str) -> bool:
+    """The last record of the group's ``suffix`` stream on ``node`` is an ``event_type``
+    naming ``has`` and is committed (a new leader has it)."""
+    try:
+        last = node.store.read_stream(group_stream(STREAM, GROUP, suffix), -1, 1, True).events
+    except StreamNotFound:
+        return False
+    return bool(last) and last[0].event_type == event_type and has in last[0].data.decode() \
+        and last[0].position <= node.board.readable_position
+
+
+def change_leader(cluster, old):
+    """Isolate ``old`` until another node leads, then heal the network; the new leader."""
+    name = old.config.name
+    cluster.network.isolate(name)
+    wait_for(lambda: old.state is not VNodeState.Leader, 10,
+             message="the isolated leader stepping down")
+    new = cluster.wait_for_leader(among=[n for n in cluster.names if n != name])
+    cluster.network.recover()
+    return new
+
+
+def test_a_group_through_message_loss_and_a_leader_change(make_cluster):
+    cluster, old = group_on_a_cluster(make_cluster, EVENTS)
+    net = cluster.network
+    name = old.config.name
     net.drop(ANY, ANY, 0.1)  # from here on every cluster link loses one message in ten
 
     consumer = Consumer(cluster)
@@ -116,16 +146,9 @@ def test_a_group_through_message_loss_and_a_leader_change(make_cluster):
     wait_for(lambda: consumer.poll() and consumer.deliveries[-1][0] == retried, 5,
              message="the nacked event delivered again")
     consumer.pending.remove(retried)
-    # let the old leader commit what it has (a checkpoint, the retry record)
-    wait_for(lambda: not old.board.is_leader or
-             old.board.readable_position >= old.store.writer_position, 10,
-             message="the old leader committed its log")
-
-    net.isolate(name)
-    wait_for(lambda: old.state is not VNodeState.Leader, 10,
-             message="the isolated leader stepping down")
-    new = cluster.wait_for_leader(among=[n for n in cluster.names if n != name])
-    net.recover()
+    wait_for(lambda: committed(old, "acks", "$Retried", f"[{retried},1]"), 10,
+             message="the retry count committed")
+    new = change_leader(cluster, old)
     net.drop(ANY, ANY, 0.1)
     consumer.pending = []
     consumer.connect(new.config.name, credit=10)
@@ -147,3 +170,32 @@ def test_a_group_through_message_loss_and_a_leader_change(make_cluster):
     after = {p: r for p, r, t in consumer.deliveries if t >= switched}
     assert after.get(retried, 0) >= 1, \
         f"the retry count of {retried} survived the leader change: {after.get(retried)}"
+
+
+def test_a_replay_of_parked_events_not_acked_before_a_leader_change_is_finished_after(
+        make_cluster):
+    """The replayed event was not acked on the old leader: the new one delivers it again,
+    and a second replay finds nothing (it was replayed once, and acked)."""
+    cluster, old = group_on_a_cluster(make_cluster, 3)
+    consumer = Consumer(cluster)
+    consumer.connect(old.config.name, credit=10)
+    wait_for(lambda: consumer.poll() and len(consumer.pending) == 3, 10, message="3 events")
+    first, *rest = consumer.pending
+    assert outcome(consumer.client.call(GroupNack(consumer.corr, (first,), "park"),
+                                        timeout=5.0))[0] == "ok"
+    consumer.pending = rest
+    assert consumer.ack(2)
+    kind, body = outcome(cluster.client(old.config.name).call(ReplayParked(STREAM, GROUP)))
+    assert (kind, body) == ("ok", {"replayed": 1})
+    wait_for(lambda: consumer.poll() and consumer.pending == [first], 5,
+             message="the parked event replayed")
+    wait_for(lambda: committed(old, "checkpoint", "$Checkpoint", f'"replaying":[[{first},'),
+             10, message="the replay recorded")
+    new = change_leader(cluster, old)
+    consumer.pending = []
+    consumer.connect(new.config.name, credit=10)
+    wait_for(lambda: consumer.poll() and consumer.pending == [first], 10,
+             message="the unfinished replay delivered again by the new leader")
+    assert consumer.ack(1)
+    kind, body = outcome(cluster.client(new.config.name).call(ReplayParked(STREAM, GROUP)))
+    assert (kind, body) == ("ok", {"replayed": 0})
