@@ -49,6 +49,7 @@ from esnode.core.types import (
     AppendRequest,
     BadRequest,
     EsError,
+    METADATA_TYPE,
     EventData,
     GroupExists,
     GroupNotFound,
@@ -56,6 +57,7 @@ from esnode.core.types import (
     NotReady,
     RecordedEvent,
     StreamNotFound,
+    metadata_stream_of,
 )
 from esnode.storage.port import EventStore
 from esnode.transport.port import Transport
@@ -66,6 +68,9 @@ DEFINITIONS = "$persistentsubscriptions"
 CREATED, UPDATED, DELETED = "$GroupCreated", "$GroupUpdated", "$GroupDeleted"
 ACKED, RETRIED, CHECKPOINTED = "$Acked", "$Retried", "$Checkpoint"
 READ_PAGE = 1000
+COMPACT_AFTER = 1000
+"""Records of a group's acks (and checkpoint) stream a checkpoint has summarised before
+they are cut off with ``$tb`` (one metadata record per this many, not per checkpoint)."""
 NOBODY = (b"", 0)
 """Reply address of the actor's own writes (checkpoints, timed-out parks): nobody waits."""
 
@@ -330,13 +335,29 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
 
     def _checkpoint(self, key: tuple[str, str], e: p.PersistCheckpoint) -> None:
         core = self._cores[key]
-        self._write(*NOBODY, p.group_stream(*key, "checkpoint"), _json_event(CHECKPOINTED, {
+        acks, checkpoints = p.group_stream(*key, "acks"), p.group_stream(*key, "checkpoint")
+        acks_version = self._store.stream_version(acks)
+        previous = self._store.stream_version(checkpoints)
+        self._write(*NOBODY, checkpoints, _json_event(CHECKPOINTED, {
             "position": e.position, "resume": e.resume, "settled": sorted(core.settled),
-            "acks_version": self._store.stream_version(p.group_stream(*key, "acks")),
+            "acks_version": acks_version,
             "parked_version": self._store.stream_version(p.group_stream(*key, "parked")),
             "parked_replayed": core.parked_replayed,
             "retries": sorted(core.retries.items()),
             "replaying": sorted(core.replaying.items())}))
+        self._compact(acks, acks_version + 1)
+        self._compact(checkpoints, previous)
+
+    def _compact(self, stream: str, keep_from: int) -> None:
+        """Cut off ``stream``'s records before ``keep_from`` once a checkpoint summarised
+        them (and ``COMPACT_AFTER`` piled up). The ``$tb`` is written after that checkpoint,
+        so in every log that holds the ``$tb`` the checkpoint is there too: a new leader
+        never misses what the cut-off records said."""
+        old = self._store.get_metadata(stream)
+        if keep_from - (old.truncate_before or 0) >= COMPACT_AFTER:
+            data = json.dumps({**old.raw, "$tb": keep_from}, separators=(",", ":")).encode()
+            self._write(*NOBODY, metadata_stream_of(stream),
+                        EventData(str(uuid.uuid4()), METADATA_TYPE, data, b"", True))
 
     @staticmethod
     def _parked(key: tuple[str, str], event: RecordedEvent, reason: str) -> EventData:

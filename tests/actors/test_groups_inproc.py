@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from esnode.actors import persistent as persistent_actor
 from esnode.core.messages import (
     Append,
     ConnectGroup,
@@ -199,3 +200,41 @@ def test_a_replay_of_parked_events_not_acked_before_a_leader_change_is_finished_
     assert consumer.ack(1)
     kind, body = outcome(cluster.client(new.config.name).call(ReplayParked(STREAM, GROUP)))
     assert (kind, body) == ("ok", {"replayed": 0})
+
+
+def test_the_acks_stream_is_cut_off_behind_checkpoints_and_a_new_leader_still_skips_acked(
+        make_cluster, monkeypatch):
+    """Acked one by one, 24 events leave 24 ack records; once checkpoints summarised them
+    the stream keeps only the tail (``$tb``), and a new leader built from what is left
+    delivers only the events written after."""
+    monkeypatch.setattr(persistent_actor, "COMPACT_AFTER", 5)
+    cluster, old = group_on_a_cluster(make_cluster, 24)
+    consumer = Consumer(cluster)
+    consumer.connect(old.config.name, credit=3)
+    while len(consumer.confirmed) < 24:
+        wait_for(lambda: consumer.poll() and consumer.pending, 10,
+                 message=f"event {len(consumer.confirmed) + 1} of 24")
+        assert consumer.ack(1)
+    acks = group_stream(STREAM, GROUP, "acks")
+
+    def cut_off() -> bool:
+        meta = old.store.get_metadata(acks)
+        return (meta.truncate_before or 0) >= 10 and old.board.readable_position >= \
+            old.store.writer_position
+    wait_for(cut_off, 10, message="the acks stream cut off behind a committed checkpoint")
+    left = old.store.read_stream(acks, 0, 100).events
+    assert left and left[0].version >= 10 and len(left) < 24 - 5
+
+    new = change_leader(cluster, old)
+    client = cluster.client(new.config.name)
+    fresh = [outcome(client.call(Append(STREAM, ANY_VERSION, (new_event(),)), timeout=10.0))
+             for _ in range(2)]
+    assert [kind for kind, _ in fresh] == ["ok", "ok"], fresh
+    consumer.pending = []
+    before = len(consumer.deliveries)
+    consumer.connect(new.config.name, credit=10)
+    wait_for(lambda: consumer.poll() and len(consumer.pending) >= 2, 10,
+             message="the two new events")
+    positions = [p for p, _, _ in consumer.deliveries[before:]]
+    assert not set(positions) & set(consumer.confirmed), positions
+    assert len(positions) == 2
