@@ -402,6 +402,7 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
                     return
                 effects = core.events(page.events, now)
                 done = page.is_end or not page.events
+            core.live = page.is_end
             self._carry(key, effects)
             if done:
                 return

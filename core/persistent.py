@@ -228,6 +228,9 @@ class GroupCore:
         """The parked stream's last version put back in line by ``requeue``."""
         self.resume = cursor
         """The cursor saved with ``checkpoint`` (where a rebuild reads from again)."""
+        self.live = False
+        """The last read reached the end of the source (the actor says so): the buffer is
+        bounded by ``live_buffer_size``, before that (history) by ``history_buffer_size``."""
         self._rr = 0
         self._orders = 0
         self._since_checkpoint = 0
@@ -260,7 +263,8 @@ class GroupCore:
     def wants(self) -> int:
         """How many events the actor should read from the source now (0: enough buffered)."""
         buffered = len(self.ready)
-        room = self.settings.live_buffer_size - buffered
+        s = self.settings
+        room = (s.live_buffer_size if self.live else s.history_buffer_size) - buffered
         if room <= 0 or (buffered and not self._any_credit()):
             return 0
         return min(room, self.settings.read_batch_size)

@@ -269,3 +269,13 @@ def test_a_replay_stays_in_replaying_until_settled():
     assert core.replaying == {30: 7, 40: 8}
     core.ack("a", [30], "r", 1.0)
     assert core.replaying == {40: 8}
+
+
+def test_history_and_live_buffers_bound_reading_ahead_apart():
+    """Catching up (history) reads ahead at most ``history_buffer_size``; at the end of the
+    source (the actor says so with ``live``) at most ``live_buffer_size``."""
+    core = GroupCore("s", "g", GroupSettings(history_buffer_size=3, live_buffer_size=8,
+                                             read_batch_size=20))
+    assert core.wants() == 3
+    core.live = True
+    assert core.wants() == 8
