@@ -25,6 +25,7 @@ from esnode.verify.history import (
     READ_METADATA,
     READ_STREAM,
     SET_METADATA,
+    SUBSCRIBE,
     load,
     save,
 )
@@ -131,6 +132,7 @@ def test_cli_verify_runs_saves_and_rechecks(cluster, tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     verdict = json.loads(again.stdout)
     assert verdict["ok"] and verdict["operations"]["ok"] > 0 and verdict["events_checked"] > 0
+    assert load(saved)[0].meta["group"]["facts"], "the group's facts are saved (G1 rechecked)"
 
     history, final = load(saved)                      # inject: a failed append became visible
     failed = next(op for op in history if op.kind == APPEND and op.outcome == OK)
@@ -181,6 +183,13 @@ def test_the_workload_through_the_loss_of_both_followers_then_the_leader(tmp_pat
               f"{sum(op.kind in (READ_STREAM, READ_METADATA) for op in cut_off)} reads")
         assert result.ok, "\n".join(str(v) for v in result.violations[:20])
         assert sorted(final.logs) == sorted(c.names)
+        # the subscribers did ride through: each got an event acknowledged after the kill
+        later = min(op.position for op in history if op.kind == APPEND and op.outcome == OK
+                    and op.t_invoke > killed)
+        for sub in ("sub0", "sub1"):
+            got = [e.position for op in history if op.kind == SUBSCRIBE
+                   and op.process == sub for e in op.events]
+            assert got and max(got) >= later, (sub, later, got[-5:])
     except BaseException:
         print(c.logs())
         raise
