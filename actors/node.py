@@ -84,10 +84,16 @@ def default_http_face(node: Node):
     from esnode.httpapi.api import NodeView, build_app
     from esnode.httpapi.face import HttpFace
 
-    view = NodeView(node.board, node.topology, node.config.name,
+    config = node.config
+    view = NodeView(node.board, node.topology, config.name,
                     getattr(node.store, "limits", None) or StorageLimits())
-    return HttpFace(node.config.external_http_bind, node._on_client,
-                    lambda face: build_app(face, view))
+    context = None
+    if config.http_cert_file:
+        from esnode.httpapi.tls import server_context
+
+        context = server_context(config.http_cert_file, config.http_key_file)
+    return HttpFace(config.external_http_bind, node._on_client,
+                    lambda face: build_app(face, view), ssl_context=context)
 
 
 @dataclass(frozen=True)
@@ -165,7 +171,8 @@ class Node:
         log.info("node %s of cluster %s: clients on %s%s, cluster on %s:%d (writer position "
                  "%d, commit position %d)", self.config.name, t.cluster.name,
                  self.transport.external_endpoint,
-                 f", HTTP on http://{self.http.bind[0]}:{self.http.port}" if self.http else "",
+                 f", HTTP on {self.http.scheme}://{self.http.bind[0]}:{self.http.port}"
+                 if self.http else "",
                  *self.config.internal_bind,
                  self.store.writer_position, self.store.commit_position)
         return self
