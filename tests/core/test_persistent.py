@@ -154,14 +154,16 @@ def test_no_durably_settled_event_is_ever_delivered_again_and_nothing_is_lost(
     changed: in-flight state is gone, only persisted settlements and checkpoints remain;
     ``lose`` drops the effects of the last ack before they were persisted, as a failover
     between the ack and its write would). Then one consumer acks whatever comes: every event
-    ends settled exactly once by durable state, and no durably settled event was delivered
-    after it was settled."""
+    ends settled exactly once by durable state, no durably settled event was delivered
+    after it was settled, and no event is delivered with a retry count below the one
+    durably recorded for it (rebuilds carry the counts on)."""
     log = [ev(i, f"st-{i % 4}", position=i) for i in range(n)]
     gs = GroupSettings(message_timeout=1.0, max_retry_count=max_retry,
                        consumer_strategy=strategy, min_checkpoint_count=3, read_batch_size=4)
     durable_settled: set[int] = set()
     durable_parked: set[int] = set()
     durable_checkpoint = [-1, None]  # position, resume cursor
+    durable_retries: dict[int, int] = {}
     now = [0.0]
     core = [GroupCore("$all", "g", gs)]
 
@@ -170,6 +172,9 @@ def test_no_durably_settled_event_is_ever_delivered_again_and_nothing_is_lost(
             if type(e) is Deliver:
                 assert e.event.position not in durable_settled, \
                     f"durably settled event {e.event.position} delivered again"
+                assert e.retry_count >= durable_retries.get(e.event.position, 0)
+            elif persist and type(e) is PersistRetries:
+                durable_retries.update(e.counts)
             elif persist and type(e) is PersistSettled:
                 durable_settled.update(e.positions)
             elif persist and type(e) is Park:
@@ -190,7 +195,8 @@ def test_no_durably_settled_event_is_ever_delivered_again_and_nothing_is_lost(
     def rebuild():
         position, resume = durable_checkpoint
         core[0] = GroupCore("$all", "g", gs, position,
-                            {p for p in durable_settled if p > position}, resume, now[0])
+                            {p for p in durable_settled if p > position}, resume, now[0],
+                            dict(durable_retries))
 
     for i in range(3):
         feed(core[0].connect(f"c{i}", 2, now[0]))
