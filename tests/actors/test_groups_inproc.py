@@ -1,4 +1,5 @@
-"""Persistent subscription groups on a real 3-node in-process cluster over the faulty network:
+"""Persistent subscription groups on a real 3-node in-process cluster (memory and LMDB stores)
+over the faulty network:
 the group state machine under message loss on every cluster link and a leader change (the
 old leader is isolated while a consumer holds events in flight and acks others). Checked: a
 confirmed ack is never delivered again, every event is acked in the end, and the retry
@@ -88,9 +89,9 @@ class Consumer:
         return kind == "ok"
 
 
-def group_on_a_cluster(make_cluster, events: int):
+def group_on_a_cluster(make_cluster, store: str, events: int):
     """A 3-node cluster with a group on ``STREAM`` (from the start) and ``events`` events."""
-    cluster = make_cluster()
+    cluster = make_cluster(store=store)
     leader = cluster.wait_for_leader()
     settings = GroupSettings(start_from="start", message_timeout=5.0, max_retry_count=50,
                              min_checkpoint_count=4, checkpoint_after=0.2)
@@ -125,8 +126,8 @@ def change_leader(cluster, old):
     return new
 
 
-def test_a_group_through_message_loss_and_a_leader_change(make_cluster):
-    cluster, old = group_on_a_cluster(make_cluster, EVENTS)
+def test_a_group_through_message_loss_and_a_leader_change(make_cluster, store):
+    cluster, old = group_on_a_cluster(make_cluster, store, EVENTS)
     net = cluster.network
     name = old.config.name
     net.drop(ANY, ANY, 0.1)  # from here on every cluster link loses one message in ten
@@ -174,10 +175,10 @@ def test_a_group_through_message_loss_and_a_leader_change(make_cluster):
 
 
 def test_a_replay_of_parked_events_not_acked_before_a_leader_change_is_finished_after(
-        make_cluster):
+        make_cluster, store):
     """The replayed event was not acked on the old leader: the new one delivers it again,
     and a second replay finds nothing (it was replayed once, and acked)."""
-    cluster, old = group_on_a_cluster(make_cluster, 3)
+    cluster, old = group_on_a_cluster(make_cluster, store, 3)
     consumer = Consumer(cluster)
     consumer.connect(old.config.name, credit=10)
     wait_for(lambda: consumer.poll() and len(consumer.pending) == 3, 10, message="3 events")
@@ -203,12 +204,12 @@ def test_a_replay_of_parked_events_not_acked_before_a_leader_change_is_finished_
 
 
 def test_the_acks_stream_is_cut_off_behind_checkpoints_and_a_new_leader_still_skips_acked(
-        make_cluster, monkeypatch):
+        make_cluster, store, monkeypatch):
     """Acked one by one, 24 events leave 24 ack records; once checkpoints summarised them
     the stream keeps only the tail (``$tb``), and a new leader built from what is left
     delivers only the events written after."""
     monkeypatch.setattr(persistent_actor, "COMPACT_AFTER", 5)
-    cluster, old = group_on_a_cluster(make_cluster, 24)
+    cluster, old = group_on_a_cluster(make_cluster, store, 24)
     consumer = Consumer(cluster)
     consumer.connect(old.config.name, credit=3)
     while len(consumer.confirmed) < 24:
