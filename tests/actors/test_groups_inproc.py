@@ -1,9 +1,9 @@
-"""Persistent subscription groups on a real 3-node in-process cluster (memory and LMDB stores)
-over the faulty network:
-the group state machine under message loss on every cluster link and a leader change (the
-old leader is isolated while a consumer holds events in flight and acks others). Checked: a
-confirmed ack is never delivered again, every event is acked in the end, and the retry
-counts of events redelivered by the new leader were carried over."""
+"""Persistent subscription groups on a real 3-node in-process cluster (memory and LMDB
+stores) over the faulty network: the group state machine under message loss on every cluster
+link and a leader change (the old leader is isolated while a consumer holds events in flight
+and acks others). Checked: a confirmed ack is never delivered again, every event is acked in
+the end, retry counts and an unfinished replay of parked events carry over to the new
+leader, and the acks stream is cut off behind checkpoints without losing what they said."""
 
 from __future__ import annotations
 
