@@ -471,10 +471,13 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
         core.parked_count = max(0, self._store.stream_version(parked_stream) + 1)
         core.parked_replayed = replayed
         # a replay of parked events not settled before the leader changed: again, here
-        versions = sorted(v for pos, v in replaying.items() if pos not in after)
-        again = [self._read_version(parked_stream, v) for v in versions]
-        core.requeue([self._unpark(e) for e in again if e is not None], self._clock.monotonic(),
-                     [e.version for e in again if e is not None])
+        again = []
+        for version in sorted(v for pos, v in replaying.items() if pos not in after):
+            parked = self._read_version(parked_stream, version)
+            if parked is not None:
+                again.append(self._unpark(parked))
+        core.requeue(again, self._clock.monotonic(), [replaying[e.position] for e in again],
+                     [retries.get(e.position, 0) for e in again])
         return core
 
     def _read_version(self, stream: str, version: int) -> RecordedEvent | None:

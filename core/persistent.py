@@ -282,20 +282,26 @@ class GroupCore:
         return self._dispatch(now)
 
     def requeue(self, events: Iterable[RecordedEvent], now: float,
-                tags: Iterable[Any] | None = None) -> list[Effect]:
-        """Put events (parked ones, replayed) back in line, retry count 0; one that is
-        already waiting or in flight is left alone. ``tags`` (one per event: where it is
-        parked) are kept in ``replaying`` until the event is settled."""
+                tags: Iterable[Any] | None = None,
+                retries: Iterable[int] | None = None) -> list[Effect]:
+        """Put events (parked ones, replayed) back in line, with retry count 0 or the
+        ``retries`` given (a new leader finishing a replay); one that is already waiting or in
+        flight is left alone. ``tags`` (one per event: where it is parked) are kept in
+        ``replaying`` until the event is settled."""
         events = list(events)
-        for event, tag in zip(events, tags if tags is not None else [None] * len(events)):
+        tags = list(tags) if tags is not None else [None] * len(events)
+        counts = list(retries) if retries is not None else [0] * len(events)
+        for event, tag, count in zip(events, tags, counts):
             p = event.position
             if p in self.unsettled:
                 continue
             self.replaying[p] = tag
             self.retries.pop(p, None)
+            if count:
+                self.retries[p] = count
             self.settled.discard(p)
             self.unsettled[p] = event
-            self.ready.append((event, 0))
+            self.ready.append((event, count))
         return self._dispatch(now)
 
     # --- acks and nacks -----------------------------------------------------------------------

@@ -285,3 +285,15 @@ def test_history_and_live_buffers_bound_reading_ahead_apart():
     assert core.wants() == 3
     core.live = True
     assert core.wants() == 8
+
+
+def test_a_replay_finished_by_a_new_leader_keeps_its_retry_counts():
+    """``requeue`` with the counts a rebuild found: delivered with them, and kept (for the
+    next checkpoint) until settled; a fresh replay starts at 0."""
+    core = GroupCore("s", "g", GroupSettings(), checkpoint=100)
+    core.connect("a", 5, 0.0)
+    effects = core.requeue([ev(3), ev(4)], 0.0, tags=[7, 8], retries=[2, 0])
+    assert delivered(effects) == [("a", 3, 2), ("a", 4, 0)]
+    assert core.retries == {30: 2} and core.replaying == {30: 7, 40: 8}
+    core.ack("a", [30], "r", 1.0)
+    assert core.retries == {} and core.replaying == {40: 8}
