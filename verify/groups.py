@@ -129,6 +129,13 @@ class GroupRun:
             t.join(timeout=30)
         return positions
 
+    def stop(self) -> None:
+        """Stop writer and consumers at once (a run cut short); idempotent."""
+        self._stop_writing.set()
+        self._stop_consuming.set()
+        for t in self._threads:
+            t.join(timeout=30)
+
     def acked(self) -> set[int]:
         with self._lock:
             return {f["acked"] for f in self.facts if "acked" in f}
