@@ -65,16 +65,20 @@ def default_transport(topology: Topology, node: NodeSection) -> Transport:
     found through gossip seeds (their names learnt from their first message)."""
     from esnode.transport.discovery import gossip_seeds, uses_seeds
     from esnode.transport.internal_codec import InternalCodec
+    from esnode.transport.security import node_security, warn_if_insecure
     from esnode.transport.zmq_transport import ZmqTransport
 
     others = [n for n in topology.nodes if n.name != node.name]
     seeded = uses_seeds(topology)
+    security = node_security(topology, node)
+    warn_if_insecure(security, node.name)
     return ZmqTransport(
         node.external_bind, internal_bind=node.internal_bind, node_name=node.name,
         peers={} if seeded else {n.name: n.internal_advertise for n in others},
         members=[n.name for n in others],
         seeds=gossip_seeds(topology, node) if seeded else (),
-        internal_codec=InternalCodec(WIRE_MESSAGES + FORWARD_MESSAGES))
+        seed_hints={n.internal_advertise: n.name for n in others},
+        internal_codec=InternalCodec(WIRE_MESSAGES + FORWARD_MESSAGES), security=security)
 
 
 def default_http_face(node: Node):

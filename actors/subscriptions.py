@@ -33,6 +33,7 @@ from esnode.core.types import (
     NotReady,
     StreamDeleted,
     StreamNotFound,
+    TooBusy,
 )
 from esnode.storage.port import EventStore
 from esnode.transport.port import Transport
@@ -41,6 +42,9 @@ log = logging.getLogger("esnode.subscriptions")
 
 PAGE = 500
 """Most events read from the store in one go for one subscriber."""
+
+MAX_SUBSCRIPTIONS_PER_CLIENT = 1000
+"""Open subscriptions one client connection may hold; more are refused with ``too_busy``."""
 
 
 @dataclass(slots=True)
@@ -108,6 +112,11 @@ class SubscriptionsActor(pykka.ThreadingActor):
         if key in self._subs:
             self._reply(env.peer, env.corr, m.ErrorReply(BadRequest(
                 f"subscription {env.corr} already exists on this connection")))
+            return
+        if sum(1 for peer, _ in self._subs if peer == env.peer) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
+            self._reply(env.peer, env.corr, m.ErrorReply(TooBusy(
+                f"this connection already has {MAX_SUBSCRIPTIONS_PER_CLIENT} subscriptions "
+                "(the limit); unsubscribe from some first")))
             return
         sub = Subscription(env.peer, env.corr, request.stream,
                            self._start(request.stream, request.from_), request.credit,

@@ -44,16 +44,28 @@ def _wait_serving(target: str, proc: subprocess.Popen, timeout: float = 30) -> N
     raise RuntimeError("the benchmark node did not start in time")
 
 
+def _secure_section(tmp: str, size: int) -> tuple[str, str]:
+    """Fresh keys for every member and the clients' side: the topology's ``[security]``
+    section and the connection-string option clients need."""
+    from esnode.transport.security import generate_keypair, key_hex, load_public_key
+
+    for name in [f"bench{i + 1}" for i in range(size)] + ["external"]:
+        generate_keypair(Path(tmp) / "keys" / name)
+    server_key = key_hex(load_public_key(Path(tmp) / "keys" / "external.key"))
+    return ('[security]\nkey_dir = "keys"\nexternal_key = "keys/external"\n',
+            f"?serverKey={server_key}")
+
+
 @contextlib.contextmanager
-def fresh_node(size: int = 1) -> Iterator[str]:
-    """Start a fresh cluster of ``size`` nodes (LMDB in a temp dir) as ``esnode run`` does;
-    yield its connection string; stop it."""
-    with fresh_cluster(size) as (target, _):
+def fresh_node(size: int = 1, secure: bool = False) -> Iterator[str]:
+    """Start a fresh cluster of ``size`` nodes (LMDB in a temp dir) as ``esnode run`` does,
+    with CURVE on both networks when ``secure``; yield its connection string; stop it."""
+    with fresh_cluster(size, secure) as (target, _):
         yield target
 
 
 @contextlib.contextmanager
-def fresh_cluster(size: int = 1) -> Iterator[tuple[str, str]]:
+def fresh_cluster(size: int = 1, secure: bool = False) -> Iterator[tuple[str, str]]:
     """``fresh_node``, yielding also the first node's HTTP URL."""
     with tempfile.TemporaryDirectory(prefix="esnode-bench-") as tmp:
         ports = [(_free_port(), _free_port(), _free_port()) for _ in range(size)]
@@ -67,11 +79,12 @@ external_host = "127.0.0.1"
 external_port = {external}
 external_http_port = {http}
 """ for i, (external, internal, http) in enumerate(ports))
+        security, option = _secure_section(tmp, size) if secure else ("", "")
         config = Path(tmp) / "topology.toml"
-        config.write_text(f'[cluster]\nname = "bench"\nsize = {size}\n{nodes}')
+        config.write_text(f'[cluster]\nname = "bench"\nsize = {size}\n{security}{nodes}')
         proc = subprocess.Popen([sys.executable, "-m", "esnode.cli", "run", "--config",
                                  str(config)], stderr=subprocess.DEVNULL)
-        target = "esnode://" + ",".join(f"127.0.0.1:{e}" for e, _, _ in ports)
+        target = "esnode://" + ",".join(f"127.0.0.1:{e}" for e, _, _ in ports) + option
         try:
             _wait_serving(target, proc)
             yield target, f"http://127.0.0.1:{ports[0][2]}"
@@ -117,6 +130,9 @@ def bench(
                                                   "phase h (e.g. http://127.0.0.1:2115)."),
     nodes: int = typer.Option(1, help="Size of the fresh cluster to start (1 or 3, ...)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document per phase."),
+    secure: bool = typer.Option(False, "--secure",
+                                help="Each run twice, plaintext then CURVE on both networks "
+                                     "(fresh keys), and the secure/plain ratio per phase."),
 ) -> None:
     """Run the standard workload and print appends/s, events/s and latency p50/p99 per phase.
 
@@ -124,25 +140,41 @@ def bench(
       esnode bench                      # a fresh single node, 3 runs, medians
       esnode bench --nodes 3            # a fresh 3-node cluster
       esnode bench --seconds 2 --runs 1 --phases ab
+      esnode bench --secure --nodes 3 --phases bc   # the cost of CURVE
       esnode bench storage              # the storage engine alone, no network
     """
     if ctx.invoked_subcommand is not None:
         return
     from esnode.bench.workload import Workload, median_summaries
 
-    all_runs = []
+    if secure and connect:
+        raise typer.BadParameter("--secure starts its own clusters; leave out --connect")
+    modes = (False, True) if secure else (False,)
+    all_runs: dict[bool, list] = {mode: [] for mode in modes}
     for i in range(runs):
-        with contextlib.ExitStack() as stack:
-            target, http_url = (connect, http) if connect else \
-                stack.enter_context(fresh_cluster(nodes))
-            typer.echo(f"run {i + 1}/{runs} against {target}", err=True)
-            all_runs.append(Workload(target, seconds, http=http_url).run(phases))
-    title = f"esnode, {'given cluster' if connect else f'{nodes} node(s)'}: median of {runs}"
-    summaries = median_summaries(all_runs)
-    _print(summaries, title, as_json)
-    ratio = http_ratio(summaries)
-    if ratio is not None and not as_json:
-        typer.echo(f"HTTP single-event appends at C=64 / ZeroMQ phase b C=64: {ratio:.2f}")
+        for mode in modes:  # interleaved, so that both see the same machine load
+            with contextlib.ExitStack() as stack:
+                target, http_url = (connect, http) if connect else \
+                    stack.enter_context(fresh_cluster(nodes, secure=mode))
+                typer.echo(f"run {i + 1}/{runs} against {target}", err=True)
+                all_runs[mode].append(Workload(target, seconds, http=http_url).run(phases))
+    where = "given cluster" if connect else f"{nodes} node(s)"
+    medians = {mode: median_summaries(r) for mode, r in all_runs.items()}
+    for mode in modes:
+        label = " with CURVE on both networks" if mode else (" plaintext" if secure else "")
+        _print(medians[mode], f"esnode, {where}{label}: median of {runs}", as_json)
+        ratio = http_ratio(medians[mode])
+        if ratio is not None and not as_json:
+            typer.echo(f"HTTP single-event appends at C=64 / ZeroMQ phase b C=64: {ratio:.2f}")
+    if secure:
+        ratios = [{"phase": p["phase"], "secure_over_plain": s["events_per_s"]
+                   / max(p["events_per_s"], 1e-9)} for p, s in zip(medians[False], medians[True])]
+        if as_json:
+            for row in ratios:
+                typer.echo(json.dumps(row))
+        else:
+            for row in ratios:
+                typer.echo(f"{row['phase']}: CURVE / plaintext = {row['secure_over_plain']:.2f}")
 
 
 def http_ratio(summaries: list[dict]) -> float | None:

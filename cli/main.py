@@ -498,7 +498,7 @@ def ping(connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5
 # `esnode group`/`consume` (cli/groups.py), `esnode certs` (cli/certs.py)
 # are added here: each module has a `register(app)` function. A module that is not there yet is
 # skipped; any other import error is not hidden.
-for _name in ("run", "bench", "verify", "groups", "certs"):
+for _name in ("run", "bench", "verify", "groups", "certs", "keys"):
     try:
         _module = importlib.import_module(f"esnode.cli.{_name}")
     except ModuleNotFoundError as _exc:

@@ -123,12 +123,17 @@ def register(app: typer.Typer) -> None:
           esnode run --config topology.toml
           esnode run --config topology.toml --node node2
         """
+        from esnode.transport.security import KeyFileError, node_security
+
         try:
             topology = load_topology(config)
-            if node is not None:
-                topology.node(node)
+            for name in [node] if node is not None else [n.name for n in topology.nodes]:
+                node_security(topology, topology.node(name))
         except TopologyError as exc:
             typer.echo(f"esnode: invalid topology: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except KeyFileError as exc:
+            typer.echo(f"esnode: security keys: {exc}", err=True)
             raise typer.Exit(2) from None
         if node is not None or len(topology.nodes) == 1:
             code = run_node(topology, node or topology.nodes[0].name)

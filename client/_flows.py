@@ -28,6 +28,7 @@ from esnode.client.errors import (
     NotReady,
     OperationTimeout,
     OutcomeUnknown,
+    TooBusy,
     Unavailable,
     WriteUnavailable,
 )
@@ -111,7 +112,7 @@ class Rediscover(NamedTuple):
 
 Flow = Generator[Request | Probe | Resolve | Sleep | Connect | Rediscover, Any, Any]
 
-RETRYABLE = (NotReady, NoQuorum)
+RETRYABLE = (NotReady, NoQuorum, TooBusy)
 """Errors after which the node has done nothing and the same request may be sent again."""
 
 REFUSALS = (NotReady, NoQuorum, NotLeader, Unavailable, ConnectionLost)

@@ -25,7 +25,7 @@ from esnode.client._api import GroupView, Operations, SubscriptionView
 from esnode.client._dns import resolve_async
 from esnode.client.errors import ClientClosed, EsError
 from esnode.client.settings import ConnectionSettings, settings_from
-from esnode.client.sync import CLOSE_LINGER_MS, configure_socket
+from esnode.client.sync import CLOSE_LINGER_MS, configure_socket, secure_context
 from esnode.core.filters import DEFAULT_CHECKPOINT_INTERVAL, EventFilter
 from esnode.core.messages import FROM_START
 from esnode.core.types import RecordedEvent
@@ -58,8 +58,8 @@ class AsyncClient(Operations):
         self.settings = settings
         self._cluster = core.ClusterState(settings)
         self._opened = weakref.WeakSet()
-        self._ctx = zmq.asyncio.Context()  # throwaway discovery probes
-        self._data_ctx = zmq.Context()  # the DEALER: plain socket, watched by the loop
+        self._ctx = secure_context(zmq.asyncio.Context(), settings)  # discovery probes
+        self._data_ctx = secure_context(zmq.Context(), settings)  # the DEALER, loop-watched
         self._sock: zmq.Socket | None = None
         self._core = core.ProtocolCore("", settings.keepalive_interval,
                                        settings.keepalive_timeout, self._cluster.stats)

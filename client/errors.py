@@ -22,6 +22,7 @@ from esnode.core.types import (
     StorageFull,
     StreamDeleted,
     StreamNotFound,
+    TooBusy,
     TooLarge,
     Unavailable,
     WrongExpectedVersion,
@@ -90,6 +91,6 @@ __all__ = [
     "IdempotencyConflict",
     "NoQuorum", "NotLeader",
     "NotReady", "OperationTimeout", "OutcomeUnknown", "ProtocolError", "StorageFull",
-    "StreamDeleted", "StreamNotFound", "TooLarge", "Unavailable", "WriteTimeout",
+    "StreamDeleted", "StreamNotFound", "TooBusy", "TooLarge", "Unavailable", "WriteTimeout",
     "WriteUnavailable", "WrongExpectedVersion", "error_from_body",
 ]

@@ -67,6 +67,12 @@ class ConnectionSettings:
     """``endpoints[0]`` is a DNS name whose A records are the seeds."""
     dns_server: tuple[str, int] | None = None
     """The name server to ask (default: the system's resolver configuration)."""
+    server_key: bytes | None = None
+    """The cluster's external CURVE public key (Z85): set, every connection is encrypted and
+    only a server holding that key is talked to (docs/security.md)."""
+    client_key_file: str = ""
+    """A ``.key_secret`` file: the client's own CURVE key pair, for nodes that accept only
+    listed client keys (default: a fresh key pair per client)."""
 
     def __post_init__(self) -> None:
         if not self.endpoints:
@@ -84,6 +90,8 @@ class ConnectionSettings:
         if self.dns and self.direct:
             raise InvalidConnectionString("directConnection=true cannot be combined with DNS "
                                           "discovery (esnode+dns://)")
+        if self.client_key_file and self.server_key is None:
+            raise InvalidConnectionString("clientKeyFile needs serverKey (the node's key)")
         if self.node_preference not in NODE_PREFERENCES:
             raise InvalidConnectionString(
                 f"nodePreference={self.node_preference!r}: expected one of "
@@ -118,6 +126,7 @@ class ConnectionSettings:
             text = (str(value).lower() if kind is bool
                     else str(round(value * 1000)) if kind is float
                     else _host_text(value[0]) + f":{value[1]}" if kind is tuple
+                    else _z85_hex(value) if kind is bytes
                     else str(value))
             opts.append(f"{_KEY_OF[f.name]}={text}")
         scheme = "esnode+dns" if self.dns else "esnode"
@@ -140,6 +149,8 @@ _OPTION_LIST = [
     ("keepReconnecting", "keep_reconnecting", bool),
     ("directConnection", "direct", bool),
     ("dnsServer", "dns_server", tuple),
+    ("serverKey", "server_key", bytes),
+    ("clientKeyFile", "client_key_file", "path"),
 ]
 _OPTIONS = {key.lower(): (name, kind) for key, name, kind in _OPTION_LIST}
 _OPTIONS["defaultdeadline"] = ("operation_timeout", float)  # Event Store's name for it
@@ -189,6 +200,29 @@ def _parse_host_port(text: str, whole: str, default_port: int = DEFAULT_PORT) ->
     return host, int(port_text)
 
 
+_HEX = set("0123456789abcdefABCDEF")
+_Z85 = set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")
+
+
+def _z85_hex(key: bytes) -> str:
+    from zmq.utils import z85
+
+    return z85.decode(key).hex()
+
+
+def _parse_key(key: str, value: str) -> bytes:
+    """A CURVE public key: 64 hex digits (URL-safe; what ``esnode keys show`` prints as hex)
+    or 40 Z85 characters (percent-encode ``&``, ``+``, ``#``, ``%`` and ``?`` in a URL)."""
+    from zmq.utils import z85
+
+    if len(value) == 64 and set(value) <= _HEX:
+        return z85.encode(bytes.fromhex(value))
+    if len(value) == 40 and set(value) <= _Z85:
+        return value.encode()
+    raise InvalidConnectionString(f"option {key}: expected a CURVE public key (64 hex digits "
+                                  "or 40 Z85 characters; see esnode keys show)")
+
+
 def _parse_option(key: str, value: str, whole: str) -> tuple[str, object]:
     entry = _OPTIONS.get(key.lower())
     if entry is None:
@@ -201,6 +235,12 @@ def _parse_option(key: str, value: str, whole: str) -> tuple[str, object]:
         return name, value.lower() == "true"
     if kind is str:
         return name, value.lower()
+    if kind is bytes:
+        return name, _parse_key(key, value)
+    if kind == "path":
+        if not value:
+            raise InvalidConnectionString(f"option {key}: expected a file path")
+        return name, value
     if kind is tuple:
         if not value:
             raise InvalidConnectionString(f"option {key}: expected host[:port] of a name server")

@@ -54,6 +54,22 @@ def configure_socket(sock: zmq.Socket, endpoint: str) -> None:
     sock.connect(endpoint)
 
 
+def secure_context(ctx: zmq.Context, settings: ConnectionSettings) -> zmq.Context:
+    """With ``serverKey``, every socket ``ctx`` makes is a CURVE client of that key (context
+    default options), with the client's key pair from ``clientKeyFile`` or a fresh one."""
+    if settings.server_key is not None:
+        if settings.client_key_file:
+            from esnode.transport.security import load_secret_key
+
+            public, secret = load_secret_key(settings.client_key_file)
+        else:
+            public, secret = zmq.curve_keypair()
+        ctx.setsockopt(zmq.CURVE_SERVERKEY, settings.server_key)
+        ctx.setsockopt(zmq.CURVE_PUBLICKEY, public)
+        ctx.setsockopt(zmq.CURVE_SECRETKEY, secret)
+    return ctx
+
+
 @dataclass(frozen=True, slots=True)
 class _Call:
     call: core.Call
@@ -140,7 +156,7 @@ class Client(Operations):
         self._core = core.ProtocolCore("", settings.keepalive_interval,
                                        settings.keepalive_timeout, self._cluster.stats)
         self._switch_lock = threading.Lock()
-        self._ctx = zmq.Context()
+        self._ctx = secure_context(zmq.Context(), settings)
         self._queue: deque = deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)

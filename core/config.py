@@ -50,6 +50,28 @@ class TimersSection:
 
 
 @dataclass(frozen=True, slots=True)
+class SecuritySection:
+    """CURVE keys (docs/security.md). ``key_dir``: the internal network's keys, ``NAME.key``
+    for every member and ``NAME.key_secret`` for this node; ``external_key``: the base path
+    of the client-facing key pair (``.key``, ``.key_secret``) all nodes share;
+    ``client_key_dir``: if set, only the client keys (``*.key``) in it may connect."""
+
+    key_dir: str = ""
+    external_key: str = ""
+    client_key_dir: str = ""
+    demo_keys: bool = False
+    """The keys are the shipped demo keys: world-readable secrets are accepted, loudly."""
+
+    @property
+    def internal_secured(self) -> bool:
+        return bool(self.key_dir)
+
+    @property
+    def external_secured(self) -> bool:
+        return bool(self.external_key)
+
+
+@dataclass(frozen=True, slots=True)
 class NodeSection:
     name: str
     internal_host: str
@@ -69,6 +91,8 @@ class NodeSection:
     http_cert_file: str = ""
     http_key_file: str = ""
     """PEM certificate (chain) and key: the HTTP API speaks only HTTPS (docs/http.md, TLS)."""
+    public_key: str = ""
+    """This member's internal public key (Z85), instead of ``security.key_dir``/NAME.key."""
 
     @property
     def internal_bind(self) -> tuple[str, int]:
@@ -111,6 +135,7 @@ class Topology:
     timers: TimersSection
     nodes: tuple[NodeSection, ...]
     source: str = field(default="", compare=False)
+    security: SecuritySection = SecuritySection()
 
     def node(self, name: str) -> NodeSection:
         for node in self.nodes:
@@ -161,13 +186,14 @@ def _check_port(value: int, where: str) -> None:
 
 
 def parse_topology(raw: dict, source: str = "") -> Topology:
-    known = {"cluster", "discovery", "timers", "nodes"}
+    known = {"cluster", "discovery", "timers", "nodes", "security"}
     for key in raw:
         if key not in known:
             raise TopologyError(f"{key}: unknown section (known: {', '.join(sorted(known))})")
     cluster = _section(ClusterSection, raw.get("cluster", {}), "cluster")
     discovery = _section(DiscoverySection, raw.get("discovery", {}), "discovery")
     timers = _section(TimersSection, raw.get("timers", {}), "timers")
+    security = _section(SecuritySection, raw.get("security", {}), "security")
     raw_nodes = raw.get("nodes")
     if not isinstance(raw_nodes, list) or not raw_nodes:
         raise TopologyError("nodes: missing; describe each node in a [[nodes]] table")
@@ -228,7 +254,25 @@ def parse_topology(raw: dict, source: str = "") -> Topology:
                 raise TopologyError(f"{where}.{key}: duplicate port {bind[0]}:{bind[1]}, "
                                     f"already used by {seen_binds[bind]}")
             seen_binds[bind] = f"{where}.{key}"
-    return Topology(cluster, discovery, timers, nodes, source)
+    for i, node in enumerate(nodes):
+        if node.public_key and not security.key_dir:
+            raise TopologyError(f"nodes[{i}].public_key: needs security.key_dir (where this "
+                                "node's secret key is)")
+        if node.public_key and len(node.public_key) != 40:
+            raise TopologyError(f"nodes[{i}].public_key: a CURVE public key is 40 Z85 "
+                                f"characters, got {len(node.public_key)}")
+    return Topology(cluster, discovery, timers, nodes, source, security)
+
+
+def loads_topology(text: str, source: str = "") -> Topology:
+    """Parse and validate topology TOML text; every problem is a ``TopologyError``."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TopologyError(f"{source}: not valid TOML ({exc})") from None
+    except RecursionError:  # tomllib recurses per nesting level (found by fuzzing)
+        raise TopologyError(f"{source}: nested too deeply to be a topology") from None
+    return parse_topology(raw, source)
 
 
 def load_topology(path: str | Path) -> Topology:
@@ -237,12 +281,12 @@ def load_topology(path: str | Path) -> Topology:
     directory."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise TopologyError(f"{path}: no such file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise TopologyError(f"{path}: not valid TOML ({exc})") from None
-    topology = parse_topology(raw, str(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TopologyError(f"{path}: cannot read ({exc})") from None
+    topology = loads_topology(text, str(path))
     base = path.resolve().parent
     paths = ("data_dir", "log_dir", "http_cert_file", "http_key_file")
     nodes = tuple(
@@ -250,4 +294,8 @@ def load_topology(path: str | Path) -> Topology:
                                   for key in paths})
         for n in topology.nodes
     )
-    return dataclasses.replace(topology, nodes=nodes)
+    sec = topology.security
+    security = dataclasses.replace(sec, **{
+        key: str(base / getattr(sec, key)) for key in ("key_dir", "external_key",
+                                                       "client_key_dir") if getattr(sec, key)})
+    return dataclasses.replace(topology, nodes=nodes, security=security)

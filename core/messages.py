@@ -7,6 +7,7 @@ travels past the codec. Replies are typed too; the codec maps each to its wire f
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +98,11 @@ class SetMetadata:
         _check_expected(self.expected_version)
         _check(isinstance(self.metadata, dict) and all(type(k) is str for k in self.metadata),
                "metadata must be a map with string keys")
+        try:  # stored as a JSON event: refuse here what JSON cannot hold (found by fuzzing)
+            json.dumps(self.metadata, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise BadRequest(f"metadata must be JSON (maps, arrays, strings, numbers, "
+                             f"booleans, null): {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -226,6 +226,13 @@ class Unavailable(EsError):
     code = "unavailable"
 
 
+class TooBusy(EsError):
+    """A per-connection limit (requests in flight, subscriptions) was reached; the request
+    was not executed. Read the answers already owed, then send more."""
+
+    code = "too_busy"
+
+
 class GroupNotFound(EsError):
     """No persistent subscription group of that name on that stream."""
 
@@ -243,7 +250,7 @@ ERRORS_BY_CODE: dict[str, type[EsError]] = {
     for cls in (
         EsError, WrongExpectedVersion, StreamDeleted, StreamNotFound, IdempotencyConflict,
         BadRequest, TooLarge, StorageFull, NotLeader, NotReady, NoQuorum, OutcomeUnknown,
-        Unavailable, GroupNotFound, GroupExists,
+        Unavailable, TooBusy, GroupNotFound, GroupExists,
     )
 }
 

@@ -11,14 +11,16 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import socket
 import threading
 from collections.abc import Iterable
 from typing import Any
 
 import zmq
+
 from esnode.core.forwarding import claimed_sender
-from esnode.core.messages import ClientEnvelope, ErrorReply
-from esnode.core.types import BadRequest
+from esnode.core.messages import ClientEnvelope, Credit, ErrorReply, RelayedReply, Reply
+from esnode.core.types import BadRequest, TooBusy
 from esnode.transport.codec import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DecodeError,
@@ -27,6 +29,15 @@ from esnode.transport.codec import (
 )
 from esnode.transport.internal_codec import InternalCodec
 from esnode.transport.port import ClientHandler, NodeHandler, PeerGoneHandler
+from esnode.transport.security import (
+    HANDSHAKE_FAILURES,
+    NodeSecurity,
+    RefusalLog,
+    ZapHandler,
+    describe_handshake_failure,
+    secure_dealer,
+    secure_router,
+)
 
 log = logging.getLogger("esnode.transport")
 
@@ -36,11 +47,61 @@ MAX_BURST = 1024
 SEND_HWM = 100_000
 """Per-peer queued outgoing messages; subscriptions are bounded by credit well below it."""
 
+ROUTER_EVENTS = (zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | HANDSHAKE_FAILURES) \
+    & ~zmq.EVENT_HANDSHAKE_FAILED_AUTH
+"""What a secured ROUTER's monitor reports: ZAP logs its own refusals (with the address); a
+failed CURVE handshake is logged when its connection closes, naming the address accepted on
+that descriptor."""
+
 SEED_MESSAGES = ("Gossip",)
 """What a node sends to a seed whose name it does not know yet."""
 
+MAX_IN_FLIGHT = 1024
+"""Requests one client connection may have unanswered; more are refused with ``too_busy``
+(never executed), which bounds what one client can queue inside the node."""
+
+MAX_FRAMES = 4
+"""Frames read from one client message (a request is one frame after the routing id); the
+rest of a longer message is discarded unread into Python."""
+
+HANDSHAKE_MS = 5_000
+"""A connection that has not completed its ZMTP (or CURVE) handshake by then is closed."""
+
+HEARTBEAT_MS, HEARTBEAT_TIMEOUT_MS = 10_000, 30_000
+"""ZMTP heartbeats on the external socket: a peer that answers no PING for 30 s is dropped."""
+
+RECV_HWM = 2 * MAX_IN_FLIGHT
+"""Messages libzmq queues per connection before it stops reading that connection's TCP
+stream: past the in-flight bound a client's further requests wait in its own kernel buffers,
+not in the node's memory."""
+
 PEER_HWM = 10_000
 """Queued messages to one cluster peer before new ones are dropped (and retried above)."""
+
+
+ANSWERS = (Reply, ErrorReply, RelayedReply)
+"""The one final answer each request (but ``credit``) gets; events pushed are not answers."""
+
+
+def recv_bounded(sock: zmq.Socket, max_frames: int) -> list[bytes]:
+    """One message's frames, at most ``max_frames`` + 1 of them (the extra one says "too
+    many"); the rest are received and dropped without keeping them."""
+    frames = [sock.recv(zmq.NOBLOCK)]
+    while sock.getsockopt(zmq.RCVMORE):
+        frame = sock.recv(zmq.NOBLOCK, copy=False)
+        if len(frames) <= max_frames:
+            frames.append(frame.bytes)
+    return frames
+
+
+def peer_address(fd: int) -> str:
+    """``host:port`` of the TCP peer on a descriptor libzmq just accepted (for log lines)."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            host, port = sock.getpeername()[:2]
+        return f"{host}:{port}"
+    except OSError:  # already closed: monitor events (v1) do not carry the address
+        return f"a peer whose connection closed before its address was read (fd {fd})"
 
 
 class Waker:
@@ -84,10 +145,30 @@ class ZmqTransport:
                  peers: dict[str, tuple[str, int]] | None = None,
                  internal_codec: InternalCodec | None = None,
                  members: Iterable[str] = (),
-                 seeds: Iterable[tuple[str, int]] = ()) -> None:
+                 seeds: Iterable[tuple[str, int]] = (),
+                 security: NodeSecurity | None = None,
+                 seed_hints: dict[tuple[str, int], str] | None = None) -> None:
         self._bind = external_bind
         self._max_message_size = max_message_size
         self._ctx = context or zmq.Context.instance()
+        self._security = security or NodeSecurity()
+        self.refusals = RefusalLog(log)
+        """Every refusal (handshakes, bad frames, impersonation), counted; logged sparingly."""
+        # One context (and ZAP handler) per secured network: a key allowed on one network
+        # means nothing on the other.
+        self._int_ctx = zmq.Context() if self._security.internal else self._ctx
+        self._ext_ctx = zmq.Context() if self._security.external else self._ctx
+        self._zap: list[ZapHandler] = []
+        self._monitors: dict[zmq.Socket, str] = {}
+        """Monitor socket -> the network ("internal", "external") of the ROUTER it watches."""
+        self._probe_monitors: dict[zmq.Socket, zmq.Socket] = {}
+        """Monitor socket -> the seed probe (DEALER) it watches."""
+        self._seed_members: dict[zmq.Socket, str] = {}
+        self._probes: dict[zmq.Socket, str] = {}
+        self._seed_hints = dict(seed_hints or {})
+        """Which member the topology puts at a seed endpoint: probed with that key alone."""
+        self._accepted: dict[zmq.Socket, dict[int, str]] = {}
+        self._failed: dict[zmq.Socket, str] = {}
         self._internal_bind = internal_bind
         self._node_name = node_name
         self._peers = dict(peers or {})
@@ -106,6 +187,8 @@ class ZmqTransport:
         self._paused = False
         self._dealers: dict[str, zmq.Socket] = {}
         self._router_peers: set[str] = set()
+        self._in_flight: dict[bytes, int] = {}
+        """Unanswered requests per client connection (poller thread only)."""
 
     @property
     def external_endpoint(self) -> str:
@@ -149,17 +232,30 @@ class ZmqTransport:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._waker.close()
+        self.refusals.flush()
+        for zap in self._zap:
+            zap.stop()
+        for ctx in {self._int_ctx, self._ext_ctx} - {self._ctx}:
+            ctx.term()
 
     # --- the poller thread ---------------------------------------------------------------
     def _router(self, bind: tuple[str, int], which: str) -> zmq.Socket:
-        sock = self._ctx.socket(zmq.ROUTER)
+        net = self._security.internal if which == "internal" else self._security.external
+        sock = (self._int_ctx if which == "internal" else self._ext_ctx).socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
+        if net is not None:
+            secure_router(sock, net)
+            self._monitors[sock.get_monitor_socket(ROUTER_EVENTS)] = which
         if which == "internal":
             sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted peer takes its name back
         sock.setsockopt(zmq.MAXMSGSIZE, self._max_message_size)
+        sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
+        if which == "external":
+            sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.SNDHWM, SEND_HWM)
-        sock.setsockopt(zmq.RCVHWM, SEND_HWM)
+        sock.setsockopt(zmq.RCVHWM, RECV_HWM)
         host, port = bind
         try:
             sock.bind(f"tcp://{host}:{port}")
@@ -168,9 +264,14 @@ class ZmqTransport:
             raise OSError(f"cannot bind the {which} endpoint {host}:{port}: {exc}") from None
         return sock
 
-    def _dealer(self, host: str, port: int) -> zmq.Socket:
-        sock = self._ctx.socket(zmq.DEALER)
+    def _dealer(self, host: str, port: int, member: str = "") -> zmq.Socket:
+        """A DEALER to a peer's internal endpoint; when secured, a CURVE client that accepts
+        only the server holding ``member``'s key (so the peer is who we think it is)."""
+        sock = self._int_ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        net = self._security.internal
+        if net is not None:
+            secure_dealer(sock, net, self._security.member_keys[member])
         sock.setsockopt(zmq.ROUTING_ID, self._node_name.encode())
         sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a peer that is not connected
         sock.setsockopt(zmq.SNDHWM, PEER_HWM)
@@ -182,6 +283,11 @@ class ZmqTransport:
     def _run(self) -> None:
         sockets: list[zmq.Socket] = []
         try:
+            s = self._security
+            for ctx, net, label in ((self._int_ctx, s.internal, "internal"),
+                                    (self._ext_ctx, s.external, "external")):
+                if net is not None:
+                    self._zap.append(ZapHandler(ctx, net, self.refusals, label).start())
             sock = self._router(self._bind, "external")
             sockets.append(sock)
             self._endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -190,10 +296,12 @@ class ZmqTransport:
                 internal = self._router(self._internal_bind, "internal")
                 sockets.append(internal)
                 self.internal_endpoint = internal.getsockopt_string(zmq.LAST_ENDPOINT)
-            self._dealers = {name: self._dealer(*addr) for name, addr in self._peers.items()}
+            self._dealers = {name: self._dealer(*addr, member=name)
+                             for name, addr in self._peers.items()}
             sockets.extend(self._dealers.values())
+            sockets.extend(m for m in self._monitors if m not in sockets)
         except BaseException as exc:  # reported to start()'s caller
-            for s in sockets:
+            for s in [*sockets, *self._monitors]:
                 s.close(linger=0)
             self._error = exc
             self._ready.set()
@@ -206,6 +314,8 @@ class ZmqTransport:
         if internal is not None:
             poller.register(internal, zmq.POLLIN)
         poller.register(self._waker.read_fd, zmq.POLLIN)
+        for monitor in self._monitors:
+            poller.register(monitor, zmq.POLLIN)
         try:
             while not self._stopping.is_set():
                 if self._paused and sock in poller:
@@ -218,7 +328,12 @@ class ZmqTransport:
                 if internal is not None and internal in events:
                     self._receive_internal(internal)
                 for dealer in [d for d in self._seed_dealers if d in events]:
-                    self._receive_seed(dealer)
+                    if dealer in self._seed_dealers:  # not closed as a surplus probe
+                        self._receive_seed(dealer)
+                for monitor in [m for m in self._monitors if m in events]:
+                    self._monitor_event(monitor)
+                for monitor in [m for m in self._probe_monitors if m in events]:
+                    self._probe_event(monitor)
                 if self._waker.read_fd in events:
                     self._waker.clear()
                 self._flush(sock)
@@ -229,57 +344,96 @@ class ZmqTransport:
             log.exception("transport thread failed")
             raise
         finally:
-            for s in [*sockets, *self._seed_dealers]:
+            for s in [*sockets, *self._seed_dealers, *self._monitors, *self._probe_monitors]:
                 s.close(linger=0)
 
     def _receive(self, sock: zmq.Socket) -> None:
         batch: list[ClientEnvelope] = []
         errors: list[tuple[bytes, int, Any]] = []
         max_size = self._max_message_size
+        in_flight = self._in_flight
         for _ in range(MAX_BURST):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+                frames = recv_bounded(sock, MAX_FRAMES)
             except zmq.Again:
                 break
             peer = frames[0]
-            if len(frames) != 2:
-                errors.append((peer, 0, ErrorReply(DecodeError(
-                    f"a request is exactly one frame, got {len(frames) - 1}"))))
-                continue
             try:
+                if len(frames) != 2:
+                    raise DecodeError(f"a request is exactly one frame, got "
+                                      f"{len(frames) - 1 if len(frames) <= MAX_FRAMES else 'more'}")
                 corr, request = decode_request(frames[1], max_size)
             except DecodeError as exc:
+                self.refusals.refuse(f"client:{peer.hex()}", "bad_request",
+                                     "client %s request %d: bad_request: %s", peer.hex(),
+                                     exc.corr or 0, exc)
                 errors.append((peer, exc.corr or 0, ErrorReply(exc)))
                 continue
+            if type(request) is not Credit:  # every other request gets exactly one answer
+                n = in_flight.get(peer, 0)
+                if n >= MAX_IN_FLIGHT:  # counted (and logged, sparingly) when answered
+                    errors.append((peer, corr, ErrorReply(TooBusy(
+                        f"this connection already has {n} requests in flight (the limit); "
+                        "read their answers before sending more"))))
+                    continue
+                in_flight[peer] = n + 1
             batch.append(ClientEnvelope(peer, corr, request))
         if errors:
             self._outbox.extend(errors)
         if batch:
-            self._on_client(batch)
+            try:
+                self._on_client(batch)
+            except Exception as exc:  # a bug behind us must not silence the node
+                self._handler_failed("client", exc)
+                self._outbox.extend((e.peer, e.corr, ErrorReply(BadRequest(
+                    f"the node failed to take this request ({type(exc).__name__})")))
+                    for e in batch)
 
     def _flush(self, sock: zmq.Socket) -> None:
         outbox = self._outbox
+        in_flight = self._in_flight
         while outbox:
             peer, corr, message = outbox.popleft()
-            if type(message) is ErrorReply:
-                log.info("client %s request %d: %s: %s", peer.hex(), corr,
-                         message.error.code, message.error)
+            if type(message) in ANSWERS:
+                n = in_flight.get(peer, 0)
+                if n > 1:
+                    in_flight[peer] = n - 1
+                else:
+                    in_flight.pop(peer, None)
+            if type(message) is ErrorReply and not isinstance(message.error, DecodeError):
+                self.refusals.refuse(f"client:{peer.hex()}", message.error.code,
+                                     "client %s request %d: %s: %s", peer.hex(), corr,
+                                     message.error.code, message.error, level=logging.INFO)
             try:
                 sock.send_multipart((peer, encode_reply(corr, message)), zmq.NOBLOCK)
             except zmq.ZMQError as exc:
                 if exc.errno in (zmq.EHOSTUNREACH, zmq.EAGAIN):
                     # The client vanished or stopped reading: drop the reply, keep serving.
+                    in_flight.pop(peer, None)
                     self._on_peer_gone(peer)
                 else:
                     raise
 
     def _receive_internal(self, sock: zmq.Socket) -> None:
         batch: list[tuple[str, Any]] = []
+        pinned = self._security.internal is not None
         for _ in range(MAX_BURST):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=not pinned)
             except zmq.Again:
                 break
+            if pinned:
+                # ZAP named the member whose key completed the handshake (User-Id): the name
+                # the peer claims (its routing id) must be that member's.
+                user = frames[-1].get("User-Id")
+                if user != frames[0].bytes.decode(errors="replace"):
+                    self.refusals.refuse(
+                        f"internal:{user}", "impersonation", "internal network: refused a "
+                        "message from %s claiming to be %r: its key is member %r's",
+                        frames[-1].get("Peer-Address"),
+                        frames[0].bytes.decode(errors="replace"), user)
+                    continue
+                frames = [f.bytes for f in frames]
             peer = frames[0]
             sender = peer.decode(errors="replace")
             try:
@@ -293,14 +447,66 @@ class ZmqTransport:
             except BadRequest as exc:
                 # Refuse clearly (in the client protocol's error shape, which is what a
                 # misdirected client understands) and carry on.
-                log.warning("refused a message on the internal endpoint from %r: %s",
-                            sender, exc)
+                self.refusals.refuse(f"internal:{sender}", "bad_cluster_message",
+                                     "refused a message on the internal endpoint from %r: %s",
+                                     sender, exc)
                 try:
                     sock.send_multipart((peer, encode_reply(0, ErrorReply(exc))), zmq.NOBLOCK)
                 except zmq.ZMQError:
                     pass
         if batch and self._on_node is not None:
-            self._on_node(batch)
+            try:
+                self._on_node(batch)
+            except Exception as exc:  # cluster protocols retry what is lost here
+                self._handler_failed("cluster", exc)
+
+    def _handler_failed(self, what: str, exc: Exception) -> None:
+        """A handler raised on the poller thread: log it (the first with its traceback, the
+        rest counted) and keep serving; the thread dying would leave the node deaf."""
+        if not self.refusals.by_reason.get("handler_failed"):
+            log.error("the %s handler failed; the transport carries on", what, exc_info=exc)
+        self.refusals.refuse(f"handler:{what}", "handler_failed",
+                             "the %s handler failed: %r", what, exc, level=logging.ERROR)
+
+    def _probe_event(self, monitor: zmq.Socket) -> None:
+        """A seed probe completed its CURVE handshake: the member whose key it used is there."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        while monitor in self._probe_monitors:  # closed by _located once the member is found
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            dealer = self._probe_monitors[monitor]
+            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED and dealer in self._probes:
+                self._located(self._probes[dealer], dealer)
+
+    def _monitor_event(self, monitor: zmq.Socket) -> None:
+        """A secured ROUTER's monitor spoke: a failed CURVE handshake (a plaintext peer, or one
+        that does not hold the key it expects us to have) is logged, sparingly, with the
+        address accepted on that descriptor."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        which = self._monitors[monitor]
+        accepted = self._accepted.setdefault(monitor, {})
+        while True:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            kind, value = event["event"], event["value"]
+            if kind == zmq.EVENT_ACCEPTED:
+                accepted[value] = peer_address(value)
+            elif kind & HANDSHAKE_FAILURES:
+                self._failed[monitor] = describe_handshake_failure(kind, value)
+            elif kind == zmq.EVENT_DISCONNECTED:
+                peer = accepted.pop(value, None)
+                why = self._failed.pop(monitor, None)
+                if why is not None:
+                    host = (peer or "").rpartition(":")[0] or peer
+                    self.refusals.refuse(f"{which}:{host}", "handshake",
+                                         "%s network: refused %s at the handshake: %s", which,
+                                         peer or "a peer", why)
 
     # --- gossip seeds: endpoints whose node names we learn from their first message --------
     def _connect_seeds(self) -> None:
@@ -310,10 +516,51 @@ class ZmqTransport:
             if endpoint in known or endpoint == self._internal_bind:
                 continue
             known.add(endpoint)
-            dealer = self._dealer(*endpoint)
-            self._seed_dealers[dealer] = endpoint
-            self._poller.register(dealer, zmq.POLLIN)
+            if self._security.internal is None:
+                probes = {"": self._dealer(*endpoint)}
+            else:
+                # Who is there is unknown, and CURVE needs the server's key up front: one
+                # connection per member not located yet; only the right one completes.
+                hint = self._seed_hints.get(endpoint)
+                probes = {m: self._dealer(*endpoint, member=m)
+                          for m in ([hint] if hint in self._members else
+                                    sorted(self._members - set(self._dealers)))}
+            for member, dealer in probes.items():
+                self._seed_dealers[dealer] = endpoint
+                self._seed_members[dealer] = member
+                self._poller.register(dealer, zmq.POLLIN)
+                if member:
+                    monitor = dealer.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+                    self._probe_monitors[monitor] = dealer
+                    self._probes[dealer] = member
+                    self._poller.register(monitor, zmq.POLLIN)
             log.info("gossip seed %s:%d", *endpoint)
+
+    def _located(self, member: str, dealer: zmq.Socket) -> None:
+        """A probe's CURVE handshake with ``member``'s key completed: that member is there."""
+        if member not in self._dealers and dealer in self._seed_dealers:
+            self._dealers[member] = dealer
+            self._peers[member] = self._seed_dealers[dealer]
+            log.info("cluster member %s is at %s:%d (its key answered)", member,
+                     *self._peers[member])
+            self._drop_probes(self._peers[member], member, dealer)
+
+    def _drop_probes(self, endpoint: tuple[str, int], member: str, keep: zmq.Socket) -> None:
+        """``member`` was found at ``endpoint``: the other keys' connections there, and other
+        connections expecting that member, are surplus."""
+        for dealer, where in list(self._seed_dealers.items()):
+            if dealer is not keep and (where == endpoint or
+                                       self._seed_members.get(dealer) == member):
+                self._poller.unregister(dealer)
+                del self._seed_dealers[dealer]
+                self._seed_members.pop(dealer, None)
+                self._probes.pop(dealer, None)
+                for monitor in [m for m, d in self._probe_monitors.items() if d is dealer]:
+                    self._poller.unregister(monitor)
+                    del self._probe_monitors[monitor]
+                    monitor.close(linger=0)
+                dealer.disable_monitor()
+                dealer.close(linger=0)
 
     def _receive_seed(self, dealer: zmq.Socket) -> None:
         """A node answered on a seed connection (through its ROUTER): the message names its
@@ -327,15 +574,26 @@ class ZmqTransport:
             try:
                 message = self._internal_codec.decode(frame)
             except BadRequest as exc:
-                log.warning("bad message from seed %s:%d: %s", *self._seed_dealers[dealer], exc)
+                self.refusals.refuse(f"seed:{self._seed_dealers[dealer]}", "bad_cluster_message",
+                                     "bad message from seed %s:%d: %s",
+                                     *self._seed_dealers[dealer], exc)
                 continue
             sender = claimed_sender(message)
             if sender not in self._members:
+                continue
+            expected = self._seed_members.get(dealer)
+            if expected and sender != expected:
+                self.refusals.refuse(
+                    f"seed:{expected}", "impersonation", "internal network: refused a message "
+                    "from %s:%d claiming to be %r: the connection is authenticated as %r",
+                    *self._seed_dealers[dealer], sender, expected)
                 continue
             if sender not in self._dealers:
                 self._dealers[sender] = dealer
                 self._peers[sender] = self._seed_dealers[dealer]
                 log.info("cluster member %s is at %s:%d", sender, *self._peers[sender])
+                if expected:
+                    self._drop_probes(self._peers[sender], sender, dealer)
             batch.append((sender, message))
         if batch and self._on_node is not None:
             self._on_node(batch)
