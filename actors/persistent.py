@@ -265,6 +265,9 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
         key = self._consumers.get(consumer)
         core = self._cores.get(key) if key is not None else None
         if core is None:
+            # on a node that does not lead (one restarted at the same address before the
+            # client noticed, say) the consumer's connection is gone: the group moved
+            self._require_leader()
             raise BadRequest(f"subscription {subscription} is not a group consumer on this "
                              "connection (never connected, left, or the group moved)")
         return consumer, core

@@ -194,6 +194,9 @@ def test_a_replay_of_parked_events_not_acked_before_a_leader_change_is_finished_
     wait_for(lambda: committed(old, "checkpoint", "$Checkpoint", f'"replaying":[[{first},'),
              10, message="the replay recorded")
     new = change_leader(cluster, old)
+    # an ack on the old connection: the consumer is gone there, and the group moved
+    kind, _ = outcome(consumer.client.call(GroupAck(consumer.corr, (first,)), timeout=5.0))
+    assert kind == "not_leader"
     consumer.pending = []
     consumer.connect(new.config.name, credit=10)
     wait_for(lambda: consumer.poll() and consumer.pending == [first], 10,
