@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 
 from esnode.actors.messages import ClusterInbound, Flush, PendingWrite, Tick, WriteBatch
 from esnode.actors.replica import Replica
 from esnode.actors.status import StatusBoard
+from esnode.core.cluster_messages import ReplicateRecords
 from esnode.core.cluster_state import CoreConfig
 from esnode.core.effects import Alarm, PersistCommit, StateChanged, Truncate
 from esnode.core.messages import Reply
@@ -82,7 +83,10 @@ class SimTransport:
         self.cluster, self.node = cluster, node
 
     def send_node(self, messages) -> None:
+        disk = self.node.store.disk
         for to, message in messages:
+            if disk.shipping and type(message) is ReplicateRecords:
+                disk.stats["records shipped before the fsync"] += 1
             self.cluster.send(self.node, to, message)
 
     def send_client(self, replies) -> None:
@@ -114,10 +118,12 @@ class SimCluster:
     def __init__(self, seed: int, size: int = 3, core_class: type[NodeCore] = NodeCore,
                  loss: float = 0.0, duplicate: float = 0.0,
                  fsync: tuple[float, float] = (0.001, 0.004), power_failure: float = 0.0,
-                 write_timeout: float = 2.0, **config):
+                 write_timeout: float = 2.0, store_class: type[SimStore] = SimStore,
+                 replica_class: type[Replica] = Replica, **config):
         self.seed = seed
         self.rng = random.Random(seed)
         self.core_class = core_class
+        self.replica_class = replica_class
         self.names = tuple(f"n{i + 1}" for i in range(size))
         self.config = dict(election_timeout=1.0, heartbeat_interval=0.1, subscribe_timeout=0.3,
                            resend_timeout=0.3, batch_records=20, max_inflight_records=60,
@@ -128,7 +134,7 @@ class SimCluster:
         self.power_failure = power_failure
         """Chance that power fails during any one fsync (0 in the liveness phase)."""
         self.write_timeout = write_timeout
-        self.nodes = {name: SimNode(name) for name in self.names}
+        self.nodes = {name: SimNode(name, store_class()) for name in self.names}
         self.checker = Checker(size)
         self.now = 0.0
         self.heap: list = []
@@ -140,7 +146,9 @@ class SimCluster:
         self.write_counter = 0
         self.outstanding: dict[int, tuple[str, bytes]] = {}  # corr -> (node, write id)
         self.unknown = 0
-        self.power_failures = 0
+        self.stats: Counter = Counter()
+        """What the run exercised: group commits, shipping before the fsync, power failures,
+        restarts from a lagging persisted commit position (see test_swarm)."""
         for name in self.names:
             self.start_node(name)
 
@@ -176,11 +184,14 @@ class SimCluster:
         node = self.nodes[name]
         node.incarnation += 1
         node.clock = SimClock(self.now)
-        node.store.disk = SimDisk(self.rng, node.clock, self.fsync, lambda: self.power_failure)
+        node.store.disk = SimDisk(self.rng, node.clock, self.fsync, lambda: self.power_failure,
+                                  self.stats)
+        if node.store.commit < self.checker.commit_seen.get(name, -1):
+            self.stats["restarts from a persisted commit behind the exposed one"] += 1
         node.inbox.clear()
         node.scheduled, node.busy_until, node.tick_at = False, self.now, -1.0
         self.checker.on_restart(name, node.store)
-        node.replica = Replica(
+        node.replica = self.replica_class(
             node.store, SimTransport(self, node), node.clock, self.core_config(name),
             mailbox=node, board=StatusBoard(node.store.commit), notify=lambda message: None,
             write_timeout=self.write_timeout, core_class=observed(self.core_class, self, node),
@@ -271,7 +282,7 @@ class SimCluster:
         self._schedule_tick(node)
 
     def _power_failure(self, node: SimNode) -> None:
-        self.power_failures += 1
+        self.stats["power failures"] += 1
         self.lines.append(f"{node.clock.t:.3f} POWER-FAIL {node.name} during an fsync")
         self.crash(node.name)
         self.at(self.now + self.rng.uniform(0.05, 1.5), None,

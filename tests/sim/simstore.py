@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 from esnode.core.types import AppendRequest, AppendSuccess, BadRequest, Epoch, Vote
@@ -51,9 +52,13 @@ class SimDisk:
     """Latency and power failures, drawn from the cluster's one ``random.Random``."""
 
     def __init__(self, rng: random.Random, clock: SimClock, latency: tuple[float, float],
-                 power_failure: Callable[[], float]) -> None:
+                 power_failure: Callable[[], float], stats: Counter) -> None:
         self.rng, self.clock, self.latency = rng, clock, latency
         self.power_failure = power_failure
+        self.stats = stats
+        """What the run exercised (``SimCluster.stats``)."""
+        self.shipping = False
+        """Inside a group commit's ``before_commit`` (records sent now precede the fsync)."""
 
     def fsync(self) -> bool:
         """Spend an fsync; True if power fails during it."""
@@ -125,9 +130,22 @@ class SimStore:
             outcomes.append(AppendSuccess(0, 0, position))
             position += max(1, len(data))
         if records:
+            stats = self.disk.stats
+            stats["group commits"] += 1
+            stats["group commits of several writes"] += len(records) > 1
+            shipped = stats["records shipped before the fsync"]
             if before_commit is not None:
-                before_commit(list(records))
-            self._transaction(lambda: self._append(records), records)
+                self.disk.shipping = True
+                try:
+                    before_commit(list(records))
+                finally:
+                    self.disk.shipping = False
+            try:
+                self._transaction(lambda: self._append(records), records)
+            except SimCrash:
+                if stats["records shipped before the fsync"] > shipped:
+                    stats["power failures after shipping, before the fsync"] += 1
+                raise
         return outcomes
 
     def write_raw(self, records: Sequence[tuple[int, bytes]],
@@ -138,6 +156,9 @@ class SimStore:
                 raise StorageViolation(f"write_raw at {pos}: the log continues at {expected} "
                                        "(gap or overlap)")
             expected = pos + max(1, len(data))
+
+        if len({p for p, _ in records}) > 1 and commit_position is not None:
+            self.disk.stats["replicated writes carrying the commit position"] += 1
 
         def apply() -> None:
             self._append(records)
