@@ -27,6 +27,7 @@ from esnode.actors.status import StatusBoard
 from esnode.core.cluster_messages import ReplicateRecords
 from esnode.core.cluster_state import CoreConfig
 from esnode.core.effects import Alarm, PersistCommit, StateChanged, Truncate
+from esnode.core.forwarding import ForwardAppend, ForwardReply
 from esnode.core.messages import Reply
 from esnode.core.node_core import NodeCore
 from esnode.core.types import ANY, AppendRequest, EventData
@@ -127,7 +128,9 @@ class SimCluster:
         self.names = tuple(f"n{i + 1}" for i in range(size))
         self.config = dict(election_timeout=1.0, heartbeat_interval=0.1, subscribe_timeout=0.3,
                            resend_timeout=0.3, batch_records=20, max_inflight_records=60,
-                           max_truncation=1 << 30, gossip_interval=0.5)
+                           max_truncation=1 << 30, gossip_interval=0.5,
+                           # production's ratio: a member is dead after 10 silent rounds
+                           dead_member_timeout=5.0)
         self.config.update(config)
         self.net = SimNetwork(self.rng, loss=loss, duplicate=duplicate)
         self.fsync = fsync
@@ -237,9 +240,7 @@ class SimCluster:
         node = self.nodes[name]
         self.crash(name)
         store = node.store
-        del store.positions[keep_records:]
-        del store.data[keep_records:]
-        store.commit = min(store.commit, store.writer_position)
+        store.lose_tail(keep_records)
         self.checker.commit_seen[name] = store.commit
         self.lines.append(f"{self.now:.3f} LOSE-TAIL {name} keeps {keep_records} records")
 
@@ -292,8 +293,11 @@ class SimCluster:
     def send(self, src: SimNode, to: str, message: object) -> None:
         sent_at = src.clock.t
         for delay in self.net.delays(src.name, to):
-            self.at(sent_at + delay, to, lambda s=src.name, m=message:
-                    self.post(self.nodes[to], ClusterInbound([(s, m)])))
+            if type(message) is ForwardReply:  # for the gateway, as Node._on_node routes it
+                self.at(sent_at + delay, to, lambda m=message: self.forward_reply(to, m))
+            else:
+                self.at(sent_at + delay, to, lambda s=src.name, m=message:
+                        self.post(self.nodes[to], ClusterInbound([(s, m)])))
 
     # --- what the core emits, as it emits it -----------------------------------------------------
     def observe(self, node: SimNode, core: NodeCore, effects: list) -> list:
@@ -347,7 +351,8 @@ class SimCluster:
                 if n.up and not n.paused and n.core.accepts_writes]
 
     def client_write(self) -> bytes | None:
-        """Send one single-event append to a node that accepts writes."""
+        """Send one single-event append to a node that accepts writes, or (one in four) have
+        a follower's gateway forward it to the leader it knows."""
         candidates = self.leaders()
         if not candidates:
             return None
@@ -355,21 +360,42 @@ class SimCluster:
         self.write_counter += 1
         corr = self.write_counter
         write_id = f"w:{corr}".encode()
+        event = EventData(write_id.decode(), "w")
+        followers = [n for n in self.nodes.values() if n.up and not n.paused
+                     and n.core.leader_id not in (None, n.name)]
+        if followers and self.rng.random() < 0.25:
+            origin = self.rng.choice(followers)
+            self.outstanding[corr] = (origin.name, write_id)
+            self.send(origin, origin.core.leader_id,
+                      ForwardAppend(origin.name, corr, "sim", ANY, (event,)))
+            return write_id
         self.outstanding[corr] = (node.name, write_id)
-        request = AppendRequest("sim", ANY, (EventData(write_id.decode(), "w"),))
+        request = AppendRequest("sim", ANY, (event,))
         self.post(node, WriteBatch([PendingWrite(b"client", corr, request)]))
         return write_id
 
     def client_reply(self, node: SimNode, corr: int, reply) -> None:
+        ok = type(reply) is Reply
+        self._outcome(node.name, corr, reply.body["position"] if ok else None)
+
+    def forward_reply(self, origin: str, reply: ForwardReply) -> None:
+        """The origin's gateway relays the leader's answer (late ones after a crash of the
+        origin are dropped, as its gateway died with the forward)."""
+        where, _ = self.outstanding.get(reply.forward_id, (None, None))
+        if where == origin:
+            ok = reply.kind == "ok"
+            self._outcome(origin, reply.forward_id, reply.body["position"] if ok else None)
+
+    def _outcome(self, node: str, corr: int, position: int | None) -> None:
         _, write_id = self.outstanding.pop(corr, (None, None))
         if write_id is None:
-            raise Violation(f"{node.name} answered write {corr} twice (or one it never got)")
-        if type(reply) is not Reply:
+            raise Violation(f"{node} answered write {corr} twice (or one it never got)")
+        if position is None:
             self.unknown += 1
             return
         # No state check here: a burst can carry the acks that commit a write and then a
         # newer term; the write is committed all the same (on_ack checks that it is).
-        self.checker.on_ack(write_id, reply.body["position"])
+        self.checker.on_ack(write_id, position)
 
     def pending_writes(self) -> set[bytes]:
         return {w for _, w in self.outstanding.values()}

@@ -11,7 +11,9 @@ ship-before-fsync path must survive.
 
 Positions are byte-like: a record's position is the previous one plus the previous record's
 length, so positions are not contiguous integers (seed 106 found a bug that needs this).
-A client append carries one event whose id (``w:N``) becomes the record's bytes.
+A client append carries one event whose id (``w:N``) becomes the record's bytes; an append
+of an id already in the log is an idempotent retry (as in the real store: a duplicated
+forwarded write must not be written twice).
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ class SimStore:
         self.vote: Vote | None = None
         self.commit = -1
         self.disk: SimDisk | None = None  # set by each incarnation of the node
+        self._ids: dict[bytes, int] = {}  # record bytes -> position, of the first _indexed
+        self._indexed = 0
 
     # --- positions ------------------------------------------------------------------------------
     @property
@@ -117,15 +121,29 @@ class SimStore:
         self.positions += [p for p, _ in records]
         self.data += [d for _, d in records]
 
+    def _position_of(self, data: bytes) -> int | None:
+        for i in range(self._indexed, len(self.positions)):
+            self._ids[self.data[i]] = self.positions[i]
+        self._indexed = len(self.positions)
+        return self._ids.get(data)
+
     def write(self, requests, now_us: int, before_commit=None) -> list:
         outcomes: list = []
         records: list[tuple[int, bytes]] = []
         position = self.next_position()
+        batch: dict[bytes, int] = {}
         for request in requests:
             if type(request) is not AppendRequest or len(request.events) != 1:
                 outcomes.append(BadRequest("the simulator writes single-event appends"))
                 continue
             data = request.events[0].event_id.encode()
+            earlier = batch.get(data)
+            if earlier is None:
+                earlier = self._position_of(data)
+            if earlier is not None:
+                outcomes.append(AppendSuccess(0, 0, earlier, True))
+                continue
+            batch[data] = position
             records.append((position, data))
             outcomes.append(AppendSuccess(0, 0, position))
             position += max(1, len(data))
@@ -177,6 +195,7 @@ class SimStore:
         def apply() -> None:
             del self.positions[keep:]
             del self.data[keep:]
+            self._ids, self._indexed = {}, 0
         if keep < len(self.positions):
             self._transaction(apply)
 
@@ -225,6 +244,13 @@ class SimStore:
 
     def last_vote(self) -> Vote | None:
         return self.vote
+
+    def lose_tail(self, keep_records: int) -> None:
+        """Disk fault (no transaction): only the first ``keep_records`` records survive."""
+        del self.positions[keep_records:]
+        del self.data[keep_records:]
+        self._ids, self._indexed = {}, 0
+        self.commit = min(self.commit, self.writer_position)
 
     def durable_records(self) -> list[tuple[int, bytes]]:
         return list(zip(self.positions, self.data))

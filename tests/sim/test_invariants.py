@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from esnode.actors.messages import ClusterInbound
 from esnode.actors.replica import Replica
 from esnode.core.cluster_messages import Truncated
 from esnode.core.effects import Truncate
@@ -21,12 +22,16 @@ from .swarm import SimFailure, run_seed
 
 
 class ForgetfulElection(ElectionCore):
-    """Forgets whom it voted for in the current term: two candidates can both win it."""
+    """Forgets whom it voted for in the current term (and any leader lease): two candidates
+    can both win it."""
 
     def on_vote_request(self, m, now):
         if m.term == self.term:
             self.voted_for = None
         return super().on_vote_request(m, now)
+
+    def in_lease(self, now):
+        return False
 
 
 class ForgetfulVoterNode(NodeCore):
@@ -45,7 +50,7 @@ def test_a_message_the_core_cannot_handle_stops_the_node():
     c = SimCluster(1)
     lead = stable_leader(c)
     other = next(n for n in c.nodes.values() if n is not lead)
-    c.send(other, lead.name, ForwardReply(other.name, 1, "ok", {}))
+    c.post(lead, ClusterInbound([(other.name, ForwardReply(other.name, 1, "ok", {}))]))
     with pytest.raises(InvariantViolation, match="not a cluster message"):
         c.run_until(c.now + 1.0)
 

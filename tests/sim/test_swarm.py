@@ -34,6 +34,8 @@ REGRESSION_SEEDS = {
     (182, 3): "a resubscription reused an id the leader still held, replaying an old point",
     (10878, 5): "checker bug: a stale leader of an older term (votes delivered after a "
                 "pause) need not hold records committed in later terms",
+    (100071, 5): "sim bug: a dead-member timeout of only 4 gossip rounds (production has 10) "
+                 "let random peer choice report a live member dead",
 }
 
 
