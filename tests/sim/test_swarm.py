@@ -75,6 +75,10 @@ def test_sweep(sweep_size):
                 stats += run_seed(seed, size).stats
             except SimFailure as exc:
                 failures.append(str(exc).splitlines()[0])
+                print(f"\nFAILED {failures[-1]}", flush=True)
+            if (seed - start + 1) % 500 == 0:
+                print(f"\nsweep: size {size}, {seed - start + 1} seeds, "
+                      f"{time.monotonic() - began:.0f}s, {len(failures)} failure(s)", flush=True)
     print(f"\nsweep: {len(sizes) * sweep_size} runs (sizes {sizes}) from seed {start} in "
           f"{time.monotonic() - began:.1f}s, {len(failures)} failure(s)")
     for what, count in sorted(stats.items()):
