@@ -112,10 +112,10 @@ def run_seed(seed: int, size: int = 3, core_class: type[NodeCore] = NodeCore,
         c.run_until(safety)
         liveness(c, budget)
         c.checker.final()
-    except AssertionError as exc:  # Violation, StorageViolation, InvariantViolation
+    except Exception as exc:  # Violation, StorageViolation, InvariantViolation, or a crash
         trace = "\n".join(c.lines[-25:])
         raise SimFailure(
-            f"seed {seed} (size {size}) failed at t={c.now:.3f}: {exc}\n"
+            f"seed {seed} (size {size}) failed at t={c.now:.3f}: {type(exc).__name__}: {exc}\n"
             f"replay: {REPLAY.format(seed=seed, size=size)}\n"
             f"last events:\n{trace}\nnodes:\n{c.describe()}") from exc
     return c
