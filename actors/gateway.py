@@ -121,23 +121,32 @@ class GatewayActor(pykka.ThreadingActor):
         self._forward_ids = itertools.count(uuid.uuid4().int >> FORWARD_ID_SHIFT)
 
     def on_receive(self, message: object) -> None:
-        cls = type(message)
-        if cls is ClientBatch:
-            self._route(message.envelopes)
-        elif cls is Committed:
-            self._committed = max(self._committed, message.position)
-        elif cls is ClusterInbound:
-            self._relay(message.messages)
-        elif cls is Tick:
-            self._expire_forwards()
-        elif cls is StatusChanged:
-            self._fail_forwards(lambda f: f.leader != message.leader)
-        elif cls is StopAccepting:
-            self._accepting = False
-        elif cls is Shutdown:
-            pass  # a barrier: everything received before it has been routed
-        else:
+        handler = self._handlers.get(type(message))
+        if handler is None:
             log.error("gateway got an unknown message %r", message)
+            return
+        handler(self, message)
+
+    def _on_client_batch(self, message: ClientBatch) -> None:
+        self._route(message.envelopes)
+
+    def _on_committed(self, message: Committed) -> None:
+        self._committed = max(self._committed, message.position)
+
+    def _on_cluster_inbound(self, message: ClusterInbound) -> None:
+        self._relay(message.messages)
+
+    def _on_tick(self, message: Tick) -> None:
+        self._expire_forwards()
+
+    def _on_status_changed(self, message: StatusChanged) -> None:
+        self._fail_forwards(lambda f: f.leader != message.leader)
+
+    def _on_stop_accepting(self, message: StopAccepting) -> None:
+        self._accepting = False
+
+    def _on_shutdown(self, message: Shutdown) -> None:
+        pass  # a barrier: everything received before it has been routed
 
     def _route(self, envelopes: list[m.ClientEnvelope]) -> None:
         writes: list[PendingWrite] = []
@@ -228,26 +237,52 @@ class GatewayActor(pykka.ThreadingActor):
                             "event ids")
 
     def _answer(self, request: object) -> m.Reply | m.ErrorReply:
-        cls = type(request)
+        answer = self._answers.get(type(request))
+        if answer is None:
+            raise TypeError(f"gateway cannot answer {type(request).__name__}")
         try:
-            if cls is m.ReadStream:
-                return reply_for(self._store.read_stream(
-                    request.stream, request.from_version, request.max_count, request.backwards,
-                    up_to_position=self._committed, now_us=self._clock.now_us()))
-            if cls is m.ReadAll:
-                return reply_for(self._store.read_all(
-                    request.from_position, request.max_count, request.backwards,
-                    up_to_position=self._committed))
-            if cls is m.GetMetadata:
-                return reply_for(self._store.get_metadata(request.stream))
-            if cls is m.ClusterInfo:
-                return m.Reply(self._cluster_info())
-            if cls is m.Ping:
-                info = self._cluster_info()
-                return m.Reply({"node": info["node"], "state": info["state"]})
+            return answer(self, request)
         except EsError as exc:
             return m.ErrorReply(exc)
-        raise TypeError(f"gateway cannot answer {cls.__name__}")
+
+    def _read_stream(self, request: m.ReadStream) -> m.Reply | m.ErrorReply:
+        return reply_for(self._store.read_stream(
+            request.stream, request.from_version, request.max_count, request.backwards,
+            up_to_position=self._committed, now_us=self._clock.now_us()))
+
+    def _read_all(self, request: m.ReadAll) -> m.Reply | m.ErrorReply:
+        return reply_for(self._store.read_all(
+            request.from_position, request.max_count, request.backwards,
+            up_to_position=self._committed))
+
+    def _get_metadata(self, request: m.GetMetadata) -> m.Reply | m.ErrorReply:
+        return reply_for(self._store.get_metadata(request.stream))
+
+    def _cluster_info_reply(self, request: m.ClusterInfo) -> m.Reply:
+        return m.Reply(self._cluster_info())
+
+    def _ping(self, request: m.Ping) -> m.Reply:
+        info = self._cluster_info()
+        return m.Reply({"node": info["node"], "state": info["state"]})
+
+    # The messages this actor handles, and the requests it answers itself (Event Store's
+    # ``IHandle<T>``): one table each, not an if/elif chain.
+    _handlers = {
+        ClientBatch: _on_client_batch,
+        Committed: _on_committed,
+        ClusterInbound: _on_cluster_inbound,
+        Tick: _on_tick,
+        StatusChanged: _on_status_changed,
+        StopAccepting: _on_stop_accepting,
+        Shutdown: _on_shutdown,
+    }
+    _answers = {
+        m.ReadStream: _read_stream,
+        m.ReadAll: _read_all,
+        m.GetMetadata: _get_metadata,
+        m.ClusterInfo: _cluster_info_reply,
+        m.Ping: _ping,
+    }
 
     def on_failure(self, exception_type, exception_value, traceback) -> None:
         log.critical("gateway actor crashed: %s: %s", exception_type.__name__, exception_value)

@@ -76,6 +76,19 @@ def default_transport(topology: Topology, node: NodeSection) -> Transport:
         internal_codec=InternalCodec(WIRE_MESSAGES + FORWARD_MESSAGES))
 
 
+def default_http_face(node: Node):
+    """The HTTP API (docs/http.md) on the node's ``external_http_port``: an aiohttp server on
+    its own thread, speaking to the actors through the same client handler as ZeroMQ."""
+    from esnode.core.types import StorageLimits
+    from esnode.httpapi.api import NodeView, build_app
+    from esnode.httpapi.face import HttpFace
+
+    view = NodeView(node.board, node.topology, node.config.name,
+                    getattr(node.store, "limits", None) or StorageLimits())
+    return HttpFace(node.config.external_http_bind, node._on_client,
+                    lambda face: build_app(face, view))
+
+
 @dataclass(frozen=True)
 class Factories:
     """How a node gets each of its parts; ``replace(...)`` one to swap it in a test."""
@@ -86,6 +99,8 @@ class Factories:
     storage_actor: type[pykka.ThreadingActor] = StorageActor
     gateway_actor: type[pykka.ThreadingActor] = GatewayActor
     subscriptions_actor: type[pykka.ThreadingActor] = SubscriptionsActor
+    http_face: Callable[[Node], Any] | None = default_http_face
+    """Builds the HTTP face (``None``: no HTTP even when the topology gives a port)."""
 
     def replace(self, **changes: Any) -> Factories:
         return replace(self, **changes)
@@ -112,6 +127,12 @@ class Node:
         self.store = f.store(self.config)
         self.board = StatusBoard(self.store.commit_position)
         self.transport = f.transport(t, self.config)
+        self.http = None
+        if self.config.external_http_port and f.http_face is not None:
+            from esnode.httpapi.face import ReplyRouter
+
+            self.http = f.http_face(self)
+            self.transport = ReplyRouter(self.transport, self.http.deliver)
         try:
             self.subscriptions = f.subscriptions_actor.start(
                 self.store, self.transport, self.clock, self.board, on_failure=self.fail)
@@ -126,6 +147,8 @@ class Node:
                 on_failure=self.fail)
             self._refs = [self.gateway, self.storage, self.subscriptions]
             self.transport.start(self._on_client, self._on_peer_gone, self._on_node)
+            if self.http is not None:
+                self.http.start()
             self._ticker = threading.Thread(target=self._tick, name="ticker", daemon=True)
             self._ticker.start()
             if t.discovery.dns:
@@ -134,9 +157,11 @@ class Node:
         except BaseException:
             self._teardown()
             raise
-        log.info("node %s of cluster %s: clients on %s, cluster on %s:%d (writer position "
+        log.info("node %s of cluster %s: clients on %s%s, cluster on %s:%d (writer position "
                  "%d, commit position %d)", self.config.name, t.cluster.name,
-                 self.transport.external_endpoint, *self.config.internal_bind,
+                 self.transport.external_endpoint,
+                 f", HTTP on http://{self.http.bind[0]}:{self.http.port}" if self.http else "",
+                 *self.config.internal_bind,
                  self.store.writer_position, self.store.commit_position)
         return self
 
@@ -180,6 +205,8 @@ class Node:
             if self._stopped.is_set():
                 return
             log.info("node %s shutting down", self.config.name)
+            if self.http is not None:
+                self.http.stop_accepting()
             if self._refs:
                 self.transport.pause_receiving()
                 self._try_tell(self.gateway, StopAccepting())
@@ -219,6 +246,9 @@ class Node:
             except (pykka.ActorDeadError, pykka.Timeout):
                 pass
         self._refs = []
+        http = getattr(self, "http", None)
+        if http is not None:
+            http.stop()
         transport = getattr(self, "transport", None)
         if transport is not None:
             transport.stop()

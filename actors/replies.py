@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from esnode.core.messages import ErrorReply, Reply
+from esnode.core.messages import ErrorReply, RelayedReply, Reply
 from esnode.core.types import (
     AllSlice,
     AppendSuccess,
@@ -33,3 +33,21 @@ def reply_for(result: Any) -> Reply | ErrorReply:
     if isinstance(result, EsError):
         return ErrorReply(result)
     raise TypeError(f"no reply for {cls.__name__}")
+
+
+def unwrap(message: Any) -> dict:
+    """The body of a reply, whether answered here or relayed from the leader (a forwarded
+    write); raises the typed error of an error reply. Every face (ZeroMQ relays bodies as
+    they are; HTTP needs them typed) reads replies through this one function."""
+    cls = type(message)
+    if cls is Reply:
+        return message.body
+    if cls is ErrorReply:
+        raise message.error
+    if cls is RelayedReply:
+        if message.kind == "ok":
+            return message.body
+        from esnode.client.errors import error_from_body
+
+        raise error_from_body(message.body)
+    raise TypeError(f"not a reply: {cls.__name__}")

@@ -74,8 +74,10 @@ class Workload:
     """Runs the phases against one endpoint; keeps each stream's version so every append
     carries the right expected version (a conflict would fail the run)."""
 
-    def __init__(self, target: str, seconds: float = 5.0, concurrencies=(32, 64)):
+    def __init__(self, target: str, seconds: float = 5.0, concurrencies=(32, 64),
+                 http: str | None = None):
         self.target = target
+        self.http = http
         self.seconds = seconds
         self.concurrencies = concurrencies
         self.versions: dict[str, int] = {}
@@ -94,6 +96,12 @@ class Workload:
                 results.append(self.phase_c(client))
             if "d" in phases:
                 results.extend(self.phase_d(client))
+        if "h" in phases:
+            if not self.http:
+                raise ValueError("phase h needs the node's HTTP URL (--http)")
+            from esnode.bench.http_workload import HttpPhases
+
+            results.extend(HttpPhases(self.http, self.seconds).run())
         return results
 
     def _append(self, client, stream: str, events: list[EventData]) -> None:

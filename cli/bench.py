@@ -48,8 +48,15 @@ def _wait_serving(target: str, proc: subprocess.Popen, timeout: float = 30) -> N
 def fresh_node(size: int = 1) -> Iterator[str]:
     """Start a fresh cluster of ``size`` nodes (LMDB in a temp dir) as ``esnode run`` does;
     yield its connection string; stop it."""
+    with fresh_cluster(size) as (target, _):
+        yield target
+
+
+@contextlib.contextmanager
+def fresh_cluster(size: int = 1) -> Iterator[tuple[str, str]]:
+    """``fresh_node``, yielding also the first node's HTTP URL."""
     with tempfile.TemporaryDirectory(prefix="esnode-bench-") as tmp:
-        ports = [(_free_port(), _free_port()) for _ in range(size)]
+        ports = [(_free_port(), _free_port(), _free_port()) for _ in range(size)]
         nodes = "".join(f"""
 [[nodes]]
 name = "bench{i + 1}"
@@ -58,15 +65,16 @@ internal_host = "127.0.0.1"
 internal_port = {internal}
 external_host = "127.0.0.1"
 external_port = {external}
-""" for i, (external, internal) in enumerate(ports))
+external_http_port = {http}
+""" for i, (external, internal, http) in enumerate(ports))
         config = Path(tmp) / "topology.toml"
         config.write_text(f'[cluster]\nname = "bench"\nsize = {size}\n{nodes}')
         proc = subprocess.Popen([sys.executable, "-m", "esnode.cli", "run", "--config",
                                  str(config)], stderr=subprocess.DEVNULL)
-        target = "esnode://" + ",".join(f"127.0.0.1:{e}" for e, _ in ports)
+        target = "esnode://" + ",".join(f"127.0.0.1:{e}" for e, _, _ in ports)
         try:
             _wait_serving(target, proc)
-            yield target
+            yield target, f"http://127.0.0.1:{ports[0][2]}"
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -100,8 +108,11 @@ def bench(
                                      "a fresh one (its data is NOT reset between runs)."),
     seconds: float = typer.Option(5.0, help="Timed seconds per phase."),
     runs: int = typer.Option(3, help="Runs per figure; the table shows medians."),
-    phases: str = typer.Option("abcd", help="Which phases: a single, b concurrent, "
-                                            "c 100-event batches, d reads."),
+    phases: str = typer.Option("abcdh", help="Which phases: a single, b concurrent, "
+                                             "c 100-event batches, d reads, h HTTP (single "
+                                             "POSTs at C=64, 100-event POSTs, feed pages)."),
+    http: str = typer.Option(None, "--http", help="With --connect: a node's HTTP URL for "
+                                                  "phase h (e.g. http://127.0.0.1:2115)."),
     nodes: int = typer.Option(1, help="Size of the fresh cluster to start (1 or 3, ...)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document per phase."),
 ) -> None:
@@ -120,11 +131,23 @@ def bench(
     all_runs = []
     for i in range(runs):
         with contextlib.ExitStack() as stack:
-            target = connect or stack.enter_context(fresh_node(nodes))
+            target, http_url = (connect, http) if connect else \
+                stack.enter_context(fresh_cluster(nodes))
             typer.echo(f"run {i + 1}/{runs} against {target}", err=True)
-            all_runs.append(Workload(target, seconds).run(phases))
+            all_runs.append(Workload(target, seconds, http=http_url).run(phases))
     title = f"esnode, {'given cluster' if connect else f'{nodes} node(s)'}: median of {runs}"
-    _print(median_summaries(all_runs), title, as_json)
+    summaries = median_summaries(all_runs)
+    _print(summaries, title, as_json)
+    ratio = http_ratio(summaries)
+    if ratio is not None and not as_json:
+        typer.echo(f"HTTP single-event appends at C=64 / ZeroMQ phase b C=64: {ratio:.2f}")
+
+
+def http_ratio(summaries: list[dict]) -> float | None:
+    """The issue's bar: HTTP appends at 64 connections over the ZeroMQ figure, same run."""
+    by = {s["phase"]: s["ops_per_s"] for s in summaries}
+    zmq, web = by.get("b C=64"), by.get("h single C=64")
+    return web / zmq if zmq and web else None
 
 
 @bench_app.command()

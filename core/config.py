@@ -64,6 +64,8 @@ class NodeSection:
     external_advertise_host: str = ""
     external_advertise_port: int = 0
     priority: int = 0
+    external_http_port: int = 0
+    """The node's HTTP API (docs/http.md) on ``external_host``; 0 = no HTTP endpoint."""
 
     @property
     def internal_bind(self) -> tuple[str, int]:
@@ -72,6 +74,17 @@ class NodeSection:
     @property
     def external_bind(self) -> tuple[str, int]:
         return (self.external_host, self.external_port)
+
+    @property
+    def external_http_bind(self) -> tuple[str, int] | None:
+        return (self.external_host, self.external_http_port) if self.external_http_port else None
+
+    @property
+    def external_http_advertise(self) -> tuple[str, int] | None:
+        """Where clients (and 307 redirects, and gossip) reach the node's HTTP API."""
+        if not self.external_http_port:
+            return None
+        return (self.external_advertise_host or self.external_host, self.external_http_port)
 
     @property
     def internal_advertise(self) -> tuple[str, int]:
@@ -183,13 +196,21 @@ def parse_topology(raw: dict, source: str = "") -> Topology:
             raise TopologyError(f"{where}: set exactly one of data_dir or mem_db = true")
         for key in ("internal_port", "external_port"):
             _check_port(getattr(node, key), f"{where}.{key}")
+        if node.external_http_port:
+            _check_port(node.external_http_port, f"{where}.external_http_port")
         if node.internal_port == node.external_port and node.internal_host == node.external_host:
             raise TopologyError(f"{where}.external_port: same address as internal_port; the "
                                 "internal and external networks need separate endpoints")
         # Nodes on separate machines may bind the same host:port (0.0.0.0:2114); what must
         # be unique is where each endpoint is reached: the advertised addresses.
-        for key, bind in (("internal_port", node.internal_advertise),
-                          ("external_port", node.external_advertise)):
+        endpoints = [("internal_port", node.internal_advertise),
+                     ("external_port", node.external_advertise)]
+        if node.external_http_port:
+            endpoints.append(("external_http_port", node.external_http_advertise))
+            if node.external_http_bind in (node.external_bind, node.internal_bind):
+                raise TopologyError(f"{where}.external_http_port: same address as another "
+                                    "endpoint of this node")
+        for key, bind in endpoints:
             if bind in seen_binds:
                 raise TopologyError(f"{where}.{key}: duplicate port {bind[0]}:{bind[1]}, "
                                     f"already used by {seen_binds[bind]}")

@@ -52,7 +52,7 @@ def shipped_topology_copy(directory: Path) -> Path:
     """The shipped topology.toml with every port replaced by a free one."""
     text = (REPO / "topology.toml").read_text()
     ports = sorted(set(re.findall(r"(?<![\d.])(2\d{3})(?!\d)", text)))
-    assert len(ports) == 6, ports
+    assert len(ports) == 9, ports  # internal, external and HTTP of three nodes
     mapping = {p: str(free_port()) for p in ports}
     text = re.sub(r"(?<![\d.])(2\d{3})(?!\d)", lambda m: mapping[m.group(1)], text)
     config = directory / "topology.toml"

@@ -1,0 +1,1 @@
+"""esnode's HTTP API (Event Store compatible): docs/http.md."""

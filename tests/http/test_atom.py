@@ -1,0 +1,56 @@
+"""The pure pieces of the feeds: content negotiation, position tokens, ETags, links."""
+
+from __future__ import annotations
+
+import pytest
+
+from esnode.core.types import RecordedEvent
+from esnode.httpapi import atom
+
+
+@pytest.mark.parametrize("accept, fmt, want", [
+    (None, None, atom.ATOM_JSON), ("*/*", None, atom.ATOM_JSON),
+    ("text/html, application/json;q=0.9", None, atom.JSON),
+    ("application/vnd.kurrent.atom+json", None, atom.KURRENT_ATOM_JSON),
+    ("text/html", None, None), (None, "json", atom.JSON), (None, "xml", None),
+])
+def test_negotiate(accept, fmt, want):
+    assert atom.negotiate(accept, atom.FEED_TYPES, fmt) == want
+
+
+def test_position_tokens_round_trip_and_refuse_the_rest():
+    assert atom.position_token(5) == "0000000000000005" * 2
+    assert atom.parse_position(atom.position_token(123456)) == 123456
+    for bad in ("", "0" * 31, "g" * 32, "0" * 15 + "1" + "0" * 16, "F" * 32):
+        with pytest.raises(ValueError):
+            atom.parse_position(bad)
+
+
+def test_etags_differ_by_version_and_media_type():
+    assert atom.etag(3, atom.JSON) != atom.etag(3, atom.ATOM_JSON) != atom.etag(4, atom.ATOM_JSON)
+    assert atom.etag(3, atom.JSON).startswith('"3;')
+
+
+def test_embed_levels_and_escaping():
+    assert atom.embed_level("PRETTY") == "body" and atom.embed_level("x") == "none"
+    assert atom.escape("$all") == "%24all" and atom.escape("a/b c") == "a%2Fb%20c"
+    assert atom.iso_time(1_500_000_000_123_456) == "2017-07-14T02:40:00.123456Z"
+
+
+def _events(versions):
+    return [RecordedEvent(f"00000000-0000-4000-8000-{v:012d}", "s", v, "T", b"{}", b"", True,
+                          1_500_000_000_000_000, v) for v in versions]
+
+
+def test_a_middle_backward_page_is_complete_and_links_both_ways():
+    page = atom.stream_page("http://h", "s", _events([9, 8, 7]), 20, 9, 3, False, False, "none")
+    links = {link["relation"]: link["uri"] for link in page.body["links"]}
+    assert links["next"] == "http://h/streams/s/6/backward/3"
+    assert links["previous"] == "http://h/streams/s/10/forward/3"
+    assert page.version is None and page.body["headOfStream"] is False
+
+
+def test_a_metastream_page_has_no_metadata_link():
+    page = atom.stream_page("http://h", "$$s", _events([0]), 0, 0, 5, True, False, "none")
+    assert "metadata" not in {link["relation"] for link in page.body["links"]}
+    assert page.version == 0  # incomplete: revalidated
