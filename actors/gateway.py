@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pykka
-
 from esnode.actors.messages import (
     ClientBatch,
     ClusterInbound,
@@ -33,6 +32,7 @@ from esnode.actors.replies import reply_for
 from esnode.actors.status import StatusBoard
 from esnode.core import messages as m
 from esnode.core.clock import Clock
+from esnode.core.filters import read_all_filtered
 from esnode.core.forwarding import ForwardAppend, ForwardDelete, ForwardReply
 from esnode.core.states import VNodeState
 from esnode.core.types import (
@@ -251,19 +251,26 @@ class GatewayActor(pykka.ThreadingActor):
             up_to_position=self._committed, now_us=self._clock.now_us()))
 
     def _read_all(self, request: m.ReadAll) -> m.Reply | m.ErrorReply:
+        if request.filter is not None:
+            return reply_for(read_all_filtered(
+                lambda start, n: self._store.read_all(
+                    start, n, request.backwards, up_to_position=self._committed),
+                request.from_position, request.max_count, request.backwards, request.filter))
         return reply_for(self._store.read_all(
             request.from_position, request.max_count, request.backwards,
             up_to_position=self._committed))
 
     def _get_metadata(self, request: m.GetMetadata) -> m.Reply | m.ErrorReply:
-        return reply_for(self._store.get_metadata(request.stream))
+        return reply_for(self._store.get_metadata(request.stream,
+                                                  up_to_position=self._committed))
 
     def _cluster_info_reply(self, request: m.ClusterInfo) -> m.Reply:
         return m.Reply(self._cluster_info())
 
     def _ping(self, request: m.Ping) -> m.Reply:
         info = self._cluster_info()
-        return m.Reply({"node": info["node"], "state": info["state"]})
+        return m.Reply({"node": info["node"], "state": info["state"],
+                        "incarnation": self._board.incarnation})
 
     # The messages this actor handles, and the requests it answers itself (Event Store's
     # ``IHandle<T>``): one table each, not an if/elif chain.

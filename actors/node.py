@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pykka
-
 from esnode.actors.gateway import GatewayActor, split_writes
 from esnode.actors.messages import (
     ClientBatch,
@@ -26,6 +25,7 @@ from esnode.actors.messages import (
     Tick,
     WriteBatch,
 )
+from esnode.actors.persistent import GroupRequests, PersistentSubscriptionsActor
 from esnode.actors.status import StatusBoard
 from esnode.actors.storage import StorageActor
 from esnode.actors.subscriptions import SubscriptionsActor
@@ -33,6 +33,7 @@ from esnode.core.clock import Clock, SystemClock
 from esnode.core.cluster_messages import WIRE_MESSAGES
 from esnode.core.config import NodeSection, Topology
 from esnode.core.forwarding import FORWARD_MESSAGES, ForwardReply
+from esnode.core.messages import GROUP_REQUESTS
 from esnode.core.states import VNodeState
 from esnode.storage.port import EventStore
 from esnode.transport.port import Transport
@@ -83,10 +84,16 @@ def default_http_face(node: Node):
     from esnode.httpapi.api import NodeView, build_app
     from esnode.httpapi.face import HttpFace
 
-    view = NodeView(node.board, node.topology, node.config.name,
+    config = node.config
+    view = NodeView(node.board, node.topology, config.name,
                     getattr(node.store, "limits", None) or StorageLimits())
-    return HttpFace(node.config.external_http_bind, node._on_client,
-                    lambda face: build_app(face, view))
+    context = None
+    if config.http_cert_file:
+        from esnode.httpapi.tls import server_context
+
+        context = server_context(config.http_cert_file, config.http_key_file)
+    return HttpFace(config.external_http_bind, node._on_client,
+                    lambda face: build_app(face, view), ssl_context=context)
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,7 @@ class Factories:
     storage_actor: type[pykka.ThreadingActor] = StorageActor
     gateway_actor: type[pykka.ThreadingActor] = GatewayActor
     subscriptions_actor: type[pykka.ThreadingActor] = SubscriptionsActor
+    persistent_actor: type[pykka.ThreadingActor] = PersistentSubscriptionsActor
     http_face: Callable[[Node], Any] | None = default_http_face
     """Builds the HTTP face (``None``: no HTTP even when the topology gives a port)."""
 
@@ -136,7 +144,7 @@ class Node:
         try:
             self.subscriptions = f.subscriptions_actor.start(
                 self.store, self.transport, self.clock, self.board, on_failure=self.fail)
-            self.gateway = None
+            self.gateway = self.persistent = None
             self.storage = f.storage_actor.start(
                 self.store, self.transport, self.clock, self.board, t, self.config.name,
                 notify=self._notify, on_failure=self.fail)
@@ -145,7 +153,10 @@ class Node:
                 self.board, self.cluster_info, self.config.name,
                 forward_timeout=t.timers.write_timeout_ms / 1000 * FORWARD_TIMEOUT_FACTOR,
                 on_failure=self.fail)
-            self._refs = [self.gateway, self.storage, self.subscriptions]
+            self.persistent = f.persistent_actor.start(
+                self.store, self.transport, self.clock, self.board, self.storage,
+                on_failure=self.fail)
+            self._refs = [self.gateway, self.storage, self.subscriptions, self.persistent]
             self.transport.start(self._on_client, self._on_peer_gone, self._on_node)
             if self.http is not None:
                 self.http.start()
@@ -160,7 +171,8 @@ class Node:
         log.info("node %s of cluster %s: clients on %s%s, cluster on %s:%d (writer position "
                  "%d, commit position %d)", self.config.name, t.cluster.name,
                  self.transport.external_endpoint,
-                 f", HTTP on http://{self.http.bind[0]}:{self.http.port}" if self.http else "",
+                 f", HTTP on {self.http.scheme}://{self.http.bind[0]}:{self.http.port}"
+                 if self.http else "",
                  *self.config.internal_bind,
                  self.store.writer_position, self.store.commit_position)
         return self
@@ -190,6 +202,7 @@ class Node:
                 n += 1
                 if n % GATEWAY_TICK_EVERY == 0 and self.gateway is not None:
                     self.gateway.tell(Tick())
+                    self.persistent.tell(Tick())
             except pykka.ActorDeadError:
                 return
 
@@ -215,6 +228,7 @@ class Node:
                 for ref in (self.gateway, self.storage):
                     self._try_ask(ref, Shutdown())
                 self._try_ask(self.subscriptions, Shutdown())
+                self._try_ask(self.persistent, Shutdown())
             self._teardown()
             log.info("node %s stopped", self.config.name)
             self._stopped.set()
@@ -267,6 +281,12 @@ class Node:
     # --- wiring callbacks (run on the calling thread: keep them tiny) -----------------------
     def _on_client(self, envelopes: list) -> None:
         try:
+            groups = [e for e in envelopes if type(e.request) in GROUP_REQUESTS]
+            if groups:  # persistent subscription groups have their own actor
+                self.persistent.tell(GroupRequests(groups))
+                envelopes = [e for e in envelopes if type(e.request) not in GROUP_REQUESTS]
+                if not envelopes:
+                    return
             if self.board.is_leader:
                 writes, envelopes = split_writes(envelopes)
                 if writes:
@@ -280,6 +300,8 @@ class Node:
     def _on_peer_gone(self, peer: bytes) -> None:
         try:
             self.subscriptions.tell(PeerGone(peer))
+            if self.persistent is not None:
+                self.persistent.tell(PeerGone(peer))
         except pykka.ActorDeadError:
             pass
 
@@ -301,10 +323,10 @@ class Node:
         try:
             if self.gateway is not None:
                 self.gateway.tell(message)
-            if type(message) is Committed:
+            if type(message) is Committed or type(message) is StatusChanged:
                 self.subscriptions.tell(message)
-            elif type(message) is StatusChanged:
-                self.subscriptions.tell(message)
+                if self.persistent is not None:
+                    self.persistent.tell(message)
         except pykka.ActorDeadError:
             pass
 
@@ -323,4 +345,5 @@ class Node:
                         "writer_position": self.store.writer_position,
                         "commit_position": board.readable_position, "priority": c.priority}]
         return {"cluster": self.topology.cluster.name, "node": c.name,
-                "state": board.state.name, "leader": board.leader, "members": members}
+                "state": board.state.name, "leader": board.leader, "members": members,
+                "incarnation": board.incarnation}

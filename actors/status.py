@@ -7,12 +7,17 @@ and routes writes; anything that must happen *in order* travels as actor message
 
 from __future__ import annotations
 
+import uuid
+
 from esnode.core.cluster_messages import ClientMemberInfo
 from esnode.core.states import VNodeState
 
 
 class StatusBoard:
-    def __init__(self, readable_position: int = -1) -> None:
+    def __init__(self, readable_position: int = -1, incarnation: str = "") -> None:
+        self.incarnation = incarnation or uuid.uuid4().hex[:16]
+        """This run of the node: a client that sees it change knows the node restarted (its
+        subscriptions are gone even if the heartbeat never noticed)."""
         self.state: VNodeState = VNodeState.Initializing
         self.term: int = 0
         self.leader: str | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -35,6 +36,12 @@ DATA = _pad_json({"order_id": "ord-00000001", "customer_id": "cust-000001", "amo
                                                {"sku": "SKU-67890", "qty": 1}], "note": ""},
                  "note", 200)
 META = _pad_json({"corr": "0000000000000001", "user": "u-42", "p": ""}, "p", 50)
+
+
+GROUP_EVENTS = 20_000
+"""Events of the stream the subscription phase (g) consumes."""
+GROUP_WINDOW = 500
+GROUP_ACK_BATCH = 100
 
 
 def new_event() -> EventData:
@@ -96,6 +103,8 @@ class Workload:
                 results.append(self.phase_c(client))
             if "d" in phases:
                 results.extend(self.phase_d(client))
+            if "g" in phases:
+                results.extend(self.phase_g(client))
         if "h" in phases:
             if not self.http:
                 raise ValueError("phase h needs the node's HTTP URL (--http)")
@@ -203,6 +212,68 @@ class Workload:
                 break
         scan.seconds = time.perf_counter() - start
         return [stream, scan]
+
+
+    def phase_g(self, client, events: int = GROUP_EVENTS) -> list[PhaseResult]:
+        """Subscriptions: one stream of ``events`` events consumed by a catch-up
+        subscription, then by one persistent subscription group with 1 and with 4
+        consumers (threads, a connection each) acking in batches of ``GROUP_ACK_BATCH``:
+        events delivered and acked per second."""
+        from esnode.client import connect
+
+        stream = f"group-bench-{uuid.uuid4().hex[:8]}"
+        for _ in range(events // BATCH):
+            self._append(client, stream, [new_event() for _ in range(BATCH)])
+        catchup = PhaseResult("g catch-up subscription")
+        start = time.perf_counter()
+        with client.subscribe(stream, "start", window=2000) as sub:
+            for _ in range(events):
+                sub.get(30)
+        catchup.seconds = time.perf_counter() - start
+        catchup.events = catchup.ops = events
+        results = [catchup]
+        for consumers in (1, 4):
+            group = f"bench-{consumers}"
+            client.create_group(stream, group, start_from="start", read_batch_size=500,
+                                live_buffer_size=5000)
+            res = PhaseResult(f"g group, {consumers} consumer(s)")
+            done = [0] * consumers
+            errors: list[BaseException] = []
+            stop = threading.Event()
+
+            def consume(k: int, client=client, group=group, done=done) -> None:
+                try:
+                    with connect(self.target, timeout=30) as c, \
+                            c.subscribe_group(stream, group, window=GROUP_WINDOW) as sub:
+                        batch = []
+                        while not stop.is_set():
+                            item = sub.get(0.2)
+                            if item is not None:
+                                batch.append(item)
+                            if batch and (len(batch) >= GROUP_ACK_BATCH or item is None):
+                                sub.ack(*batch)
+                                done[k] += len(batch)
+                                batch = []
+                except BaseException as exc:  # noqa: BLE001 - reported below
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=consume, args=(k,), daemon=True)
+                       for k in range(consumers)]
+            start = time.perf_counter()
+            for t in threads:
+                t.start()
+            deadline = start + max(60.0, self.seconds * 10)
+            while sum(done) < events and not errors and time.perf_counter() < deadline:
+                time.sleep(0.005)
+            res.seconds = time.perf_counter() - start
+            stop.set()
+            for t in threads:
+                t.join(timeout=30)
+            if errors:
+                raise errors[0]
+            res.events = res.ops = sum(done)
+            results.append(res)
+        return results
 
 
 def median_summaries(runs: list[list[PhaseResult]]) -> list[dict]:

@@ -108,9 +108,11 @@ def bench(
                                      "a fresh one (its data is NOT reset between runs)."),
     seconds: float = typer.Option(5.0, help="Timed seconds per phase."),
     runs: int = typer.Option(3, help="Runs per figure; the table shows medians."),
-    phases: str = typer.Option("abcdh", help="Which phases: a single, b concurrent, "
-                                             "c 100-event batches, d reads, h HTTP (single "
-                                             "POSTs at C=64, 100-event POSTs, feed pages)."),
+    phases: str = typer.Option("abcdgh", help="Which phases: a single, b concurrent, "
+                                              "c 100-event batches, d reads, g subscriptions "
+                                              "and persistent subscription groups, h HTTP "
+                                              "(single POSTs at C=64, 100-event POSTs, feed "
+                                              "pages)."),
     http: str = typer.Option(None, "--http", help="With --connect: a node's HTTP URL for "
                                                   "phase h (e.g. http://127.0.0.1:2115)."),
     nodes: int = typer.Option(1, help="Size of the fresh cluster to start (1 or 3, ...)."),
@@ -154,11 +156,18 @@ def http_ratio(summaries: list[dict]) -> float | None:
 def storage(
     seconds: float = typer.Option(3.0, help="Seconds per measurement."),
     runs: int = typer.Option(3, help="Runs per figure (medians are shown)."),
+    phases: str = typer.Option("group1,batch100,read_stream,read_all",
+                               help="Comma-separated phases to run (e.g. one, under a profiler)."),
+    mem: bool = typer.Option(False, "--mem", help="The in-memory store instead of LMDB."),
 ) -> None:
-    """Benchmark the storage engine alone (LMDB, fsync on commit) on the standard workload."""
-    from esnode.bench.storage_bench import run_storage_bench
+    """Benchmark the storage engine alone (LMDB, fsync on commit) on the standard workload:
+    throughput per phase, and the latency of one group commit (p50/p99/p99.9/max)."""
+    from esnode.bench.storage_bench import PHASES, run_storage_bench
 
-    run_storage_bench(seconds=seconds, runs=runs)
+    chosen = tuple(p for p in phases.split(",") if p)
+    if not chosen or set(chosen) - set(PHASES):
+        raise typer.BadParameter(f"phases are a comma-separated subset of {','.join(PHASES)}")
+    run_storage_bench(seconds=seconds, runs=runs, mem=mem, phases=chosen)
 
 
 def register(app: typer.Typer) -> None:

@@ -21,20 +21,21 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
-
 from esnode.client import (
     ANY,
     NO_STREAM,
     STREAM_EXISTS,
+    BadRequest,
     Client,
     EsError,
+    EventFilter,
     InvalidConnectionString,
     RecordedEvent,
     connect,
     new_event,
 )
+from rich.console import Console
+from rich.table import Table
 
 app = typer.Typer(
     name="esnode",
@@ -71,6 +72,19 @@ Expected = Annotated[str, typer.Option(
     help="Optimistic concurrency check: `any`, `no-stream`, `stream-exists` or the stream's "
          "last version N.")]
 Limit = Annotated[int, typer.Option("--limit", "-n", min=1, help="Most events to show.")]
+StreamPrefix = Annotated[list[str] | None, typer.Option(
+    "--stream-prefix", show_default=False,
+    help="Only events of streams starting with this (repeatable); filtered on the node.")]
+TypePrefix = Annotated[list[str] | None, typer.Option(
+    "--type-prefix", show_default=False,
+    help="Only events whose type starts with this (repeatable); filtered on the node.")]
+
+
+def event_filter(streams: list[str] | None, types: list[str] | None) -> EventFilter | None:
+    """The node-side filter the prefix options ask for (None: everything, as before)."""
+    if not streams and not types:
+        return None
+    return EventFilter(stream_prefixes=tuple(streams or ()), type_prefixes=tuple(types or ()))
 
 
 class UsageError(Exception):
@@ -282,21 +296,25 @@ def read_all(
     backwards: Annotated[bool, typer.Option("--backwards", "-b",
                                             help="Newest first.")] = False,
     limit: Limit = 100,
+    stream_prefix: StreamPrefix = None, type_prefix: TypePrefix = None,
     connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0,
 ) -> None:
     """Show the global log (`$all`: every stream's events in commit order, system events
-    included).
+    included unless filtered by `--stream-prefix` / `--type-prefix`).
 
     **Examples**
 
     ```
     esnode read-all --limit 20
     esnode read-all --backwards --limit 10     # the ten most recent events
+    esnode read-all --stream-prefix order-     # one category, filtered on the node
     ```
     """
     start = from_position if from_position is not None else (-1 if backwards else 0)
     with session(connect_to, timeout) as client:
-        print_events(client.iter_all(start, backwards, limit=limit), as_json, "$all")
+        print_events(client.iter_all(start, backwards, limit=limit,
+                                     filter=event_filter(stream_prefix, type_prefix)),
+                     as_json, "$all")
 
 
 @app.command()
@@ -309,10 +327,11 @@ def subscribe(
              "(events after N).")] = "start",
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, show_default=False,
                                               help="Stop after this many events.")] = None,
+    stream_prefix: StreamPrefix = None, type_prefix: TypePrefix = None,
     connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0,
 ) -> None:
     """Follow a stream or `$all` like `tail -f`: history first, then new events as they are
-    written, until Ctrl-C.
+    written, until Ctrl-C. `--stream-prefix` / `--type-prefix` filter `$all` on the node.
 
     **Examples**
 
@@ -320,6 +339,7 @@ def subscribe(
     esnode subscribe order-1
     esnode subscribe '$all' --from end          # only what is written from now on
     esnode subscribe '$all' --json | jq -c '{stream, type}'
+    esnode subscribe '$all' --stream-prefix order- --type-prefix Order
     ```
     """
     start: int | str = from_.strip().lower()
@@ -334,7 +354,12 @@ def subscribe(
 
     with session(connect_to, timeout) as client:
         count = 0
-        with client.subscribe(stream, start, on_caught_up=None if as_json else caught_up) as sub:
+        try:
+            sub = client.subscribe(stream, start, on_caught_up=None if as_json else caught_up,
+                                   filter=event_filter(stream_prefix, type_prefix))
+        except BadRequest as exc:
+            raise fail(str(exc), 2) from None
+        with sub:
             for event in sub:
                 if as_json:
                     print_json(event_doc(event))
@@ -469,10 +494,11 @@ def ping(connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5
 
 
 # --- commands from other modules -----------------------------------------------------------------
-# `esnode run` (cli/run.py), `esnode bench` (cli/bench.py) and `esnode verify` (cli/verify.py)
+# `esnode run` (cli/run.py), `esnode bench` (cli/bench.py), `esnode verify` (cli/verify.py) and
+# `esnode group`/`consume` (cli/groups.py), `esnode certs` (cli/certs.py)
 # are added here: each module has a `register(app)` function. A module that is not there yet is
 # skipped; any other import error is not hidden.
-for _name in ("run", "bench", "verify"):
+for _name in ("run", "bench", "verify", "groups", "certs"):
     try:
         _module = importlib.import_module(f"esnode.cli.{_name}")
     except ModuleNotFoundError as _exc:

@@ -21,7 +21,7 @@ def _progress_line(p: dict) -> str:
             f"unknown {p['appends_unknown']}")
 
 
-def print_verdict(result, out: Console, source: str) -> None:
+def print_verdict(result, out: Console, source: str, group: bool = False) -> None:
     from esnode.verify.checker import DESCRIPTIONS, INVARIANTS, describe
 
     ops, appends = result.operations, result.appends
@@ -40,6 +40,12 @@ def print_verdict(result, out: Console, source: str) -> None:
     for inv in INVARIANTS:
         mark = f"[red]{counts[inv]} violation(s)[/]" if inv in counts else "[green]ok[/]"
         out.print(f"  {inv:<4} {DESCRIPTIONS[inv]}: {mark}", highlight=False)
+    if group:  # the run had a persistent subscription group (verify/groups.py)
+        from esnode.verify.groups import DESCRIPTION, G1
+
+        bad = sum(1 for v in result.violations if v.invariant == G1)
+        mark = f"[red]{bad} violation(s)[/]" if bad else "[green]ok[/]"
+        out.print(f"  G1   {DESCRIPTION}: {mark}", highlight=False)
     for v in result.violations[:MAX_SHOWN]:
         out.print(describe(v), highlight=False, markup=False)
     if len(result.violations) > MAX_SHOWN:
@@ -49,6 +55,16 @@ def print_verdict(result, out: Console, source: str) -> None:
     else:
         out.print(f"[bold red]VERDICT: {len(result.violations)} VIOLATION(S)[/]",
                   highlight=False)
+
+
+def group_check(group) -> list:
+    """Rule G1 for the run's persistent subscription group (none: no group)."""
+    if group is None:
+        return []
+    from esnode.verify.groups import check_group
+
+    positions = group.finish()
+    return check_group(group.facts, positions, group.errors)
 
 
 def register(app: typer.Typer) -> None:
@@ -71,13 +87,18 @@ def register(app: typer.Typer) -> None:
                                         help="Check a saved history instead of running."),
         as_json: bool = typer.Option(False, "--json",
                                      help="Print the verdict as one JSON document."),
+        group_consumers: int = typer.Option(
+            2, "--group-consumers", min=0,
+            help="Consumers of a persistent subscription group of the run, with its own "
+                 "writer (rule G1); 0: no group."),
     ) -> None:
         """Verify a running cluster: concurrent clients append (with conflicting expected
-        versions), read and subscribe while every outcome is recorded; then every node's
-        final state is read and invariants I1–I10 are checked (no acknowledged write lost,
-        one event per stream version, no failed write visible, expected-version
-        exclusivity, no duplicates, real-time order, gap-free subscriptions, one leader per
-        epoch, $all agrees with streams, convergence). Exit code 0: no violation.
+        versions), delete streams, change their metadata, read and subscribe while every
+        outcome is recorded; then every node's final state is read and invariants I1–I11 are
+        checked (no acknowledged write lost, one event per stream version, no failed write
+        visible, expected-version exclusivity, no duplicates, real-time order, gap-free
+        subscriptions, one leader per epoch, $all agrees with streams, convergence, reads
+        show committed deletes and metadata only). Exit code 0: no violation.
 
         Examples:
           esnode verify --connect esnode://127.0.0.1:2113,127.0.0.1:2123 --duration 30
@@ -98,9 +119,12 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(2) from None
             source = f"saved history {check_file} ({len(history)} operations)"
         else:
-            from esnode.client import EsError, InvalidConnectionString
             from esnode.cli.main import UsageError, default_connect
-            from esnode.client import parse_connection_string
+            from esnode.client import (
+                EsError,
+                InvalidConnectionString,
+                parse_connection_string,
+            )
             from esnode.verify.workload import Workload
 
             try:
@@ -112,9 +136,17 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(2) from None
             err.print(f"esnode verify: run {workload.run_id} against {target}: {clients} "
                       f"clients for {duration:g}s", highlight=False)
+            group = None
+            if group_consumers:
+                from esnode.verify.groups import GroupRun
+
+                group = GroupRun(target, workload.run_id, group_consumers, duration=duration)
             try:
+                if group is not None:
+                    group.start()
                 history, final = workload.run(
                     on_progress=lambda p: err.print(_progress_line(p), highlight=False))
+                group_violations = group_check(group)
             except EsError as exc:
                 err.print(f"esnode: {exc.code}: {exc}", highlight=False)
                 raise typer.Exit(1) from None
@@ -126,8 +158,10 @@ def register(app: typer.Typer) -> None:
                 save_history(history, final, save)
                 err.print(f"esnode verify: history saved to {save}", highlight=False)
         result = check(history, final)
+        if check_file is None:
+            result.violations += group_violations
         if as_json:
             typer.echo(json.dumps({"source": source, **result.to_json()}, default=str))
         else:
-            print_verdict(result, out, source)
+            print_verdict(result, out, source, group=check_file is None and group_consumers > 0)
         raise typer.Exit(0 if result.ok else 1)

@@ -11,20 +11,29 @@
 protocol implementation (``esnode.client._core``).
 """
 
+from esnode.client._calls import GroupEvent
 from esnode.client._core import (
     ClientStats,
     DiscoveryFailed,
     NodeChanged,
     Reconnected,
     Resubscribed,
+    Resubscribing,
     Retrying,
 )
-from esnode.client.aio import AsyncClient, AsyncSubscription, connect_async
+from esnode.client.aio import (
+    AsyncClient,
+    AsyncPersistentSubscription,
+    AsyncSubscription,
+    connect_async,
+)
 from esnode.client.errors import (
     BadRequest,
     ClientClosed,
     ConnectionLost,
     EsError,
+    GroupExists,
+    GroupNotFound,
     IdempotencyConflict,
     NoQuorum,
     NotLeader,
@@ -41,14 +50,16 @@ from esnode.client.errors import (
     WriteUnavailable,
     WrongExpectedVersion,
 )
-from esnode.client.model import ClusterInfo, MemberInfo, Pong, new_event
+from esnode.client.model import ClusterInfo, GroupStatus, MemberInfo, Pong, new_event
 from esnode.client.settings import (
     ConnectionSettings,
     InvalidConnectionString,
     parse_connection_string,
 )
-from esnode.client.sync import Client, Subscription, connect
+from esnode.client.sync import Client, PersistentSubscription, Subscription, connect
+from esnode.core.filters import EventFilter
 from esnode.core.messages import FROM_END, FROM_START
+from esnode.core.persistent import GroupSettings
 from esnode.core.types import (
     ALL_STREAM,
     ANY,
@@ -66,10 +77,11 @@ from esnode.core.types import (
 __all__ = [
     "ALL_STREAM", "ANY", "FROM_END", "FROM_START", "NO_STREAM", "STREAM_EXISTS",
     "ClientStats", "ConnectionLost", "DiscoveryFailed", "NodeChanged", "Reconnected",
-    "Resubscribed", "Retrying", "WriteUnavailable",
-    "AllSlice", "AppendSuccess", "AsyncClient", "AsyncSubscription", "BadRequest", "Client",
+    "Resubscribed", "Resubscribing", "Retrying", "WriteUnavailable",
+    "AllSlice", "AsyncPersistentSubscription", "GroupEvent", "GroupExists", "GroupNotFound",
+    "GroupSettings", "GroupStatus", "PersistentSubscription", "AppendSuccess", "AsyncClient", "AsyncSubscription", "BadRequest", "Client",
     "ClientClosed", "ClusterInfo", "ConnectionSettings", "DeleteSuccess", "EsError",
-    "EventData", "IdempotencyConflict", "InvalidConnectionString", "MemberInfo", "NoQuorum",
+    "EventData", "EventFilter", "IdempotencyConflict", "InvalidConnectionString", "MemberInfo", "NoQuorum",
     "NotLeader", "NotReady", "OperationTimeout", "OutcomeUnknown", "Pong", "ProtocolError",
     "RecordedEvent", "StorageFull", "StreamDeleted", "StreamMetadata", "StreamNotFound",
     "StreamSlice", "Subscription", "TooLarge", "Unavailable", "WriteTimeout",

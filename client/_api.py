@@ -7,12 +7,16 @@ Each method builds its ``Call`` (``_core``) and hands it to ``_op``: the threade
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from esnode.client import _core as core
-from esnode.client.model import ClusterInfo, Pong
+from esnode.client._groups import GroupState
+from esnode.client.model import ClusterInfo, GroupStatus, Pong
 from esnode.client.settings import ConnectionSettings
+from esnode.core.filters import EventFilter
+from esnode.core.persistent import GroupSettings
 from esnode.core.types import (
     ANY,
     AllSlice,
@@ -28,6 +32,16 @@ from esnode.core.types import (
 class Operations:
     settings: ConnectionSettings
     _cluster: core.ClusterState
+    _opened: weakref.WeakSet
+
+    @property
+    def subscriptions(self) -> list[SubscriptionView]:
+        """The subscriptions this client opened that have not ended yet."""
+        return [s for s in list(self._opened) if not s.ended]
+
+    def _track(self, subscription: SubscriptionView) -> SubscriptionView:
+        self._opened.add(subscription)
+        return subscription
 
     @property
     def endpoint(self) -> str | None:
@@ -74,10 +88,13 @@ class Operations:
                         timeout)
 
     def read_all(self, from_position: int = 0, max_count: int = 1000, backwards: bool = False,
-                 *, timeout: float | None = None) -> AllSlice:
+                 *, filter: EventFilter | None = None,
+                 timeout: float | None = None) -> AllSlice:
         """One page of the global log ``$all`` (``from_position=-1`` with ``backwards``:
-        from the end)."""
-        return self._op(core.read_all(from_position, max_count, backwards, self._rl), timeout)
+        from the end). With ``filter`` only matching events come back, and the page may be
+        empty but not the end: continue from ``next_position``."""
+        return self._op(core.read_all(from_position, max_count, backwards, self._rl, filter),
+                        timeout)
 
     def delete(self, stream: str, expected_version: int = ANY, tombstone: bool = False,
                *, timeout: float | None = None) -> DeleteSuccess:
@@ -95,6 +112,41 @@ class Operations:
         return self._op(core.set_metadata(stream, metadata, expected_version, self._rl),
                         timeout)
 
+    # --- persistent subscription groups (docs/subscriptions.md) ----------------------------
+    def create_group(self, stream: str, group: str, settings: GroupSettings | None = None,
+                     *, timeout: float | None = None, **options: Any) -> None:
+        """Create a persistent subscription group on a stream or ``"$all"``: ``settings``
+        (``GroupSettings``) or its fields as keywords, e.g. ``start_from="start"``,
+        ``consumer_strategy="Pinned"``, ``max_retry_count=5``. ``GroupExists`` if it does."""
+        if settings is None:
+            settings = GroupSettings.from_wire(options)
+        elif options:
+            settings = GroupSettings.from_wire(options, settings)
+        return self._op(core.create_group(stream, group, settings), timeout)
+
+    def update_group(self, stream: str, group: str, *, timeout: float | None = None,
+                     **changes: Any) -> None:
+        """Change some of a group's settings (the others keep their values)."""
+        return self._op(core.update_group(stream, group, changes), timeout)
+
+    def delete_group(self, stream: str, group: str, *, timeout: float | None = None) -> None:
+        """Delete a group; its consumers are dropped with ``GroupNotFound``."""
+        return self._op(core.delete_group(stream, group), timeout)
+
+    def list_groups(self, stream: str | None = None, *,
+                    timeout: float | None = None) -> list[GroupStatus]:
+        return self._op(core.list_groups(stream), timeout)
+
+    def group_info(self, stream: str, group: str, *,
+                   timeout: float | None = None) -> GroupStatus:
+        return self._op(core.group_info(stream, group), timeout)
+
+    def replay_parked(self, stream: str, group: str, max_count: int = 10_000, *,
+                      timeout: float | None = None) -> int:
+        """Put the group's parked events back in line (oldest first, each once); returns
+        how many."""
+        return self._op(core.replay_parked(stream, group, max_count), timeout)
+
     def cluster_info(self, *, timeout: float | None = None) -> ClusterInfo:
         """The answering node's view of the cluster: members, states, epochs, positions."""
         return self._op(core.cluster_info(), timeout)
@@ -107,6 +159,7 @@ class SubscriptionView:
     """What both subscription flavours show of their ``SubscriptionState``."""
 
     _state: core.SubscriptionState
+    _closing = False
 
     @property
     def id(self) -> int:
@@ -120,9 +173,52 @@ class SubscriptionView:
 
     @property
     def caught_up_position(self) -> int | None:
+        """The ``$all`` commit position at which the node said the history was delivered
+        (None until then); after a resubscription, the latest one."""
         return self._state.caught_up_position
 
     @property
+    def resubscriptions(self) -> int:
+        """How often the subscription was made again after a loss. Each time it catches up
+        anew, so ``on_caught_up`` runs again: compare this count to tell."""
+        return self._state.resubscriptions
+
+    @property
+    def checkpoint(self) -> int | None:
+        """Where to resume from (exclusive), to save with your own state: a stream version,
+        or an ``$all`` position (a filtered subscription's checkpoints count, so it moves
+        even when nothing matches); pass it as ``from_`` later. None: nothing handed out yet
+        (resume from where you began)."""
+        resume = core.resume_from(self._state)
+        return resume if type(resume) is int else None
+
+    @property
+    def ended(self) -> bool:
+        """True once the subscription was closed (or closing) or dropped for good."""
+        return self._closing or self._state.ended
+
+    @property
     def last_event(self) -> RecordedEvent | None:
-        """The last event handed out (where to resume from)."""
+        """The last event handed out. To resume after it, use ``checkpoint`` (its
+        ``.version`` for a stream, its ``.position`` for ``$all``)."""
         return self._state.last_event
+
+
+class GroupView:
+    """What both flavours of a group consumer show of their ``GroupState``."""
+
+    _state: GroupState
+    _closing = False
+
+    @property
+    def id(self) -> int:
+        return self._state.id
+
+    @property
+    def reconnections(self) -> int:
+        """How often the consumer connected to the group again after a loss."""
+        return self._state.reconnections
+
+    @property
+    def ended(self) -> bool:
+        return self._closing or self._state.ended

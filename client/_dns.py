@@ -8,7 +8,6 @@ from typing import Any
 import dns.asyncresolver
 import dns.exception
 import dns.resolver
-
 from esnode.client._core import Resolve
 from esnode.client.errors import Unavailable
 from esnode.transport.discovery import addresses, make_resolver

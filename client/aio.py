@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import zmq
 import zmq.asyncio
-
 from esnode.client import _core as core
-from esnode.client._api import Operations, SubscriptionView
+from esnode.client._api import GroupView, Operations, SubscriptionView
 from esnode.client._dns import resolve_async
 from esnode.client.errors import ClientClosed, EsError
 from esnode.client.settings import ConnectionSettings, settings_from
 from esnode.client.sync import CLOSE_LINGER_MS, configure_socket
+from esnode.core.filters import DEFAULT_CHECKPOINT_INTERVAL, EventFilter
 from esnode.core.messages import FROM_START
 from esnode.core.types import RecordedEvent
 
@@ -56,6 +57,7 @@ class AsyncClient(Operations):
     def __init__(self, settings: ConnectionSettings) -> None:
         self.settings = settings
         self._cluster = core.ClusterState(settings)
+        self._opened = weakref.WeakSet()
         self._ctx = zmq.asyncio.Context()  # throwaway discovery probes
         self._data_ctx = zmq.Context()  # the DEALER: plain socket, watched by the loop
         self._sock: zmq.Socket | None = None
@@ -86,19 +88,33 @@ class AsyncClient(Operations):
 
     def iter_all(self, from_position: int = 0, backwards: bool = False,
                  limit: int | None = None, page_size: int = 1000,
-                 *, timeout: float | None = None) -> AsyncIterator[RecordedEvent]:
-        return self._pages(lambda start, n: self.read_all(start, n, backwards, timeout=timeout),
+                 *, filter: EventFilter | None = None, timeout: float | None = None) -> AsyncIterator[RecordedEvent]:
+        return self._pages(lambda start, n: self.read_all(start, n, backwards, filter=filter,
+                                                          timeout=timeout),
                            from_position, limit, page_size)
 
     async def subscribe(self, stream: str, from_: int | str = FROM_START, *,
                         window: int = core.DEFAULT_SUBSCRIPTION_WINDOW,
                         on_caught_up: Callable[[int | None], Any] | None = None,
+                        filter: EventFilter | None = None,
+                        checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL,
+                        on_checkpoint: Callable[[int], Any] | None = None,
                         timeout: float | None = None) -> AsyncSubscription:
         inbox: asyncio.Queue = asyncio.Queue()
         state = await self._drive(core.open_subscription(
             stream, from_, window, on_caught_up, timeout or self.settings.operation_timeout,
-            self.settings, self._cluster), inbox)
-        return AsyncSubscription(self, state, inbox)
+            self.settings, self._cluster, filter, checkpoint_interval, on_checkpoint), inbox)
+        return self._track(AsyncSubscription(self, state, inbox))
+
+    async def subscribe_group(self, stream: str, group: str, *,
+                              window: int = core.DEFAULT_GROUP_WINDOW,
+                              timeout: float | None = None) -> AsyncPersistentSubscription:
+        """See ``Client.subscribe_group``."""
+        inbox: asyncio.Queue = asyncio.Queue()
+        state = await self._drive(core.open_group(stream, group, window,
+                                                  timeout or self.settings.operation_timeout,
+                                                  self.settings, self._cluster), inbox)
+        return self._track(AsyncPersistentSubscription(self, state, inbox))
 
     async def close(self) -> None:
         if self._closed:
@@ -106,7 +122,7 @@ class AsyncClient(Operations):
         self._closed = self._cluster.closed = True
         linger = 0
         if self._sock is not None:
-            for sub in list(self._core._subs):
+            for sub in self._core.subscriptions:
                 frame = self._core.unsubscribe(sub)
                 if frame is not None:
                     linger = CLOSE_LINGER_MS
@@ -251,6 +267,8 @@ class AsyncClient(Operations):
         except Exception as exc:  # noqa: BLE001 - fail everyone rather than hang them
             log.exception("esnode async client reader crashed")
             self._finish(f"the client's reader crashed ({exc!r})")
+        if self._core.lost:
+            _deliver(self._core.take_lost())
 
     def _finish(self, reason: str) -> None:
         self._closed = self._cluster.closed = True
@@ -270,7 +288,7 @@ class AsyncClient(Operations):
             for event in page.events[:None if limit is None else limit - delivered]:
                 delivered += 1
                 yield event
-            start = core.next_page(page, delivered, limit)
+            start = core.next_page(page, delivered, limit, start)
 
 
 def _deliver(done: list[tuple[Any, str, Any]]) -> None:
@@ -283,7 +301,69 @@ def _deliver(done: list[tuple[Any, str, Any]]) -> None:
             target.put_nowait((kind, payload))
 
 
-class AsyncSubscription(SubscriptionView):
+async def _wait_item(inbox: asyncio.Queue, deadline: float | None,
+                     loop: asyncio.AbstractEventLoop) -> Any:
+    """The next push from a subscription's inbox; None once ``deadline`` (loop time; None:
+    never) has passed."""
+    try:
+        if deadline is None:
+            return await inbox.get()
+        return await asyncio.wait_for(inbox.get(), max(0.0, deadline - loop.time()))
+    except TimeoutError:
+        return None
+
+
+class _AsyncConsumer:
+    """What both consumer kinds share: ``get`` (coming back after a loss with
+    ``_come_back``: ``resubscribe`` or ``rejoin``), ``await close()`` and ``async with``."""
+
+    _client: AsyncClient
+    _state: Any
+    _inbox: asyncio.Queue
+    _closing: bool
+    _come_back: Callable
+
+    async def get(self, timeout: float | None = None) -> Any:
+        """The next event, waiting at most ``timeout`` seconds; None on timeout or once
+        closed."""
+        state, client = self._state, self._client
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            event, credit = state.take()
+            if event is core.RESUME:
+                await client._drive(type(self)._come_back(state, client.settings,
+                                                          client._cluster), self._inbox)
+                continue
+            if credit:
+                await client._send_credit(state.id, credit)
+            if event is core.END:
+                return None
+            if event is not None:
+                return event
+            item = await _wait_item(self._inbox, deadline, loop)
+            if item is None:
+                return None
+            state.feed(*item)
+            while not self._inbox.empty():  # everything that arrived: a loss behind the
+                state.feed(*self._inbox.get_nowait())  # events makes them stale
+
+    async def close(self) -> None:
+        self._closing = True
+        client = self._client
+        frame = None if client._closed else client._core.unsubscribe(self._state.id)
+        if frame is not None:
+            await client._send(frame)
+        self._inbox.put_nowait((core.CLOSED, None))
+
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class AsyncSubscription(_AsyncConsumer, SubscriptionView):
     """``async for event in subscription``; see ``esnode.client.Subscription``."""
 
     def __init__(self, client: AsyncClient, state: core.SubscriptionState,
@@ -291,6 +371,8 @@ class AsyncSubscription(SubscriptionView):
         self._client = client
         self._state = state
         self._inbox = inbox
+
+    _come_back = staticmethod(core.resubscribe)
 
     def __aiter__(self) -> AsyncSubscription:
         return self
@@ -301,52 +383,61 @@ class AsyncSubscription(SubscriptionView):
             raise StopAsyncIteration
         return event
 
-    async def get(self, timeout: float | None = None) -> RecordedEvent | None:
-        """The next event, waiting at most ``timeout`` seconds; None on timeout or once
-        closed."""
-        state = self._state
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            event, credit = state.take()
-            if event is core.RESUME:
-                client = self._client
-                await client._drive(core.resubscribe(state, client.settings, client._cluster),
-                                    self._inbox)
-                continue
-            if credit:
-                await self._client._send_credit(state.id, credit)
-            if event is core.END:
-                return None
-            if event is not None:
-                return event
-            try:
-                if deadline is None:
-                    item = await self._inbox.get()
-                else:
-                    item = await asyncio.wait_for(self._inbox.get(),
-                                                  max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                return None
-            state.feed(*item)
+class AsyncPersistentSubscription(_AsyncConsumer, GroupView):
+    """``async for item in consumer``; see ``esnode.client.PersistentSubscription``."""
 
-    async def close(self) -> None:
-        client = self._client
-        frame = None if client._closed else client._core.unsubscribe(self._state.id)
-        if frame is not None:
-            await client._send(frame)
-        self._inbox.put_nowait((core.CLOSED, None))
+    def __init__(self, client: AsyncClient, state: core.GroupState,
+                 inbox: asyncio.Queue) -> None:
+        self._client, self._state, self._inbox = client, state, inbox
 
-    async def __aenter__(self) -> AsyncSubscription:
+    _come_back = staticmethod(core.rejoin)
+
+    def __aiter__(self) -> AsyncPersistentSubscription:
         return self
 
+    async def __anext__(self) -> core.GroupEvent:
+        event = await self.get()
+        if event is None:
+            raise StopAsyncIteration
+        return event
+
+    async def ack(self, *events: Any, timeout: float | None = None) -> tuple[int, ...]:
+        return await self._settle(events, core.group_ack, (), timeout)
+
+    async def nack(self, *events: Any, action: str = "retry", reason: str = "",
+                   timeout: float | None = None) -> tuple[int, ...]:
+        return await self._settle(events, core.group_nack, (action, reason), timeout)
+
+    async def _settle(self, events: tuple, call: Callable, extra: tuple,
+                      timeout: float | None) -> tuple[int, ...]:
+        positions = self._state.settle(events)
+        if positions:
+            await self._client._op(call(self._state.id, positions, *extra), timeout)
+        return positions
+
+
+
+class Connecting:
+    """What ``connect_async`` returns: ``await`` it for the client, or use it directly as
+    ``async with connect_async(...) as client`` (closed on exit)."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    def __await__(self):
+        return self._client._open().__await__()
+
+    async def __aenter__(self) -> AsyncClient:
+        return await self._client._open()
+
     async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+        await self._client.close()
 
 
-async def connect_async(target: str | ConnectionSettings = "tcp://127.0.0.1:2113", *,
-                        timeout: float | None = None, **options: Any) -> AsyncClient:
-    """The asyncio twin of ``esnode.client.connect``."""
+def connect_async(target: str | ConnectionSettings = "tcp://127.0.0.1:2113", *,
+                  timeout: float | None = None, **options: Any) -> Connecting:
+    """The asyncio twin of ``esnode.client.connect``: ``client = await connect_async(...)``
+    or ``async with connect_async(...) as client``."""
     if timeout is not None:
         options["operation_timeout"] = timeout
-    return await AsyncClient(settings_from(target, **options))._open()
+    return Connecting(AsyncClient(settings_from(target, **options)))

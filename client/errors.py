@@ -12,6 +12,8 @@ from esnode.core.types import (
     ERRORS_BY_CODE,
     BadRequest,
     EsError,
+    GroupExists,
+    GroupNotFound,
     IdempotencyConflict,
     NoQuorum,
     NotLeader,
@@ -84,7 +86,8 @@ def error_from_body(body: dict) -> EsError:
 
 
 __all__ = [
-    "BadRequest", "ClientClosed", "ConnectionLost", "EsError", "IdempotencyConflict",
+    "BadRequest", "ClientClosed", "ConnectionLost", "EsError", "GroupExists", "GroupNotFound",
+    "IdempotencyConflict",
     "NoQuorum", "NotLeader",
     "NotReady", "OperationTimeout", "OutcomeUnknown", "ProtocolError", "StorageFull",
     "StreamDeleted", "StreamNotFound", "TooLarge", "Unavailable", "WriteTimeout",

@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from esnode.core.persistent import GroupSettings
 from esnode.core.types import EventData
 
 
@@ -67,11 +68,14 @@ class ClusterInfo:
     leader: str | None
     members: tuple[MemberInfo, ...]
     state: str = ""
+    incarnation: str | None = None
+    """The answering node's run: it changes when the node restarts."""
 
     @classmethod
     def from_wire(cls, body: dict) -> ClusterInfo:
         return cls(body["cluster"], body["node"], body.get("leader"),
-                   tuple(MemberInfo.from_wire(m) for m in body["members"]), body.get("state", ""))
+                   tuple(MemberInfo.from_wire(m) for m in body["members"]), body.get("state", ""),
+                   body.get("incarnation"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,3 +84,29 @@ class Pong:
 
     node: str
     state: str
+    incarnation: str | None = None
+    """The node's run: it changes when the node restarts."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStatus:
+    """A persistent subscription group as the node describes it. ``live``: its state
+    machine runs on this (leader) node, and the counters below are filled in."""
+
+    stream: str
+    group: str
+    settings: GroupSettings
+    live: bool = False
+    consumers: int = 0
+    in_flight: int = 0
+    ready: int = 0
+    checkpoint: int = -1
+    cursor: int | None = None
+    parked: int = 0
+
+    @classmethod
+    def from_wire(cls, body: dict) -> GroupStatus:
+        return cls(body["stream"], body["group"], GroupSettings.from_wire(body["settings"]),
+                   body.get("live", False), body.get("consumers", 0), body.get("in_flight", 0),
+                   body.get("ready", 0), body.get("checkpoint", -1), body.get("cursor"),
+                   body.get("parked", 0))

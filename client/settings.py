@@ -56,6 +56,11 @@ class ConnectionSettings:
     client pings the node; 0 disables the heartbeat."""
     keepalive_timeout: float = 1.0
     """How long that ping may take before the node is taken for dead (re-discovery)."""
+    subscription_patience: float = 60.0
+    """How long a subscription keeps trying to come back (re-discovery, resubscribe, with
+    backoff) after its node is lost, before it raises ``Unavailable``."""
+    keep_reconnecting: bool = False
+    """Subscriptions never give up (Event Store's ``KeepReconnecting``)."""
     direct: bool = False
     """Talk to exactly ``endpoints[0]``: no gossip, never move to another node."""
     dns: bool = False
@@ -86,6 +91,11 @@ class ConnectionSettings:
         for name, low, rule in _LIMITS:
             if getattr(self, name) < low or (rule == "positive" and getattr(self, name) == 0):
                 raise InvalidConnectionString(f"{_KEY_OF[name]} must be {rule}")
+
+    @property
+    def patience(self) -> float:
+        """Seconds a subscription keeps trying to come back (infinite: keep reconnecting)."""
+        return float("inf") if self.keep_reconnecting else self.subscription_patience
 
     @property
     def zmq_endpoints(self) -> list[str]:
@@ -126,6 +136,8 @@ _OPTION_LIST = [
     ("retryDelay", "retry_delay", float),
     ("keepAliveInterval", "keepalive_interval", float),
     ("keepAliveTimeout", "keepalive_timeout", float),
+    ("subscriptionPatience", "subscription_patience", float),
+    ("keepReconnecting", "keep_reconnecting", bool),
     ("directConnection", "direct", bool),
     ("dnsServer", "dns_server", tuple),
 ]
@@ -135,7 +147,8 @@ _KEY_OF = {name: key for key, name, _ in _OPTION_LIST}
 _LIMITS = [("discovery_attempts", 1, "at least 1"), ("max_retries", 0, "0 or more"),
            ("discovery_interval", 0, "0 or more"), ("retry_delay", 0, "0 or more"),
            ("gossip_timeout", 0, "positive"), ("operation_timeout", 0, "positive"),
-           ("keepalive_interval", 0, "0 or more"), ("keepalive_timeout", 0, "positive")]
+           ("keepalive_interval", 0, "0 or more"), ("keepalive_timeout", 0, "positive"),
+           ("subscription_patience", 0, "0 or more")]
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
 

@@ -19,17 +19,19 @@ import os
 import queue
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
-
 from esnode.client import _core as core
-from esnode.client._api import Operations, SubscriptionView
+from esnode.client._api import GroupView, Operations, SubscriptionView
 from esnode.client._dns import resolve
 from esnode.client.errors import ClientClosed, EsError, OperationTimeout
 from esnode.client.settings import ConnectionSettings, settings_from
+from esnode.core.filters import DEFAULT_CHECKPOINT_INTERVAL, EventFilter
 from esnode.core.messages import FROM_START
 from esnode.core.types import RecordedEvent
 
@@ -50,6 +52,41 @@ def configure_socket(sock: zmq.Socket, endpoint: str) -> None:
     if endpoint.startswith("tcp://["):
         sock.setsockopt(zmq.IPV6, 1)
     sock.connect(endpoint)
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    call: core.Call
+    waiter: _Waiter
+    timeout: float | None
+    inbox: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _Credit:
+    subscription: int
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Unsubscribe:
+    subscription: int
+    inbox: queue.SimpleQueue
+
+
+@dataclass(frozen=True, slots=True)
+class _Connect:
+    endpoint: str
+    waiter: _Waiter
+
+
+@dataclass(frozen=True, slots=True)
+class _Close:
+    pass
+
+
+_Command = _Call | _Credit | _Unsubscribe | _Connect | _Close
+"""What callers hand the I/O thread."""
 
 
 class _Waiter:
@@ -99,6 +136,7 @@ class Client(Operations):
     def __init__(self, settings: ConnectionSettings) -> None:
         self.settings = settings
         self._cluster = core.ClusterState(settings)
+        self._opened = weakref.WeakSet()
         self._core = core.ProtocolCore("", settings.keepalive_interval,
                                        settings.keepalive_timeout, self._cluster.stats)
         self._switch_lock = threading.Lock()
@@ -131,24 +169,43 @@ class Client(Operations):
 
     def iter_all(self, from_position: int = 0, backwards: bool = False,
                  limit: int | None = None, page_size: int = 1000,
-                 *, timeout: float | None = None) -> Iterator[RecordedEvent]:
+                 *, filter: EventFilter | None = None, timeout: float | None = None) -> Iterator[RecordedEvent]:
         """Every event of ``$all`` (or the first ``limit``), read page by page."""
-        return self._pages(lambda start, n: self.read_all(start, n, backwards, timeout=timeout),
+        return self._pages(lambda start, n: self.read_all(start, n, backwards, filter=filter,
+                                                          timeout=timeout),
                            from_position, limit, page_size)
 
     def subscribe(self, stream: str, from_: int | str = FROM_START, *,
                   window: int = core.DEFAULT_SUBSCRIPTION_WINDOW,
                   on_caught_up: Callable[[int | None], Any] | None = None,
+                  filter: EventFilter | None = None,
+                  checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL,
+                  on_checkpoint: Callable[[int], Any] | None = None,
                   timeout: float | None = None) -> Subscription:
         """Catch-up subscription to a stream or ``"$all"``: first the history after
         ``from_`` (``"start"``, ``"end"`` or a version/position, exclusive), then live events.
         Iterate it; ``caught_up`` turns True (and ``on_caught_up`` is called) once the
-        history is delivered. At most ``window`` events are in flight or buffered."""
+        history is delivered (again after each resubscription). At most ``window`` events
+        are in flight or buffered. ``filter`` (``$all`` only) selects events on the node;
+        ``on_checkpoint(position)`` is then called every ``checkpoint_interval`` scanned
+        records, so you can save your place even when nothing matches."""
         inbox: queue.SimpleQueue = queue.SimpleQueue()
         state = self._drive(core.open_subscription(
             stream, from_, window, on_caught_up, timeout or self.settings.operation_timeout,
-            self.settings, self._cluster), inbox)
-        return Subscription(self, state, inbox)
+            self.settings, self._cluster, filter, checkpoint_interval, on_checkpoint), inbox)
+        return self._track(Subscription(self, state, inbox))
+
+    def subscribe_group(self, stream: str, group: str, *,
+                        window: int = core.DEFAULT_GROUP_WINDOW,
+                        timeout: float | None = None) -> PersistentSubscription:
+        """Join a persistent subscription group as one of its competing consumers (on the
+        leader: a follower sends the client there). Iterate it for ``GroupEvent``s; ack or
+        nack each. At most ``window`` events are delivered and not yet settled."""
+        inbox: queue.SimpleQueue = queue.SimpleQueue()
+        state = self._drive(core.open_group(stream, group, window,
+                                            timeout or self.settings.operation_timeout,
+                                            self.settings, self._cluster), inbox)
+        return self._track(PersistentSubscription(self, state, inbox))
 
     def close(self) -> None:
         """Fail what is in flight, end subscriptions, close the socket and stop the thread."""
@@ -156,7 +213,7 @@ class Client(Operations):
             return
         self._closed = self._cluster.closed = True
         if self._thread is not None:
-            self._queue.append(("close",))
+            self._queue.append(_Close())
             self._wake()
             self._thread.join()
         os.close(self._wake_r)
@@ -209,7 +266,7 @@ class Client(Operations):
         if self._closed:
             raise ClientClosed(f"{call.what or call.op}: the client is closed")
         waiter = _Waiter()
-        self._queue.append(("call", call, waiter, timeout, inbox))
+        self._queue.append(_Call(call, waiter, timeout, inbox))
         if not self._awake:
             self._wake()
         if not waiter.wait(None if timeout is None else timeout + _GRACE):
@@ -223,7 +280,7 @@ class Client(Operations):
         if self._closed:
             raise ClientClosed("the client is closed")
         waiter = _Waiter()
-        self._queue.append(("connect", endpoint, waiter))
+        self._queue.append(_Connect(endpoint, waiter))
         self._wake()
         while not waiter.wait(0.5):
             if not self._thread.is_alive():
@@ -231,7 +288,7 @@ class Client(Operations):
         if waiter.error is not None:
             raise waiter.error
 
-    def _post(self, command: tuple) -> None:
+    def _post(self, command: _Command) -> None:
         if not self._closed:
             self._queue.append(command)
             if not self._awake:
@@ -252,7 +309,7 @@ class Client(Operations):
             for event in page.events[:None if limit is None else limit - delivered]:
                 delivered += 1
                 yield event
-            start = core.next_page(page, delivered, limit)
+            start = core.next_page(page, delivered, limit, start)
 
     # --- the I/O thread ---------------------------------------------------------------------
     def _io_main(self) -> None:
@@ -262,7 +319,7 @@ class Client(Operations):
         try:
             self._ready.set()
             while (switch := self._io_loop(sock)) is not None:
-                _, endpoint, waiter = switch
+                endpoint, waiter = switch.endpoint, switch.waiter
                 old = self._core.endpoint
                 _deliver(self._core.close(f"the client moved from {old} to {endpoint}"
                                           if old else "connecting", lost=True))
@@ -279,14 +336,14 @@ class Client(Operations):
             self._ready.set()
             _deliver(self._core.close(reason))
             for cmd in self._queue:
-                if cmd[0] == "call":
-                    cmd[2].set(core.ERROR, ClientClosed(f"{cmd[1].what}: {reason}"))
-                elif cmd[0] == "connect":
-                    cmd[2].set(core.ERROR, ClientClosed(reason))
+                if type(cmd) is _Call:
+                    cmd.waiter.set(core.ERROR, ClientClosed(f"{cmd.call.what}: {reason}"))
+                elif type(cmd) is _Connect:
+                    cmd.waiter.set(core.ERROR, ClientClosed(reason))
             self._queue.clear()
             sock.close(linger=CLOSE_LINGER_MS)
 
-    def _io_loop(self, sock: zmq.Socket) -> tuple | None:
+    def _io_loop(self, sock: zmq.Socket) -> _Connect | None:
         """Serve ``sock`` until the client closes (None) or a ``connect`` command comes
         (returned: the caller replaces the socket and calls again)."""
         pc = self._core
@@ -323,21 +380,20 @@ class Client(Operations):
                 self._awake = False  # after the read: a wake written from here on is kept
             while commands:
                 cmd = commands.popleft()
-                kind = cmd[0]
-                if kind == "call":
-                    _, call, waiter, timeout, inbox = cmd
-                    out(pc.start(call, waiter, monotonic(), timeout, inbox)[1])
-                elif kind == "credit":
-                    out(pc.credit(cmd[1], cmd[2]))
-                elif kind == "unsubscribe":
-                    frame = pc.unsubscribe(cmd[1])
+                kind = type(cmd)
+                if kind is _Call:
+                    out(pc.start(cmd.call, cmd.waiter, monotonic(), cmd.timeout, cmd.inbox)[1])
+                elif kind is _Credit:
+                    out(pc.credit(cmd.subscription, cmd.n))
+                elif kind is _Unsubscribe:
+                    frame = pc.unsubscribe(cmd.subscription)
                     if frame is not None:
                         out(frame)
-                    cmd[2].put((core.CLOSED, None))
-                elif kind == "connect":
+                    cmd.inbox.put((core.CLOSED, None))
+                elif kind is _Connect:
                     return cmd
-                elif kind == "close":
-                    for sub in list(pc._subs):
+                elif kind is _Close:
+                    for sub in pc.subscriptions:
                         frame = pc.unsubscribe(sub)
                         if frame is not None:
                             out(frame)
@@ -368,6 +424,8 @@ class Client(Operations):
                         target.set(kind, payload)
                     else:
                         target.put((kind, payload))
+            if pc.lost:
+                _deliver(pc.take_lost())
             if deadline is not None and monotonic() >= deadline:
                 failed, frame = pc.expire(monotonic())
                 _deliver(failed)
@@ -384,7 +442,67 @@ def _deliver(done: list[tuple[Any, str, Any]]) -> None:
             target.put((kind, payload))
 
 
-class Subscription(SubscriptionView):
+def _wait_item(inbox: queue.SimpleQueue, deadline: float | None) -> Any:
+    """The next push from a subscription's inbox; None once ``deadline`` (monotonic; None:
+    never) has passed."""
+    try:
+        return inbox.get(timeout=None if deadline is None
+                         else max(0.0, deadline - time.monotonic()))
+    except queue.Empty:
+        return None
+
+
+class _Consumer:
+    """What both consumer kinds share: ``get`` (coming back after a loss with
+    ``_come_back``: ``resubscribe`` or ``rejoin``), ``close()`` (unsubscribe or leave the
+    group: iteration ends once the events already received are consumed) and the context
+    manager."""
+
+    _client: Client
+    _state: Any
+    _inbox: queue.SimpleQueue
+    _closing: bool
+    _come_back: Callable
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The next event, waiting at most ``timeout`` seconds (None: as long as it takes);
+        None on timeout or once the subscription is closed."""
+        state, client = self._state, self._client
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            event, credit = state.take()
+            if event is core.RESUME:
+                client._drive(type(self)._come_back(state, client.settings, client._cluster),
+                              self._inbox)
+                continue
+            if credit:
+                client._post(_Credit(state.id, credit))
+            if event is core.END:
+                return None
+            if event is not None:
+                return event
+            item = _wait_item(self._inbox, deadline)
+            if item is None:
+                return None
+            state.feed(*item)
+            while not self._inbox.empty():  # everything that arrived: a loss behind the
+                state.feed(*self._inbox.get_nowait())  # events makes them stale
+
+    def close(self) -> None:
+        self._closing = True
+        if self._client._closed:
+            self._inbox.put((core.CLOSED, None))
+        else:
+            self._client._post(_Unsubscribe(self._state.id, self._inbox))
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Subscription(_Consumer, SubscriptionView):
     """An iterator of ``RecordedEvent``s; ends (StopIteration) after ``close()``, raises the
     node's error if the node drops it (e.g. ``StreamDeleted``). ``caught_up`` says the
     history has been delivered; ``last_event`` is the last event handed out."""
@@ -395,6 +513,8 @@ class Subscription(SubscriptionView):
         self._state = state
         self._inbox = inbox
 
+    _come_back = staticmethod(core.resubscribe)
+
     def __iter__(self) -> Subscription:
         return self
 
@@ -404,45 +524,47 @@ class Subscription(SubscriptionView):
             raise StopIteration
         return event
 
-    def get(self, timeout: float | None = None) -> RecordedEvent | None:
-        """The next event, waiting at most ``timeout`` seconds (None: as long as it takes);
-        None on timeout or once the subscription is closed."""
-        state = self._state
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            event, credit = state.take()
-            if event is core.RESUME:
-                client = self._client
-                client._drive(core.resubscribe(state, client.settings, client._cluster),
-                              self._inbox)
-                continue
-            if credit:
-                self._client._post(("credit", state.id, credit))
-            if event is core.END:
-                return None
-            if event is not None:
-                return event
-            try:
-                if deadline is None:
-                    item = self._inbox.get()
-                else:
-                    item = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                return None
-            state.feed(*item)
+class PersistentSubscription(_Consumer, GroupView):
+    """A consumer of a persistent subscription group: an iterator of ``GroupEvent``s (the
+    event and its retry count). ``ack`` returns once the node made the ack durable: an
+    event whose ack returned is never delivered to the group again."""
 
-    def close(self) -> None:
-        """Unsubscribe; iteration ends once the events already received are consumed."""
-        if self._client._closed:
-            self._inbox.put((core.CLOSED, None))
-        else:
-            self._client._post(("unsubscribe", self._state.id, self._inbox))
+    def __init__(self, client: Client, state: core.GroupState,
+                 inbox: queue.SimpleQueue) -> None:
+        self._client, self._state, self._inbox = client, state, inbox
 
-    def __enter__(self) -> Subscription:
+    _come_back = staticmethod(core.rejoin)
+
+    def __iter__(self) -> PersistentSubscription:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __next__(self) -> core.GroupEvent:
+        event = self.get()
+        if event is None:
+            raise StopIteration
+        return event
+
+    def ack(self, *events: Any, timeout: float | None = None) -> tuple[int, ...]:
+        """Acknowledge events (``GroupEvent``s, events or positions), durably; returns the
+        positions whose acks the node confirmed. Events delivered before a reconnection are
+        left out (not sent): the group delivers them again."""
+        return self._settle(events, lambda sub, positions: core.group_ack(sub, positions),
+                            timeout)
+
+    def nack(self, *events: Any, action: str = "retry", reason: str = "",
+             timeout: float | None = None) -> tuple[int, ...]:
+        """Give events back: ``retry`` (again, retry count + 1), ``park`` (to the parked
+        stream), ``skip`` (settle without processing) or ``stop`` (also leave the group)."""
+        return self._settle(events, lambda sub, positions: core.group_nack(
+            sub, positions, action, reason), timeout)
+
+    def _settle(self, events: tuple, call: Callable,
+                timeout: float | None) -> tuple[int, ...]:
+        positions = self._state.settle(events)
+        if positions:
+            self._client._op(call(self._state.id, positions), timeout)
+        return positions
+
 
 
 def connect(target: str | ConnectionSettings = "tcp://127.0.0.1:2113", *,

@@ -66,6 +66,9 @@ class NodeSection:
     priority: int = 0
     external_http_port: int = 0
     """The node's HTTP API (docs/http.md) on ``external_host``; 0 = no HTTP endpoint."""
+    http_cert_file: str = ""
+    http_key_file: str = ""
+    """PEM certificate (chain) and key: the HTTP API speaks only HTTPS (docs/http.md, TLS)."""
 
     @property
     def internal_bind(self) -> tuple[str, int]:
@@ -85,6 +88,10 @@ class NodeSection:
         if not self.external_http_port:
             return None
         return (self.external_advertise_host or self.external_host, self.external_http_port)
+
+    @property
+    def http_scheme(self) -> str:
+        return "https" if self.http_cert_file else "http"
 
     @property
     def internal_advertise(self) -> tuple[str, int]:
@@ -198,6 +205,12 @@ def parse_topology(raw: dict, source: str = "") -> Topology:
             _check_port(getattr(node, key), f"{where}.{key}")
         if node.external_http_port:
             _check_port(node.external_http_port, f"{where}.external_http_port")
+        if bool(node.http_cert_file) != bool(node.http_key_file):
+            raise TopologyError(f"{where}: set both http_cert_file and http_key_file (TLS on "
+                                "the HTTP API), or neither")
+        if node.http_cert_file and not node.external_http_port:
+            raise TopologyError(f"{where}.http_cert_file: the node has no HTTP API (set "
+                                "external_http_port)")
         if node.internal_port == node.external_port and node.internal_host == node.external_host:
             raise TopologyError(f"{where}.external_port: same address as internal_port; the "
                                 "internal and external networks need separate endpoints")
@@ -219,8 +232,9 @@ def parse_topology(raw: dict, source: str = "") -> Topology:
 
 
 def load_topology(path: str | Path) -> Topology:
-    """Load and validate a topology file. Relative ``data_dir``/``log_dir`` are resolved
-    against the file's folder, so a topology works from any working directory."""
+    """Load and validate a topology file. Relative ``data_dir``/``log_dir`` and certificate
+    paths are resolved against the file's folder, so a topology works from any working
+    directory."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -230,12 +244,10 @@ def load_topology(path: str | Path) -> Topology:
         raise TopologyError(f"{path}: not valid TOML ({exc})") from None
     topology = parse_topology(raw, str(path))
     base = path.resolve().parent
+    paths = ("data_dir", "log_dir", "http_cert_file", "http_key_file")
     nodes = tuple(
-        dataclasses.replace(
-            n,
-            data_dir=str(base / n.data_dir) if n.data_dir else "",
-            log_dir=str(base / n.log_dir) if n.log_dir else "",
-        )
+        dataclasses.replace(n, **{key: str(base / getattr(n, key)) if getattr(n, key) else ""
+                                  for key in paths})
         for n in topology.nodes
     )
     return dataclasses.replace(topology, nodes=nodes)

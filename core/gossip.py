@@ -18,7 +18,12 @@ from __future__ import annotations
 
 import random
 
-from esnode.core.cluster_messages import ClientMemberInfo, Gossip, GossipReply, MemberInfo
+from esnode.core.cluster_messages import (
+    ClientMemberInfo,
+    Gossip,
+    GossipReply,
+    MemberInfo,
+)
 from esnode.core.cluster_state import CoreConfig
 from esnode.core.effects import Effect, Send
 

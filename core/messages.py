@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from esnode.core.filters import DEFAULT_CHECKPOINT_INTERVAL, EventFilter
+from esnode.core.persistent import NACK_ACTIONS, GroupSettings
 from esnode.core.types import (
     ALL_STREAM,
     ANY,
@@ -119,8 +121,13 @@ class ReadAll:
     max_count: int = 1000
     backwards: bool = False
     requires_leader: bool = False
+    filter: EventFilter | None = None
+    """Server-side filter: only matching events come back (``next_position`` says where the
+    scan stopped, which may be past the last event returned)."""
 
     def __post_init__(self) -> None:
+        _check(self.filter is None or type(self.filter) is EventFilter,
+               "filter must be an EventFilter")
         _check(_is_int(self.from_position) and self.from_position >= -1,
                "from_position must be an integer >= 0 (or -1: from the end, backwards)")
         _check_count(self.max_count)
@@ -149,9 +156,18 @@ class Subscribe:
     stream: str
     from_: int | str = FROM_START
     credit: int = 1000
+    filter: EventFilter | None = None
+    """``$all`` only: deliver matching events; a ``checkpoint`` push every
+    ``checkpoint_interval`` scanned records says how far the scan got."""
+    checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL
 
     def __post_init__(self) -> None:
         _check_stream(self.stream, allow_all=True)
+        _check(self.filter is None or (type(self.filter) is EventFilter
+                                       and self.stream == ALL_STREAM),
+               "a filter applies to '$all' subscriptions only")
+        _check(_is_int(self.checkpoint_interval) and 1 <= self.checkpoint_interval <= 1_000_000,
+               "checkpoint_interval must be an integer between 1 and 1000000")
         _check(self.from_ in (FROM_START, FROM_END) or (_is_int(self.from_) and self.from_ >= 0),
                "from must be 'start', 'end' or an integer >= 0")
         _check(_is_int(self.credit) and 1 <= self.credit <= MAX_SUBSCRIPTION_CREDIT,
@@ -189,8 +205,141 @@ class Ping:
     pass
 
 
+# --- persistent subscription groups (docs/subscriptions.md) --------------------------------
+def _check_group(stream: Any, group: Any) -> None:
+    _check_stream(stream, allow_all=True)
+    _check(type(group) is str and 0 < len(group) <= 256 and "::" not in group,
+           "group must be a non-empty string (at most 256 characters, no '::')")
+
+
+def _check_positions(positions: Any) -> None:
+    _check(isinstance(positions, tuple) and 0 < len(positions) <= MAX_SUBSCRIPTION_CREDIT
+           and all(_is_int(p) and p >= 0 for p in positions),
+           f"positions must be 1 to {MAX_SUBSCRIPTION_CREDIT} event positions")
+
+
+@dataclass(frozen=True, slots=True)
+class CreateGroup:
+    stream: str
+    group: str
+    settings: GroupSettings
+
+    def __post_init__(self) -> None:
+        _check_group(self.stream, self.group)
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateGroup:
+    """``changes``: the settings to change (the others keep their values)."""
+
+    stream: str
+    group: str
+    changes: dict
+
+    def __post_init__(self) -> None:
+        _check_group(self.stream, self.group)
+        GroupSettings.from_wire(self.changes)  # valid on their own
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteGroup:
+    stream: str
+    group: str
+
+    def __post_init__(self) -> None:
+        _check_group(self.stream, self.group)
+
+
+@dataclass(frozen=True, slots=True)
+class ListGroups:
+    stream: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.stream is not None:
+            _check_stream(self.stream, allow_all=True)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    stream: str
+    group: str
+
+    def __post_init__(self) -> None:
+        _check_group(self.stream, self.group)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectGroup:
+    """Join a group as a consumer that takes at most ``credit`` events in flight at once
+    (an ack, nack or timeout frees a place: no credit messages)."""
+
+    stream: str
+    group: str
+    credit: int = 100
+
+    def __post_init__(self) -> None:
+        _check_group(self.stream, self.group)
+        _check(_is_int(self.credit) and 1 <= self.credit <= MAX_SUBSCRIPTION_CREDIT,
+               f"credit must be an integer between 1 and {MAX_SUBSCRIPTION_CREDIT}")
+
+
+@dataclass(frozen=True, slots=True)
+class GroupAck:
+    """Settle events (by position) delivered to this connection; answered once durable."""
+
+    subscription: int
+    positions: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        _check(_is_int(self.subscription), "subscription must be an integer")
+        _check_positions(self.positions)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupNack:
+    subscription: int
+    positions: tuple[int, ...]
+    action: str = "retry"
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        _check(_is_int(self.subscription), "subscription must be an integer")
+        _check_positions(self.positions)
+        _check(self.action in NACK_ACTIONS,
+               f"action must be one of {', '.join(NACK_ACTIONS)}")
+        _check(type(self.reason) is str and len(self.reason) <= 1000,
+               "reason must be a string of at most 1000 characters")
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveGroup:
+    subscription: int
+
+    def __post_init__(self) -> None:
+        _check(_is_int(self.subscription), "subscription must be an integer")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayParked:
+    """Put the group's parked events back in line (each once), oldest first."""
+
+    stream: str
+    group: str
+    max_count: int = MAX_READ_COUNT
+
+    def __post_init__(self) -> None:
+        _check_group(self.stream, self.group)
+        _check_count(self.max_count)
+
+
+GROUP_REQUESTS = (CreateGroup, UpdateGroup, DeleteGroup, ListGroups, GroupInfo, ConnectGroup,
+                  GroupAck, GroupNack, LeaveGroup, ReplayParked)
+"""Handled by the persistent subscriptions actor."""
+
 ClientRequest = (Append | Delete | SetMetadata | ReadStream | ReadAll | GetMetadata | Subscribe
-                 | Credit | Unsubscribe | ClusterInfo | Ping)
+                 | Credit | Unsubscribe | ClusterInfo | Ping | CreateGroup | UpdateGroup
+                 | DeleteGroup | ListGroups | GroupInfo | ConnectGroup | GroupAck | GroupNack
+                 | LeaveGroup | ReplayParked)
 WRITE_REQUESTS = (Append, Delete, SetMetadata)
 
 
@@ -222,6 +371,21 @@ class CaughtUp:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupEventsPushed:
+    """Events delivered to a group consumer, each with its retry count (one credit each)."""
+
+    events: list[tuple[RecordedEvent, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A filtered subscription scanned the log up to ``position`` (inclusive) and delivered
+    every match up to there: a consumer may save it as where to resume."""
+
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
 class SubscriptionDropped:
     error: EsError
 
@@ -234,7 +398,8 @@ class RelayedReply:
     body: dict
 
 
-ServerMessage = Reply | ErrorReply | EventsPushed | CaughtUp | SubscriptionDropped | RelayedReply
+ServerMessage = (Reply | ErrorReply | EventsPushed | GroupEventsPushed | CaughtUp | Checkpoint
+                 | SubscriptionDropped | RelayedReply)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,10 @@ construction.
 
 from __future__ import annotations
 
+import datetime as _dt
+import json as _json
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 # --- expected versions (Event Store's numeric codes, so they travel as plain ints) -----------
 ANY = -2
@@ -55,6 +57,9 @@ class EventData(NamedTuple):
     is_json: bool = True
 
 
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+
+
 class RecordedEvent(NamedTuple):
     """An event as stored: ``position`` is its place in the global log ($all order);
     ``created`` is the server's UTC creation time in microseconds since the Unix epoch."""
@@ -68,6 +73,15 @@ class RecordedEvent(NamedTuple):
     is_json: bool
     created: int
     position: int
+
+    def json(self) -> Any:
+        """``data`` decoded as JSON (``ValueError`` if it is not JSON)."""
+        return _json.loads(self.data)
+
+    @property
+    def created_at(self) -> _dt.datetime:
+        """``created`` as an aware UTC ``datetime``."""
+        return _EPOCH + _dt.timedelta(microseconds=self.created)
 
 
 # --- requests handed to storage (one group commit takes many of them) ----------------------
@@ -212,12 +226,24 @@ class Unavailable(EsError):
     code = "unavailable"
 
 
+class GroupNotFound(EsError):
+    """No persistent subscription group of that name on that stream."""
+
+    code = "group_not_found"
+
+
+class GroupExists(EsError):
+    """A persistent subscription group of that name already exists on that stream."""
+
+    code = "group_exists"
+
+
 ERRORS_BY_CODE: dict[str, type[EsError]] = {
     cls.code: cls
     for cls in (
         EsError, WrongExpectedVersion, StreamDeleted, StreamNotFound, IdempotencyConflict,
         BadRequest, TooLarge, StorageFull, NotLeader, NotReady, NoQuorum, OutcomeUnknown,
-        Unavailable,
+        Unavailable, GroupNotFound, GroupExists,
     )
 }
 

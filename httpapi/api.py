@@ -22,7 +22,7 @@ from aiohttp import web
 from esnode.actors.replies import unwrap
 from esnode.actors.status import StatusBoard
 from esnode.core import messages as m
-from esnode.core.config import Topology
+from esnode.core.config import NodeSection, Topology
 from esnode.core.states import VNodeState
 from esnode.core.types import (
     ALL_STREAM,
@@ -35,7 +35,7 @@ from esnode.core.types import (
     StreamNotFound,
     metadata_stream_of,
 )
-from esnode.httpapi import atom
+from esnode.httpapi import atom, dashboard
 from esnode.httpapi.face import HttpFace
 from esnode.httpapi.openapi import openapi_document
 
@@ -225,10 +225,12 @@ def error_response(status: int, reason: str, message: str, code: str,
 
 def json_response(body: object, media: str = atom.JSON, status: int = 200,
                   headers: dict | None = None) -> web.Response:
+    """``body`` serialised, or as it is when it is JSON bytes already."""
     all_headers = {"Content-Type": f"{media}; charset=utf-8"}
     if headers:
         all_headers.update(headers)
-    return web.Response(body=orjson.dumps(body), status=status, headers=all_headers)
+    data = body if type(body) is bytes else orjson.dumps(body)
+    return web.Response(body=data, status=status, headers=all_headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +253,7 @@ class HttpApi:
         self.write_timeout = max(request_timeout, node.topology.timers.write_timeout_ms
                                  / 1000 * 1.5 + 1)
         self._openapi = orjson.dumps(openapi_document())
+        self.entries = atom.EntryCache()
 
     # --- plumbing ---------------------------------------------------------------------------
     async def _call(self, request: object, timeout: float, write: bool) -> dict:
@@ -274,7 +277,8 @@ class HttpApi:
         if code == "not_leader":
             target = self._leader_http()
             if target is not None:
-                location = f"http://{target[0]}:{target[1]}{request.rel_url}"
+                host, port = target.external_http_advertise
+                location = f"{target.http_scheme}://{host}:{port}{request.rel_url}"
                 return error_response(307, "Temporary Redirect", f"the leader is at {location}",
                                       code, {"Location": location})
         elif code == "wrong_expected_version":
@@ -284,13 +288,14 @@ class HttpApi:
             reason = "Deleted"
         return error_response(status, reason, str(exc), code, headers)
 
-    def _leader_http(self) -> tuple[str, int] | None:
+    def _leader_http(self) -> NodeSection | None:
+        """The leader's topology entry, when it has an HTTP API and is not this node."""
         leader = self.node.board.leader
         if not leader or leader == self.node.name:
             return None
         for n in self.node.topology.nodes:
-            if n.name == leader:
-                return n.external_http_advertise
+            if n.name == leader and n.external_http_port:
+                return n
         return None
 
     @web.middleware
@@ -481,7 +486,8 @@ class HttpApi:
             body = await self._call(read, self.request_timeout, write=False)
         last = body["last_version"]
         page = atom.stream_page(base_url(request), stream, body["events"], last,
-                                last if head else start, count, forward, head, embed)
+                                last if head else start, count, forward, head, embed,
+                                self.entries)
         return self._feed_response(request, page, media)
 
     async def _read_all(self, request: web.Request, start: int | None, count: int,
@@ -498,7 +504,8 @@ class HttpApi:
             body = await self._call(read, self.request_timeout, write=False)
         commit = self.node.board.readable_position
         page = atom.all_page(base_url(request), body["events"], start, count, forward,
-                             body["next_position"], body["is_end"], commit, embed)
+                             body["next_position"], body["is_end"], commit, embed,
+                             self.entries)
         return self._feed_response(request, page, media)
 
     async def _wait_for_events(self, stream: str, after: int | None, seconds: int) -> None:
@@ -541,7 +548,7 @@ class HttpApi:
             headers["Cache-Control"] = atom.NO_CACHE
             if "eTag" in page.body:
                 page.body["eTag"] = tag.strip('"')
-        return json_response(page.body, media, headers=headers)
+        return json_response(page.render(), media, headers=headers)
 
     async def get_event(self, request: web.Request) -> web.Response:
         return await self._event(request, request.match_info["stream"])
@@ -762,6 +769,7 @@ def build_app(face: HttpFace, node: NodeView, request_timeout: float = REQUEST_T
         paths[path] = None
     for path in paths:
         app.router.add_route("OPTIONS", path, api.options)
+    dashboard.add_routes(app, base_url)
     if extra_routes is not None:
         extra_routes(app, api)
     return app

@@ -3,7 +3,8 @@
 Everything here follows /work/shared/reference/http-api.md §3-4 (Event Store V5's
 ``Convert.cs`` and ``Configure.cs``); docs/http.md lists where esnode differs. Kept free of the
 web framework so the rendering is unit-tested directly and costs only what it must (feed
-reads are the hot read path: one dict per entry, one ``orjson.dumps`` per page).
+reads are the hot read path: one dict and one ``orjson.dumps`` per entry, memoised by
+``EntryCache``; the page splices the entries' bytes).
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from __future__ import annotations
 import json
 import time
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote
+
+import orjson
 
 from esnode.core.types import ALL_STREAM, METADATA_PREFIX, RecordedEvent
 
@@ -137,35 +141,80 @@ def embed_level(value: str | None) -> str:
 
 
 def entry(base: str, e: RecordedEvent, embed: str, position_stream: str) -> dict:
-    """One feed entry; key order as Event Store's (reference §3.2-3.3)."""
-    url = f"{base}/streams/{escape(e.stream)}/{e.version}"
-    out: dict = {}
-    if embed in ("rich", "body"):
-        out["eventId"] = e.event_id
-        out["eventType"] = e.event_type
-        out["eventNumber"] = e.version
+    """One feed entry; key order as Event Store's (reference §3.2-3.3). The event is
+    unpacked once: this runs for every event of every feed page not already cached."""
+    event_id, stream, number, event_type, data, metadata, is_json, created, _ = e
+    url = f"{base}/streams/{escape(stream)}/{number}"
+    if embed == "rich" or embed == "body":
+        out = {"eventId": event_id, "eventType": event_type, "eventNumber": number}
         has_meta = False
         if embed == "body":
-            if e.is_json:
-                out["data"] = _text(e.data)
-            if e.metadata:
-                out["metaData"] = _text(e.metadata)
+            if is_json:
+                out["data"] = data.decode("utf-8", "replace")
+            if metadata:
+                out["metaData"] = metadata.decode("utf-8", "replace")
                 has_meta = True
-        out["streamId"] = e.stream
-        out["isJson"] = e.is_json
+        out["streamId"] = stream
+        out["isJson"] = is_json
         out["isMetaData"] = has_meta
         out["isLinkMetaData"] = False
-        out["positionEventNumber"] = e.version
-        out["positionStreamId"] = e.stream if position_stream == ALL_STREAM else position_stream
-    out["title"] = f"{e.version}@{e.stream}"
+        out["positionEventNumber"] = number
+        out["positionStreamId"] = stream if position_stream == ALL_STREAM else position_stream
+    else:
+        out = {}
+    out["title"] = f"{number}@{stream}"
     out["id"] = url
-    out["updated"] = iso_time(e.created)
+    out["updated"] = iso_time(created)
     out["author"] = AUTHOR
-    out["summary"] = e.event_type
-    if embed == "content" and e.is_json:
+    out["summary"] = event_type
+    if embed == "content" and is_json:
         out["content"] = event_content(e)
     out["links"] = [{"uri": url, "relation": "edit"}, {"uri": url, "relation": "alternate"}]
     return out
+
+
+class EntryCache:
+    """The rendered JSON of recently served feed entries, so that the many readers of the
+    same recent events (competing consumers and subscribers polling a stream's or ``$all``'s
+    newest pages) cost one rendering per event, not one per read.
+
+    It is a pure memo: an entry is looked up by log position, link base and embed level,
+    and used only when the stored event equals the one just read (a truncated and rewritten
+    position, a different host in the links, never get a stale entry). Bounded by the bytes
+    it holds (oldest first out); entries over ``max_entry`` bytes are not kept. One per HTTP
+    face, used only on its loop's thread."""
+
+    def __init__(self, max_bytes: int = 16 << 20, max_entry: int = 64 << 10) -> None:
+        self.max_bytes, self.max_entry = max_bytes, max_entry
+        self._items: OrderedDict[tuple, tuple[RecordedEvent, bytes]] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def render(self, base: str, e: RecordedEvent, embed: str, position_stream: str) -> bytes:
+        key = (e.position, base, embed, position_stream)
+        hit = self._items.get(key)
+        if hit is not None and hit[0] == e:
+            return hit[1]
+        data = orjson.dumps(entry(base, e, embed, position_stream))
+        if len(data) <= self.max_entry:
+            if hit is not None:
+                self._bytes -= len(hit[1])
+            self._items[key] = (e, data)
+            self._bytes += len(data)
+            while self._bytes > self.max_bytes:
+                self._bytes -= len(self._items.popitem(last=False)[1][1])
+        return data
+
+
+def _entries(base: str, events: list[RecordedEvent], embed: str, position_stream: str,
+             cache: EntryCache | None) -> list[bytes]:
+    if cache is not None:
+        render = cache.render
+        return [render(base, e, embed, position_stream) for e in events]
+    dumps = orjson.dumps
+    return [dumps(entry(base, e, embed, position_stream)) for e in events]
 
 
 def single_entry(base: str, e: RecordedEvent) -> dict:
@@ -179,10 +228,17 @@ def single_entry(base: str, e: RecordedEvent) -> dict:
 @dataclass(frozen=True, slots=True)
 class Page:
     """A rendered feed page plus how it may be cached: ``version`` for the ETag (``None``
-    when the page is complete and cacheable forever)."""
+    when the page is complete and cacheable forever). ``body`` holds every key but
+    ``entries``, the last one, whose items are JSON already; ``render`` splices them in."""
 
     body: dict
     version: int | None
+    entries: list[bytes]
+
+    def render(self) -> bytes:
+        """The page as JSON bytes."""
+        head = orjson.dumps(self.body)
+        return b"".join((head[:-1], b',"entries":[', b",".join(self.entries), b"]}"))
 
 
 def _link(uri: str, relation: str) -> dict:
@@ -190,7 +246,8 @@ def _link(uri: str, relation: str) -> dict:
 
 
 def stream_page(base: str, stream: str, events: list[RecordedEvent], last: int, start: int,
-                count: int, forward: bool, head: bool, embed: str) -> Page:
+                count: int, forward: bool, head: bool, embed: str,
+                cache: EntryCache | None = None) -> Page:
     """A page of a stream (or a ``$$`` metastream). ``start`` is the requested event number
     (for ``head``: the last one), ``last`` the stream's last event number; ``events`` as
     read, oldest first for forward pages and newest first for backward ones."""
@@ -217,7 +274,7 @@ def stream_page(base: str, stream: str, events: list[RecordedEvent], last: int, 
         complete = not head and start <= last
     if not stream.startswith(METADATA_PREFIX):
         links.append(_link(f"{s}/metadata", "metadata"))
-    entries = [entry(base, e, embed, stream) for e in entries_events]
+    entries = _entries(base, entries_events, embed, stream, cache)
     body = {"title": f"Event stream '{stream}'", "id": self_url,
             "updated": iso_time(events[0].created) if events else EMPTY_TIME,
             "streamId": stream, "author": AUTHOR, "headOfStream": head_of_stream}
@@ -226,13 +283,12 @@ def stream_page(base: str, stream: str, events: list[RecordedEvent], last: int, 
     if head:
         body["eTag"] = None  # filled by the caller, which knows the media type
     body["links"] = links
-    body["entries"] = entries
-    return Page(body, None if complete else last)
+    return Page(body, None if complete else last, entries)
 
 
 def all_page(base: str, events: list[RecordedEvent], start: int | None, count: int,
              forward: bool, next_position: int, is_end: bool, commit: int,
-             embed: str) -> Page:
+             embed: str, cache: EntryCache | None = None) -> Page:
     """A page of ``$all``. ``start`` is the requested position (``None`` for ``head``),
     ``next_position`` where the read would continue, ``commit`` the readable end."""
     s = f"{base}/streams/%24all"
@@ -257,6 +313,6 @@ def all_page(base: str, events: list[RecordedEvent], start: int | None, count: i
     links.append(_link(f"{s}/metadata", "metadata"))
     body = {"title": "All events", "id": s,
             "updated": iso_time(events[0].created) if events else EMPTY_TIME,
-            "author": AUTHOR, "headOfStream": False, "links": links,
-            "entries": [entry(base, e, embed, ALL_STREAM) for e in shown]}
-    return Page(body, None if complete else commit)
+            "author": AUTHOR, "headOfStream": False, "links": links}
+    return Page(body, None if complete else commit,
+                _entries(base, shown, embed, ALL_STREAM, cache))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -62,8 +63,10 @@ class HttpFace:
     def __init__(self, bind: tuple[str, int], submit: Callable[[list], None],
                  app_factory: Callable[[HttpFace], web.Application], *,
                  idle_timeout: float = 15.0, max_field_size: int = 8190,
-                 max_line_size: int = 8190) -> None:
+                 max_line_size: int = 8190, ssl_context: ssl.SSLContext | None = None) -> None:
         self.bind = bind
+        self.ssl_context = ssl_context
+        self.scheme = "https" if ssl_context is not None else "http"
         self._submit = submit
         self._app_factory = app_factory
         self._idle_timeout = idle_timeout
@@ -89,7 +92,7 @@ class HttpFace:
         self._started.wait(30)
         if self._start_error is not None:
             raise self._start_error
-        log.info("HTTP API on http://%s:%d", self.bind[0], self.port)
+        log.info("HTTP API on %s://%s:%d", self.scheme, self.bind[0], self.port)
 
     def _run(self) -> None:
         loop = self.loop = asyncio.new_event_loop()
@@ -116,7 +119,7 @@ class HttpFace:
             max_field_size=self._max_field_size, max_line_size=self._max_line_size)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.bind[0], self.bind[1], reuse_address=True,
-                           backlog=1024)
+                           backlog=1024, ssl_context=self.ssl_context)
         await site.start()
         sockets = self._runner.addresses
         if sockets:

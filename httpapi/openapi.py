@@ -103,6 +103,14 @@ def openapi_document() -> dict:
             {"name": "liveCode", "in": "query", "required": False,
              "schema": {"type": "integer"}}], {"204": {"description": "live"}})},
         "/openapi.json": {"get": _op("this document", [], {"200": {"description": "JSON"}})},
+        "/": {"get": _op("307 to the dashboard", [], {})},
+        "/dashboard": {"get": _op("307 to the dashboard", [], {})},
+        "/dashboard/": {"get": _op("the web dashboard (HTML; docs/operations.md)", [], {
+            "200": {"description": "HTML"}, "304": {"description": "ETag matched"}})},
+        "/dashboard/{name}": {"get": _op("the dashboard's script and style sheet", [_path(
+            "name", "`dashboard.js` or `dashboard.css`")], {
+            "200": {"description": "JavaScript or CSS"},
+            "304": {"description": "ETag matched"}})},
         "/streams/{stream}": {
             **_read("head page of a stream (or $all), 20 events, newest first", [STREAM]),
             "post": _op("append events", [STREAM, EXPECTED, *LEADER, *single, *FORWARDED],

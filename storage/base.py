@@ -51,6 +51,7 @@ from esnode.core.types import (
     metadata_stream_of,
 )
 from esnode.storage.rules import (
+    EMPTY_META,
     TOMBSTONE_VERSION,
     Head,
     age_cutoff,
@@ -77,8 +78,9 @@ _HEAD_CACHE_LIMIT = 200_000
 class View(Protocol):
     """Committed data as of one moment (an LMDB read transaction, or the memory store)."""
 
-    def stream_last(self, stream: str) -> tuple[int, bool]:
-        """(last real version or -1, tombstoned)."""
+    def stream_last(self, stream: str) -> tuple[int, int, int]:
+        """(last real version or -1, its position or -1, position of the stream's tombstone or
+        -1): the positions let a read bounded by the commit position tell what it may see."""
 
     def stream_records(self, stream: str, first: int, count: int) -> list[RecordedEvent]:
         """``count`` records of ``stream`` from version ``first`` up (they must exist)."""
@@ -95,28 +97,54 @@ class View(Protocol):
         """Up to ``count`` records from position ``first`` up."""
 
 
-def load_head(view: View, stream: str) -> Head:
-    """A stream's head derived from the indexes alone (so truncation needs no undo log)."""
-    last, tombstoned = view.stream_last(stream)
+def load_head(view: View, stream: str, up_to: int | None = None) -> Head:
+    """A stream's head derived from the indexes alone (so truncation needs no undo log).
+
+    With ``up_to``, the head as it was when the log ended at that position: the last version,
+    tombstone and metadata (hence soft delete, ``$tb``, ``$maxCount``, ``$maxAge``) written
+    after it do not count. Reads pass the commit position, so a leader never answers with a
+    delete or a metadata change it has written but not committed. Cheap: the latest records'
+    positions come with the index lookups already made; only a head written past ``up_to``
+    takes a short search back."""
+    last, last_position, tomb = view.stream_last(stream)
+    if up_to is not None:
+        if last_position > up_to:
+            last = last_at_or_before(view, stream, last, up_to)
+        if tomb > up_to:
+            tomb = -1
+    meta_version, meta = load_metadata(view, stream, up_to)
+    return _new(Head, (last, tomb >= 0, meta_version, meta))
+
+
+def load_metadata(view: View, stream: str, up_to: int | None = None) -> tuple[int, dict]:
+    """(version of the stream's metadata stream, -1 if none; its parsed content), as of
+    ``up_to`` (see ``load_head``)."""
     meta_stream = metadata_stream_of(stream)
-    meta_version, _ = view.stream_last(meta_stream)
-    meta = {}
-    if meta_version >= 0:
-        meta = parse_metadata_lenient(view.stream_records(meta_stream, meta_version, 1)[0].data)
-    return _new(Head, (last, tombstoned, meta_version, meta))
+    version, position, _ = view.stream_last(meta_stream)
+    if up_to is not None and position > up_to:
+        version = last_at_or_before(view, meta_stream, version, up_to)
+    if version < 0:
+        return -1, EMPTY_META
+    return version, parse_metadata_lenient(view.stream_records(meta_stream, version, 1)[0].data)
 
 
 def last_at_or_before(view: View, stream: str, last: int, position: int) -> int:
-    """Highest version of ``stream`` whose record is at or before ``position`` (-1: none)."""
-    lo, hi = 0, last  # positions grow with versions: binary search
-    found = -1
-    while lo <= hi:
-        mid = (lo + hi) // 2
+    """Highest version of ``stream`` whose record is at or before ``position`` (-1: none),
+    ``last``'s being after it. Gallops back from the end (an uncommitted tail is short), then
+    bisects: positions grow with versions."""
+    bad, step = last, 1
+    good = last - 1
+    while good >= 0 and view.position_of(stream, good) > position:
+        bad, step = good, step * 2
+        good = last - step
+    good = max(good, -1)
+    while bad - good > 1:
+        mid = (good + bad) // 2
         if view.position_of(stream, mid) <= position:
-            found, lo = mid, mid + 1
+            good = mid
         else:
-            hi = mid - 1
-    return found
+            bad = mid
+    return good
 
 
 def _epoch_position(epoch: Epoch) -> int:
@@ -213,7 +241,7 @@ class StoreBase:
     def _load_state(self) -> None:
         """After opening: epochs from the log's epoch records."""
         with self._read_view() as view:
-            last, _ = view.stream_last(EPOCH_STREAM)
+            last = view.stream_last(EPOCH_STREAM)[0]
             records = view.stream_records(EPOCH_STREAM, 0, last + 1) if last >= 0 else []
         self._epochs = [Epoch(number, r.position, leader)
                         for r in records for number, leader in [epoch_fields(r)]]
@@ -345,13 +373,10 @@ class StoreBase:
         if type(from_version) is not int or from_version < (-1 if backwards else 0):
             raise BadRequest(f"invalid from_version {from_version!r}")
         with self._read_view() as view:
-            head = load_head(view, stream)
+            head = load_head(view, stream, up_to_position)
             if head.tombstoned:
                 raise StreamDeleted(stream)
             last = head.last
-            if (up_to_position is not None and last >= 0
-                    and view.position_of(stream, last) > up_to_position):
-                last = last_at_or_before(view, stream, last, up_to_position)
             if last < 0 or head.soft_deleted:
                 raise StreamNotFound(stream)
             first = first_visible(head.meta, last)
@@ -403,17 +428,21 @@ class StoreBase:
                 records = [r for r in records if r.stream != EPOCH_STREAM]
         return AllSlice(records, next_position, is_end)
 
-    def get_metadata(self, stream: str) -> StreamMetadata:
+    def get_metadata(self, stream: str, up_to_position: int | None = None) -> StreamMetadata:
         check_stream_name(stream, self.limits)
         with self._read_view() as view:
-            head = load_head(view, stream)
-        if head.tombstoned:
-            raise StreamDeleted(stream)
-        return StreamMetadata(stream, head.meta_version, dict(head.meta))
+            tomb = view.stream_last(stream)[2]
+            if tomb >= 0 and (up_to_position is None or tomb <= up_to_position):
+                raise StreamDeleted(stream)
+            version, meta = load_metadata(view, stream, up_to_position)
+        return StreamMetadata(stream, version, dict(meta))
 
-    def stream_version(self, stream: str) -> int:
+    def stream_version(self, stream: str, up_to_position: int | None = None) -> int:
         with self._read_view() as view:
-            return view.stream_last(stream)[0]
+            last, position, _ = view.stream_last(stream)
+            if up_to_position is not None and position > up_to_position:
+                last = last_at_or_before(view, stream, last, up_to_position)
+            return last
 
     # --- positions -----------------------------------------------------------------------------
     @property

@@ -7,8 +7,11 @@
 | ``event_ids`` | stream key + event id (36 ASCII bytes) | version, position (2 x 8 bytes BE) |
 | ``checkpoints`` | ``commit`` / ``vote`` / ``ids`` | commit position / msgpack [term, candidate] / first position whose ids are not merged (8 bytes BE) |
 
-Event ids reach ``event_ids`` in bulk merges (see ``_merge_ids``); until then the log itself is
-their durable record and a dict holds them (rebuilt from the log tail on open).
+Event ids reach ``event_ids`` in sorted merges spread over commits (see ``_merge_step``); until
+then the log itself is their durable record and dicts hold them (rebuilt from the log tail on
+open). A Bloom filter
+(``IdFilter``) over the ids in ``event_ids`` answers most lookups of fresh ids without touching
+the database (rebuilt from ``event_ids`` on open).
 
 The stream key is the UTF-8 name prefixed by its length (2 bytes), or for names over 200
 bytes ``FFFF`` + SHA-256 of the name: prefix-free (so a stream's index entries are
@@ -35,6 +38,7 @@ import msgpack
 
 from esnode.core.types import RecordedEvent, StorageFull, StorageLimits, Vote
 from esnode.storage.base import StoreBase
+from esnode.storage.idfilter import MIN_CAPACITY, IdFilter
 from esnode.storage.rules import TOMBSTONE_VERSION, decode_records, encode_record
 
 Q = struct.Struct(">Q")
@@ -45,6 +49,12 @@ _SHORT_NAME = 200
 _NAMEKEY_CACHE_LIMIT = 100_000
 DEFAULT_MAP_SIZE = 1 << 30
 _NEARLY_FULL = 64 << 20
+_MIN_RUN = 8  # consecutive log records read with a cursor walk rather than getmulti
+_FILTER_STEP = 512  # least ids of ``event_ids`` added to the filter per commit after opening
+
+
+def _maybe(event_id: str) -> bool:
+    return True
 
 
 def stream_key(stream: str) -> bytes:
@@ -114,53 +124,98 @@ class _ReadGate:
 class _LmdbView:
     """The ``View`` primitives over one LMDB transaction."""
 
-    __slots__ = ("txn", "key", "log", "streams", "ids", "recent")
+    __slots__ = ("txn", "key", "log", "streams", "ids", "recent", "maybe")
 
     def __init__(self, store: LmdbEventStore, txn: lmdb.Transaction):
         self.txn = txn
         self.key = store._stream_key
-        self.recent = store._recent_ids  # only the writer thread calls find_event
+        # only the writer thread calls find_event / any_known (ids not merged, or partly):
+        self.recent = (store._recent_ids, store._merging_ids)
+        # False: certainly not in ``event_ids`` (until the filter is filled, always "maybe")
+        self.maybe = store._id_filter.may_contain if store._filter_from is None else _maybe
         self.log, self.streams, self.ids = store._log, store._streams, store._ids
 
-    def stream_last(self, stream: str) -> tuple[int, bool]:
+    def stream_last(self, stream: str) -> tuple[int, int, int]:
         key = self.key(stream)
         cursor = self.txn.cursor(db=self.streams)
         tomb_key = key + _TOMB_SUFFIX
-        tombstoned = False
+        tomb = -1
         if cursor.set_range(tomb_key):
-            tombstoned = cursor.key() == tomb_key
+            if cursor.key() == tomb_key:
+                tomb = Q.unpack(cursor.value())[0]
             found = cursor.prev()
         else:
             found = cursor.last()
         if found:
             k = cursor.key()
             if len(k) == len(key) + 8 and k.startswith(key):
-                return Q.unpack_from(k, len(key))[0], tombstoned
-        return -1, tombstoned
+                return Q.unpack_from(k, len(key))[0], Q.unpack(cursor.value())[0], tomb
+        return -1, -1, tomb
 
     def stream_records(self, stream: str, first: int, count: int) -> list[RecordedEvent]:
         cursor = self.txn.cursor(db=self.streams)
         if not cursor.set_range(self.key(stream) + Q.pack(first)):
             return []
-        positions = list(islice(cursor.iternext(keys=False), count))
-        pairs = self.txn.cursor(db=self.log).getmulti(positions)
-        return decode_records([v for _, v in pairs])
+        keys = list(islice(cursor.iternext(keys=False), count))  # log keys (positions)
+        return decode_records(self._log_values(keys))
+
+    def _log_values(self, keys: list[bytes]) -> list[bytes]:
+        """The log values at ``keys`` (increasing positions). Runs of consecutive positions
+        (a stream written in batches) are read by walking a log cursor, which costs much less
+        than a B-tree search per record; scattered positions by one ``getmulti``."""
+        n = len(keys)
+        log = self.txn.cursor(db=self.log)
+        if n >= _MIN_RUN:
+            positions = struct.unpack(f">{n}Q", b"".join(keys))
+            span = positions[-1] - positions[0] + 1
+            if span == n:  # one run: the whole page is contiguous in the log
+                log.set_key(keys[0])
+                return list(islice(log.iternext(keys=False), n))
+            if span <= 4 * n:  # maybe runs: split them
+                return self._runs(log, keys, positions)
+        return [v for _, v in log.getmulti(keys)]
+
+    @staticmethod
+    def _runs(log: lmdb.Cursor, keys: list[bytes], positions: tuple[int, ...]) -> list[bytes]:
+        out: list[bytes] = []
+        scattered: list[int] = []  # indexes in ``out`` still to fill by getmulti
+        n, start = len(keys), 0
+        for i in range(1, n + 1):
+            if i < n and positions[i] == positions[i - 1] + 1:
+                continue
+            if i - start >= _MIN_RUN:
+                log.set_key(keys[start])
+                out.extend(islice(log.iternext(keys=False), i - start))
+            else:
+                scattered.extend(range(len(out), len(out) + i - start))
+                out.extend(keys[start:i])  # placeholders: the keys
+            start = i
+        if scattered:
+            for index, (_, value) in zip(scattered, log.getmulti([out[i] for i in scattered])):
+                out[index] = value
+        return out
 
     def position_of(self, stream: str, version: int) -> int:
         return Q.unpack(self.txn.get(self.key(stream) + Q.pack(version), db=self.streams))[0]
 
     def find_event(self, event_id: str, stream: str) -> tuple[int, int] | None:
-        hit = self.recent.get((event_id, stream))
-        if hit is not None:
-            return hit
+        for recent in self.recent:
+            ids = recent.get(stream)
+            if ids is not None:
+                hit = ids.get(event_id)
+                if hit is not None:
+                    return hit
+        if not self.maybe(event_id):
+            return None
         hit = self.txn.get(self.key(stream) + event_id.encode(), db=self.ids)
         return QQ.unpack(hit) if hit is not None else None
 
     def any_known(self, event_ids: list[str], stream: str) -> bool:
-        recent = self.recent
-        if any((i, stream) in recent for i in event_ids):
-            return True
-        key = self.key(stream)
+        for recent in self.recent:
+            ids = recent.get(stream)
+            if ids is not None and any(i in ids for i in event_ids):
+                return True
+        key = self.key(stream)  # (one C loop over many ids costs less than the filter's)
         cursor = self.txn.cursor(db=self.ids)
         return bool(cursor.getmulti([key + i.encode() for i in event_ids]))
 
@@ -177,7 +232,10 @@ class LmdbEventStore(StoreBase):
     ``map_size`` is only the starting size: the map doubles whenever a transaction fills it."""
 
     ids_merge_threshold = 50_000
-    """Event ids kept in memory (and found again in the log on open) before a bulk merge."""
+    """Event ids kept in memory (and found again in the log on open) before a merge starts."""
+    ids_merge_step = 64
+    """Least event ids merged by one commit while a merge runs (at least 1.25 times the
+    commit's own records, so a merge ends before the next one is due)."""
 
     def __init__(self, path: str | os.PathLike, limits: StorageLimits | None = None,
                  map_size: int = DEFAULT_MAP_SIZE):
@@ -189,9 +247,16 @@ class LmdbEventStore(StoreBase):
                               metasync=True, writemap=False, map_async=False, lock=True)
         self._gate = _ReadGate()
         self._namekeys: dict[str, bytes] = {}
-        # Event ids of the records after the ``ids`` checkpoint: not yet in ``event_ids``.
-        self._recent_ids: dict[tuple[str, str], tuple[int, int]] = {}
+        # Event ids of the records after the ``ids`` checkpoint, by stream: not yet in
+        # ``event_ids`` (recent), or being merged into it (a frozen generation, see _merge_step).
+        self._recent_ids: dict[str, dict[str, tuple[int, int]]] = {}
+        self._recent_count = 0
+        self._merging_ids: dict[str, dict[str, tuple[int, int]]] = {}
+        self._merge_queue: list[str] = []  # streams of _merging_ids not merged, last first
+        self._merging_through = -1
         self._ids_through = -1
+        self._id_filter = IdFilter()  # every id in ``event_ids`` (and maybe some removed ones)
+        self._filter_from: bytes | None = None  # next ``event_ids`` key to add to the filter
         self._closed = False
         dbs = self._write_txn(lambda txn: [self._env.open_db(name, txn=txn) for name in (
             b"log", b"streams", b"event_ids", b"checkpoints")])
@@ -206,8 +271,10 @@ class LmdbEventStore(StoreBase):
             merged = txn.get(b"ids", db=self._checkpoints)
             self._ids_through = Q.unpack(merged)[0] - 1 if merged else -1
             if cursor.set_range(Q.pack(self._ids_through + 1)):
-                self._recent_ids = {(r.event_id, r.stream): (r.version, r.position)
-                                    for r in decode_records(cursor.iternext(keys=False))}
+                self._remember_ids(decode_records(cursor.iternext(keys=False)))
+            entries = txn.stat(self._ids)["entries"]
+            self._id_filter = IdFilter(max(MIN_CAPACITY, 2 * entries))
+            self._filter_from = b"" if entries else None  # filled by later commits
         self._load_state()
 
     # --- plumbing ------------------------------------------------------------------------------
@@ -260,8 +327,7 @@ class LmdbEventStore(StoreBase):
                 commit_position: int | None) -> None:
         if values is None:
             values = [encode_record(rec) for rec in records]
-        new_ids = {(rec.event_id, rec.stream): (rec.version, rec.position) for rec in records}
-        merge = len(self._recent_ids) + len(new_ids) >= self.ids_merge_threshold
+        step, taken = self._merge_step(len(records))
         log, streams = self._log, self._streams
         key_of, pack = self._stream_key, Q.pack
 
@@ -272,28 +338,89 @@ class LmdbEventStore(StoreBase):
                 pkey = pack(position)
                 put(pkey, value, append=True, db=log)
                 put(key_of(stream) + pack(version), pkey, db=streams)
-            if merge:
-                self._merge_ids(txn, {**self._recent_ids, **new_ids}, records[-1].position)
+            if step:
+                txn.cursor(db=self._ids).putmulti(step)  # one C loop, in key order
+            if taken and taken == len(self._merge_queue):  # the merge's last step
+                put(b"ids", pack(self._merging_through + 1), db=self._checkpoints)
             if commit_position is not None:
                 put(b"commit", pack(commit_position), db=self._checkpoints)
 
         self._write_txn(work)
-        if merge:
-            self._recent_ids = {}
-            self._ids_through = records[-1].position
-        else:
-            self._recent_ids.update(new_ids)
+        if taken:
+            self._merged(taken)
+        self._remember_ids(records)
+        if self._filter_from is not None:
+            self._fill_filter(max(_FILTER_STEP, 8 * len(records)))
 
-    def _merge_ids(self, txn: lmdb.Transaction, ids: dict, through: int) -> None:
-        """Move event ids into the ``event_ids`` db in key order, in bulk: a put per event id
-        at random places of a big B-tree would write a page per event; a sorted bulk merge
-        writes each touched page once, and keys that start with the stream keep the ids of
-        one stream's appends together (few pages touched per stream)."""
-        key_of, pack2 = self._stream_key, QQ.pack
-        items = sorted([(key_of(stream) + event_id.encode(), pack2(*hit))
-                        for (event_id, stream), hit in ids.items()])
-        txn.cursor(db=self._ids).putmulti(items)  # one C loop for the whole merge
-        txn.put(b"ids", Q.pack(through + 1), db=self._checkpoints)
+    def _fill_filter(self, count: int) -> None:
+        """Add the next ``count`` ids of ``event_ids`` to the filter (after opening: a store
+        opens without reading its whole id index; until the filter holds every id, lookups
+        ask the index). Ids merged meanwhile are added by the merge itself."""
+        with self._gate.reading(), self._env.begin() as txn:
+            cursor = txn.cursor(db=self._ids)
+            if not cursor.set_range(self._filter_from):
+                self._filter_from = None
+                return
+            keys = list(islice(cursor.iternext(values=False), count + 1))
+        self._id_filter.add_all([key[-36:].decode() for key in keys[:count]])  # stream key + id
+        self._filter_from = keys[count] if len(keys) > count else None
+
+    def _merge_step(self, new_records: int) -> tuple[list[tuple[bytes, bytes]], int]:
+        """The ``event_ids`` entries the next commit writes, and how many streams they cover.
+
+        Ids wait in memory until ``ids_merge_threshold`` of them are there; then they are
+        frozen as one generation and merged a few streams per commit, in key order (the
+        ``event_ids`` key starts with the stream key): every commit carries a small part
+        of the merge, and a sorted merge writes each touched B-tree page once per
+        generation, where a put per id at random places would dirty a page per id. The
+        ``ids`` checkpoint moves past the generation in its last step's transaction; a crash
+        before that only means merging some ids again after reopening."""
+        queue = self._merge_queue
+        if not queue:
+            return [], 0
+        quota = max(self.ids_merge_step, new_records + new_records // 4)
+        if self._recent_count + new_records >= self.ids_merge_threshold:
+            quota = self.ids_merge_threshold * 2  # the next generation is due: finish this one
+        key_of, pack2, merging = self._stream_key, QQ.pack, self._merging_ids
+        add_to_filter = self._id_filter.add_all  # before the commit: a superset is safe
+        step: list[tuple[bytes, bytes]] = []
+        taken = 0
+        for stream in reversed(queue):  # streams in key order, each stream's ids sorted:
+            key, ids = key_of(stream), merging[stream]  # the step is in key order
+            step.extend([(key + event_id.encode(), pack2(*ids[event_id]))
+                         for event_id in sorted(ids)])  # (UTF-8 keeps code point order)
+            add_to_filter(ids)
+            taken += 1
+            if len(step) >= quota:
+                break
+        return step, taken
+
+    def _merged(self, taken: int) -> None:
+        """After the commit that wrote the last ``taken`` streams of the merge queue."""
+        queue = self._merge_queue
+        del queue[-taken:]
+        if not queue:
+            self._merging_ids = {}
+            self._ids_through = self._merging_through
+
+    def _remember_ids(self, records: list[RecordedEvent]) -> None:
+        """Keep the ids of newly durable records; start a merge when enough are waiting."""
+        recent = self._recent_ids
+        ids: dict[str, tuple[int, int]] = {}
+        stream = None
+        for rec in records:
+            if rec.stream != stream:
+                stream = rec.stream
+                ids = recent.get(stream)
+                if ids is None:
+                    ids = recent[stream] = {}
+            ids[rec.event_id] = (rec.version, rec.position)
+        self._recent_count += len(records)
+        if self._recent_count >= self.ids_merge_threshold and not self._merge_queue:
+            key_of = self._stream_key
+            self._merging_ids, self._recent_ids, self._recent_count = recent, {}, 0
+            self._merge_queue = sorted(recent, key=key_of, reverse=True)
+            self._merging_through = records[-1].position
 
     def _remove_after(self, position: int) -> None:
         def work(txn: lmdb.Transaction) -> None:
@@ -304,15 +431,24 @@ class LmdbEventStore(StoreBase):
             for rec in records:
                 skey = self._stream_key(rec.stream)
                 txn.delete(skey + Q.pack(rec.version), db=self._streams)
-                if rec.position <= self._ids_through:
-                    txn.delete(skey + rec.event_id.encode(), db=self._ids)
+                # merged, or merged in part of a merge (maybe before a crash): look every id up
+                id_key = skey + rec.event_id.encode()
+                hit = txn.get(id_key, db=self._ids)
+                if hit is not None and QQ.unpack(hit)[1] == rec.position:
+                    txn.delete(id_key, db=self._ids)
                 txn.delete(Q.pack(rec.position), db=self._log)
             if position < self._ids_through:
                 txn.put(b"ids", Q.pack(position + 1), db=self._checkpoints)
 
         self._write_txn(work)
-        self._recent_ids = {key: hit for key, hit in self._recent_ids.items()
-                            if hit[1] <= position}
+        # Every id still waiting goes back to recent (a merge in progress restarts later).
+        kept = [(stream, event_id, hit) for generation in (self._merging_ids, self._recent_ids)
+                for stream, ids in generation.items() for event_id, hit in ids.items()
+                if hit[1] <= position]
+        self._recent_ids, self._recent_count = {}, len(kept)
+        for stream, event_id, hit in kept:
+            self._recent_ids.setdefault(stream, {})[event_id] = hit
+        self._merging_ids, self._merge_queue = {}, []
         self._ids_through = min(self._ids_through, position)
 
     def _save_commit_position(self, position: int) -> None:

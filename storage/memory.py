@@ -25,9 +25,12 @@ class MemoryEventStore(StoreBase):
         self._ids: dict[tuple[str, str], tuple[int, int]] = {}  # (id, stream) -> (v, pos)
 
     # --- the View primitives (called with the lock held, or by the writer) --------------------
-    def stream_last(self, stream: str) -> tuple[int, bool]:
+    def stream_last(self, stream: str) -> tuple[int, int, int]:
         positions = self._streams.get(stream)
-        return (len(positions) - 1 if positions else -1), stream in self._tombstones
+        tomb = self._tombstones.get(stream, -1)
+        if positions:
+            return len(positions) - 1, positions[-1], tomb
+        return -1, -1, tomb
 
     def stream_records(self, stream: str, first: int, count: int) -> list[RecordedEvent]:
         log = self._log

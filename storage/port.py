@@ -42,7 +42,11 @@ class EventStore(Protocol):
                      now_us: int) -> WriteOutcome:
         """Append a ``$metadata`` event to ``$$stream`` (convenience over ``write``)."""
 
-    # --- reads (``up_to_position`` hides records past it: followers read only committed) -----
+    # --- reads --------------------------------------------------------------------------------
+    # ``up_to_position``: the read sees the store as it was when the log ended there, records
+    # and stream state alike (last version, tombstone, soft delete, metadata). Nodes pass the
+    # commit position, so no read shows a record, a delete or a metadata change that is not
+    # committed. None: the latest written state (the writer's own view).
     def read_stream(self, stream: str, from_version: int, max_count: int,
                     backwards: bool = False, up_to_position: int | None = None,
                     now_us: int | None = None) -> StreamSlice:
@@ -56,10 +60,11 @@ class EventStore(Protocol):
         """Read the global log. Forwards from ``from_position`` inclusive; backwards from
         ``from_position`` exclusive (``-1`` = from the end)."""
 
-    def get_metadata(self, stream: str) -> StreamMetadata:
-        """The stream's current metadata (empty, version -1, when none was set)."""
+    def get_metadata(self, stream: str, up_to_position: int | None = None) -> StreamMetadata:
+        """The stream's metadata (empty, version -1, when none was set); ``StreamDeleted``
+        when tombstoned."""
 
-    def stream_version(self, stream: str) -> int:
+    def stream_version(self, stream: str, up_to_position: int | None = None) -> int:
         """Last version of the stream, ``NO_STREAM`` (-1) when it has no events."""
 
     # --- positions -------------------------------------------------------------------------

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack
-
 from esnode.core import messages as m
+from esnode.core.filters import DEFAULT_CHECKPOINT_INTERVAL, EventFilter
+from esnode.core.persistent import GroupSettings
 from esnode.core.types import BadRequest, EsError, EventData
 
 DEFAULT_MAX_MESSAGE_SIZE = 80 * 1024 * 1024
@@ -53,6 +54,13 @@ def _decode_append(a: dict) -> m.Append:
                     _events(_arg(a, "events")), _arg(a, "requires_leader", False))
 
 
+def _positions(a: dict) -> tuple:
+    positions = _arg(a, "positions")
+    if type(positions) is not list:
+        raise BadRequest("positions must be a list")
+    return tuple(positions)
+
+
 # One decoder per allowed op: the external allow-list.
 CLIENT_OPS: dict[str, Any] = {
     "append": _decode_append,
@@ -60,7 +68,8 @@ CLIENT_OPS: dict[str, Any] = {
                                           _arg(a, "max_count", 500), _arg(a, "backwards", False),
                                           _arg(a, "requires_leader", False)),
     "read_all": lambda a: m.ReadAll(_arg(a, "from_position", 0), _arg(a, "max_count", 1000),
-                                    _arg(a, "backwards", False), _arg(a, "requires_leader", False)),
+                                    _arg(a, "backwards", False), _arg(a, "requires_leader", False),
+                                    EventFilter.from_wire(a.get("filter"))),
     "delete": lambda a: m.Delete(_arg(a, "stream"), _arg(a, "expected_version", m.ANY),
                                  _arg(a, "tombstone", False), _arg(a, "requires_leader", False)),
     "get_metadata": lambda a: m.GetMetadata(_arg(a, "stream"), _arg(a, "requires_leader", False)),
@@ -68,9 +77,27 @@ CLIENT_OPS: dict[str, Any] = {
                                             _arg(a, "expected_version", m.ANY),
                                             _arg(a, "requires_leader", False)),
     "subscribe": lambda a: m.Subscribe(_arg(a, "stream"), _arg(a, "from", m.FROM_START),
-                                       _arg(a, "credit", 1000)),
+                                       _arg(a, "credit", 1000),
+                                       EventFilter.from_wire(a.get("filter")),
+                                       _arg(a, "checkpoint_interval",
+                                            DEFAULT_CHECKPOINT_INTERVAL)),
     "credit": lambda a: m.Credit(_arg(a, "subscription"), _arg(a, "n")),
     "unsubscribe": lambda a: m.Unsubscribe(_arg(a, "subscription")),
+    "create_group": lambda a: m.CreateGroup(_arg(a, "stream"), _arg(a, "group"),
+                                            GroupSettings.from_wire(_arg(a, "settings", {}))),
+    "update_group": lambda a: m.UpdateGroup(_arg(a, "stream"), _arg(a, "group"),
+                                            _arg(a, "settings")),
+    "delete_group": lambda a: m.DeleteGroup(_arg(a, "stream"), _arg(a, "group")),
+    "list_groups": lambda a: m.ListGroups(_arg(a, "stream", None)),
+    "group_info": lambda a: m.GroupInfo(_arg(a, "stream"), _arg(a, "group")),
+    "connect_group": lambda a: m.ConnectGroup(_arg(a, "stream"), _arg(a, "group"),
+                                              _arg(a, "credit", 100)),
+    "group_ack": lambda a: m.GroupAck(_arg(a, "subscription"), _positions(a)),
+    "group_nack": lambda a: m.GroupNack(_arg(a, "subscription"), _positions(a),
+                                        _arg(a, "action", "retry"), _arg(a, "reason", "")),
+    "leave_group": lambda a: m.LeaveGroup(_arg(a, "subscription")),
+    "replay_parked": lambda a: m.ReplayParked(_arg(a, "stream"), _arg(a, "group"),
+                                              _arg(a, "max_count", m.MAX_READ_COUNT)),
     "cluster_info": lambda a: m.ClusterInfo(),
     "ping": lambda a: m.Ping(),
 }
@@ -138,6 +165,10 @@ def encode_reply(corr: int, message: Any) -> bytes:
         return _packb([corr, "events", message.events])
     if cls is m.CaughtUp:
         return _packb([corr, "caught_up", {"position": message.position}])
+    if cls is m.GroupEventsPushed:
+        return _packb([corr, "group_events", [[*e, n] for e, n in message.events]])
+    if cls is m.Checkpoint:
+        return _packb([corr, "checkpoint", {"position": message.position}])
     if cls is m.RelayedReply:
         return _packb([corr, message.kind, message.body])
     if cls is m.SubscriptionDropped:

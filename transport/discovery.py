@@ -7,7 +7,6 @@ import logging
 
 import dns.exception
 import dns.resolver
-
 from esnode.core.config import NodeSection, Topology
 
 log = logging.getLogger("esnode.discovery")

@@ -14,10 +14,9 @@ import typing
 from typing import Any
 
 import msgpack
-
 from esnode.core.types import BadRequest
-
 from esnode.transport.codec import CLUSTER_MAGIC as MAGIC
+
 INTERNAL_VERSION = 1
 
 _packb = msgpack.Packer(use_bin_type=True).pack

@@ -16,16 +16,15 @@ from collections.abc import Iterable
 from typing import Any
 
 import zmq
-
+from esnode.core.forwarding import claimed_sender
 from esnode.core.messages import ClientEnvelope, ErrorReply
+from esnode.core.types import BadRequest
 from esnode.transport.codec import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DecodeError,
     decode_request,
     encode_reply,
 )
-from esnode.core.forwarding import claimed_sender
-from esnode.core.types import BadRequest
 from esnode.transport.internal_codec import InternalCodec
 from esnode.transport.port import ClientHandler, NodeHandler, PeerGoneHandler
 

@@ -1,5 +1,5 @@
 """``esnode verify``: a Jepsen-style workload, its recorded history and the checker of
-invariants I1–I10 (docs/verify.md).
+invariants I1–I11 (docs/verify.md).
 
 - ``esnode.verify.history``: operations as recorded (invoked, ok / fail / unknown, with times,
   inputs and results) plus the final state read from every node; JSON lines in and out.
@@ -10,6 +10,7 @@ invariants I1–I10 (docs/verify.md).
 """
 
 from esnode.verify.checker import Result, Violation, check
-from esnode.verify.history import FinalState, History, Op, load, save
+from esnode.verify.history import Event, FinalState, History, Op, load, save
 
-__all__ = ["FinalState", "History", "Op", "Result", "Violation", "check", "load", "save"]
+__all__ = ["Event", "FinalState", "History", "Op", "Result", "Violation", "check", "load",
+           "save"]

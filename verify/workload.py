@@ -5,8 +5,13 @@ recorded in a ``History``, then the final state of every node.
   with ``requires_leader``): appends with the exact expected version they last saw to a few
   **shared** streams (so they conflict: I4), appends with ``any`` to a **private** stream,
   reads of those streams from the end, and now and then a read of ``$all`` from the end.
-  An append whose outcome is unknown is retried with the same events (same ids, same expected
-  version) a few times; the op records every attempt as one logical operation.
+  Deletes and metadata: appends to, metadata changes (``$maxCount`` and a unique key) of,
+  soft deletes of and reads (stream and metadata) of a few shared **state** streams, and
+  appends to a private **doomed** stream that is tombstoned now and then (then a new one
+  starts), so that a read showing a delete or metadata that never committed is caught (I11).
+  A write whose outcome is unknown is retried with the same request (an append with the same
+  events: same ids, same expected version) a few times; the op records every attempt as one
+  logical operation.
 - ``subscribers`` threads subscribe to ``$all`` from where it stood at the start and record
   every delivery.
 - a sampler asks every node for ``cluster_info`` every ``sample_interval`` seconds (I8).
@@ -21,6 +26,7 @@ holds other data (and other runs).
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -51,12 +57,17 @@ from esnode.client import (
 from esnode.verify.history import (
     APPEND,
     CLUSTER_INFO,
+    DELETE,
     FAIL,
+    METADATA_PREFIX,
     OK,
     READ_ALL,
+    READ_METADATA,
     READ_STREAM,
+    SET_METADATA,
     SUBSCRIBE,
     UNKNOWN,
+    WRITES,
     FinalState,
     History,
     Op,
@@ -70,15 +81,68 @@ UNKNOWN_RETRIES = 2
 """Further attempts (same events) after the client raised an unknown outcome."""
 RETRY_GRACE = 10.0
 """Seconds after the end of the run during which unknown outcomes are still retried."""
+READ_PAGE = 20
+"""Events a stream read asks for (backwards from the end)."""
+MAX_COUNTS = (2, 3, 5)
+"""``$maxCount`` values the metadata changes set (small: the cut shows in every read)."""
 
 
 def error_code(exc: BaseException) -> str:
     return getattr(exc, "code", None) or type(exc).__name__
 
 
+class _Writer:
+    """One client's writes (appends, deletes, metadata changes), each one logical operation of
+    the history, retried with the same request while its outcome is unknown."""
+
+    def __init__(self, history: History, client: Client, process: str, requires_leader: bool,
+                 saw_unknown: list[bool], hard_stop: Callable[[], float]) -> None:
+        self.history, self.client, self.process = history, client, process
+        self.requires_leader, self.saw_unknown, self.hard_stop = (requires_leader, saw_unknown,
+                                                                  hard_stop)
+
+    def write(self, kind: str, stream: str, expected: int = ANY, *, events: list = (),
+              metadata: dict | None = None, tombstone: bool = False) -> Any:
+        """The result, the definite error (an exception instance), or None (unknown)."""
+        op = self.history.invoke(self.process, kind, stream=stream, expected_version=expected,
+                                 event_ids=[e.event_id for e in events], metadata=metadata,
+                                 tombstone=tombstone, requires_leader=self.requires_leader)
+        client = self.client
+        unknown = False
+        while True:
+            op.attempts += 1
+            self.saw_unknown[0] = False
+            try:
+                if kind == APPEND:
+                    result = client.append(stream, events, expected)
+                elif kind == DELETE:
+                    result = client.delete(stream, expected, tombstone)
+                else:
+                    result = client.set_metadata(stream, metadata, expected)
+            except DEFINITE as exc:
+                unknown = unknown or self.saw_unknown[0]
+                History.end(op, UNKNOWN if unknown else FAIL, error=error_code(exc),
+                            node=client.node)
+                return exc
+            except (OutcomeUnknown, EsError) as exc:
+                unknown = True
+                if op.attempts <= UNKNOWN_RETRIES and time.monotonic() < self.hard_stop():
+                    continue  # the same request: an append keeps its event ids
+                History.end(op, UNKNOWN, error=error_code(exc), node=client.node)
+                return None
+            if kind == DELETE:
+                History.end(op, OK, position=result.position, node=client.node)
+            else:
+                History.end(op, OK, first_version=result.first_version,
+                            last_version=result.last_version, position=result.position,
+                            idempotent=result.idempotent, node=client.node)
+            return result
+
+
 class Workload:
     def __init__(self, target: str, duration: float = 10.0, clients: int = 4, *,
-                 shared_streams: int = 3, subscribers: int = 1, sample_interval: float = 0.25,
+                 shared_streams: int = 3, state_streams: int = 2, subscribers: int = 1,
+                 sample_interval: float = 0.25,
                  converge_timeout: float = 20.0, seed: int | None = None,
                  client_options: dict | None = None) -> None:
         self.target = target
@@ -91,6 +155,7 @@ class Workload:
         self.seed = random.randrange(2**32) if seed is None else seed
         self.run_id = uuid.uuid4().hex[:8]
         self.shared = [f"verify-{self.run_id}-shared-{k}" for k in range(shared_streams)]
+        self.state = [f"verify-{self.run_id}-state-{k}" for k in range(state_streams)]
         self.history = History(meta={"target": target, "run_id": self.run_id,
                                      "duration": duration, "clients": self.clients,
                                      "seed": self.seed})
@@ -180,6 +245,7 @@ class Workload:
         rng = random.Random(f"{self.seed}-{index}")
         requires_leader = index % 2 == 0
         private = f"verify-{self.run_id}-c{index}"
+        doomed = [0, 0]  # [generation, appends to it]
         known: dict[str, int] = {s: NO_STREAM for s in self.shared}
         saw_unknown = [False]
 
@@ -197,19 +263,38 @@ class Workload:
                     except EsError:
                         self._stop.wait(0.2)
                         continue
+                    w = _Writer(self.history, client, process, requires_leader, saw_unknown,
+                                self._hard_stop_at)
+                doomed_stream = f"{private}-doomed-{doomed[0]}"
+                # reads also go to the doomed stream before (tombstoned, unless that failed)
+                doomed_read = f"{private}-doomed-{max(0, doomed[0] - rng.randint(0, 1))}"
                 roll = rng.random()
-                if roll < 0.5:
+                if roll < 0.40:
                     stream = rng.choice(self.shared)
-                    self._append(client, process, stream, known[stream], rng, known,
-                                 saw_unknown, requires_leader)
-                elif roll < 0.75:
-                    self._append(client, process, private, ANY, rng, known, saw_unknown,
-                                 requires_leader)
-                elif roll < 0.95:
-                    self._read_stream(client, process, rng.choice(self.shared + [private]),
-                                      requires_leader)
-                else:
+                    self._append(w, stream, known[stream], rng, known)
+                elif roll < 0.55:
+                    self._append(w, private, ANY, rng, known)
+                elif roll < 0.70:
+                    self._read_stream(client, process, rng.choice(
+                        self.shared + self.state + [private, doomed_read]), requires_leader)
+                elif roll < 0.74:
                     self._read_all(client, process, requires_leader)
+                elif roll < 0.82:
+                    self._append(w, rng.choice(self.state), ANY, rng, known)
+                elif roll < 0.86:
+                    meta = {"$maxCount": rng.choice(MAX_COUNTS), "verify": f"{process}-{roll}"}
+                    w.write(SET_METADATA, rng.choice(self.state), metadata=meta)
+                elif roll < 0.88:
+                    w.write(DELETE, rng.choice(self.state))
+                elif roll < 0.93:
+                    self._read_metadata(client, process, rng.choice(
+                        self.state + [doomed_read]), requires_leader)
+                elif roll < 0.98 or not doomed[1]:
+                    doomed[1] += 1
+                    self._append(w, doomed_stream, ANY, rng, known)
+                else:
+                    w.write(DELETE, doomed_stream, tombstone=True)
+                    doomed[:] = [doomed[0] + 1, 0]
         except BaseException as exc:  # noqa: BLE001 - reported in the history meta
             self._errors.append(exc)
             self.history.meta.setdefault("errors", []).append(f"{process}: {exc!r}")
@@ -217,53 +302,50 @@ class Workload:
             if client is not None:
                 client.close()
 
-    def _append(self, client: Client, process: str, stream: str, expected: int,
-                rng: random.Random, known: dict[str, int], saw_unknown: list[bool],
-                requires_leader: bool) -> None:
-        events = [new_event("VerifyEvent", {"by": process, "k": k})
+    def _hard_stop_at(self) -> float:
+        return self._hard_stop
+
+    def _append(self, w: _Writer, stream: str, expected: int, rng: random.Random,
+                known: dict[str, int]) -> None:
+        events = [new_event("VerifyEvent", {"by": w.process, "k": k})
                   for k in range(rng.choice((1, 1, 1, 2, 3)))]
-        op = self.history.invoke(process, APPEND, stream=stream, expected_version=expected,
-                                 event_ids=[e.event_id for e in events],
-                                 requires_leader=requires_leader)
-        unknown = False
-        while True:
-            op.attempts += 1
-            saw_unknown[0] = False
-            try:
-                result = client.append(stream, events, expected)
-            except DEFINITE as exc:
-                unknown = unknown or saw_unknown[0]
-                if isinstance(exc, WrongExpectedVersion) and stream in known:
-                    known[stream] = exc.current
-                History.end(op, UNKNOWN if unknown else FAIL, error=error_code(exc),
-                            node=client.node)
-                return
-            except (OutcomeUnknown, EsError) as exc:
-                unknown = True
-                if op.attempts <= UNKNOWN_RETRIES and time.monotonic() < self._hard_stop:
-                    continue  # the same events: the same ids
-                History.end(op, UNKNOWN, error=error_code(exc), node=client.node)
-                return
-            History.end(op, OK, first_version=result.first_version,
-                        last_version=result.last_version, position=result.position,
-                        idempotent=result.idempotent, node=client.node)
-            if stream in known:
+        result = w.write(APPEND, stream, expected, events=events)
+        if stream in known:
+            if isinstance(result, WrongExpectedVersion):
+                known[stream] = result.current
+            elif result is not None and not isinstance(result, BaseException):
                 known[stream] = result.last_version
-            return
 
     def _read_stream(self, client: Client, process: str, stream: str,
                      requires_leader: bool) -> None:
-        op = self.history.invoke(process, READ_STREAM, stream=stream,
-                                 requires_leader=requires_leader)
+        self._read(client, process, READ_STREAM, stream, requires_leader,
+                   lambda: client.read_stream(stream, -1, READ_PAGE, backwards=True),
+                   lambda page: {"last_version": page.last_version,
+                                 "events": [compact(e) for e in page.events]},
+                   max_count=READ_PAGE)
+
+    def _read_metadata(self, client: Client, process: str, stream: str,
+                       requires_leader: bool) -> None:
+        self._read(client, process, READ_METADATA, stream, requires_leader,
+                   lambda: client.get_metadata(stream),
+                   lambda meta: {"last_version": meta.version, "metadata": meta.raw})
+
+    def _read(self, client: Client, process: str, kind: str, stream: str,
+              requires_leader: bool, call: Callable[[], Any],
+              results: Callable[[Any], dict], **inputs: Any) -> None:
+        """One read of a stream: a stream that is not found or deleted is an answer too (ok,
+        with its code as the error); any other error fails the read."""
+        op = self.history.invoke(process, kind, stream=stream, requires_leader=requires_leader,
+                                 **inputs)
         try:
-            page = client.read_stream(stream, -1, 20, backwards=True)
-        except StreamNotFound as exc:
-            History.end(op, OK, last_version=-1, error=error_code(exc), node=client.node)
+            answer = call()
+        except (StreamNotFound, StreamDeleted) as exc:
+            History.end(op, OK, error=error_code(exc), node=client.node,
+                        last_version=-1 if isinstance(exc, StreamNotFound) else None)
         except EsError as exc:
             History.end(op, FAIL, error=error_code(exc), node=client.node)
         else:
-            History.end(op, OK, last_version=page.last_version, node=client.node,
-                        events=[compact(e) for e in page.events])
+            History.end(op, OK, node=client.node, **results(answer))
 
     def _read_all(self, client: Client, process: str, requires_leader: bool) -> None:
         op = self.history.invoke(process, READ_ALL, from_position=-1,
@@ -342,7 +424,11 @@ class Workload:
 
     # --- the final state ---------------------------------------------------------------------
     def run_streams(self) -> list[str]:
-        return sorted({op.stream for op in self.history if op.kind == APPEND})
+        return sorted({op.stream for op in self.history if op.kind in WRITES})
+
+    def changed_streams(self) -> list[str]:
+        """Streams the run deleted or gave metadata."""
+        return sorted({op.stream for op in self.history if op.kind in (DELETE, SET_METADATA)})
 
     def read_final(self) -> FinalState:
         """Read every node's ``$all`` (from the start position) and every stream of the run,
@@ -350,6 +436,7 @@ class Workload:
         ``converge_timeout`` passes."""
         first = max(0, self.start_position)
         streams = self.run_streams()
+        changed = self.changed_streams()
         started = time.monotonic()
         direct: dict[str, Client] = {}
         wait = threading.Event()
@@ -371,8 +458,9 @@ class Workload:
                             try:
                                 reads[stream] = [compact(e) for e in
                                                  c.iter_stream(stream, page_size=2000)]
-                            except StreamNotFound:
+                            except (StreamNotFound, StreamDeleted):
                                 reads[stream] = []
+                        metadata = {stream: metadata_records(c, stream) for stream in changed}
                     except EsError as exc:
                         state.unreachable[name] = f"{error_code(exc)}: {exc}"
                         stale = direct.pop(name, None)
@@ -380,7 +468,9 @@ class Workload:
                             stale.close()
                         continue
                     state.logs[name], state.streams[name] = log, reads
-                keys = {tuple((e[0], e[3]) for e in log) for log in state.logs.values()}
+                    state.metadata[name] = metadata
+                keys = {tuple((e.event_id, e.position) for e in log)
+                        for log in state.logs.values()}
                 elapsed = time.monotonic() - started
                 if len(keys) <= 1 and state.logs and not state.unreachable:
                     state.converged_after = elapsed
@@ -392,3 +482,12 @@ class Workload:
         finally:
             for c in direct.values():
                 c.close()
+
+
+def metadata_records(client: Client, stream: str) -> list[list]:
+    """``[[version, metadata], ...]``: every record of ``stream``'s metadata stream."""
+    try:
+        return [[e.version, json.loads(e.data)] for e in
+                client.iter_stream(METADATA_PREFIX + stream, page_size=2000)]
+    except StreamNotFound:
+        return []

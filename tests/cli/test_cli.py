@@ -14,8 +14,8 @@ from tests.client.conftest import endpoint, fake, real_node_endpoint  # noqa: F4
 from tests.conftest import free_port
 
 
-@pytest.fixture
-def run(endpoint, monkeypatch):  # noqa: F811
+def invoker(endpoint: str, monkeypatch):
+    """``run(*args, code=0)``: the esnode command against ``endpoint``, exit code checked."""
     monkeypatch.setenv("ESNODE_CONNECT", endpoint)
     runner = CliRunner()
 
@@ -25,6 +25,11 @@ def run(endpoint, monkeypatch):  # noqa: F811
         return result
 
     return invoke
+
+
+@pytest.fixture
+def run(endpoint, monkeypatch):  # noqa: F811
+    return invoker(endpoint, monkeypatch)
 
 
 def lines(result) -> list[dict]:
@@ -129,3 +134,43 @@ def test_help_teaches_with_examples():
     for command in (["append"], ["read"], ["subscribe"], ["delete"], ["metadata", "set"]):
         text = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "120"}).stdout
         assert "Examples" in text and f"esnode {' '.join(command)}" in text and "--connect" in text
+
+
+def test_prefix_options_filter_all_on_the_node(real_node_endpoint, monkeypatch):  # noqa: F811
+    run_ = invoker(real_node_endpoint, monkeypatch)
+    for stream, event_type in [("order-1", "OrderPlaced"), ("cart-1", "CartOpened"),
+                               ("order-2", "OrderShipped"), ("order-2", "Note")]:
+        run_("append", stream, "--type", event_type)
+    docs = lines(run_("read-all", "--json", "--stream-prefix", "order-", "--type-prefix",
+                      "Order"))
+    assert [d["type"] for d in docs] == ["OrderPlaced", "OrderShipped"]
+    docs = lines(run_("subscribe", "$all", "--json", "--limit", "2", "--stream-prefix", "cart-",
+                      "--stream-prefix", "order-1"))
+    assert [d["stream"] for d in docs] == ["order-1", "cart-1"]
+    failed = run_("subscribe", "order-1", "--type-prefix", "X", code=2)
+    assert "'$all' subscriptions only" in failed.stderr
+
+
+def test_group_commands_and_consume(real_node_endpoint, monkeypatch):  # noqa: F811
+    run_ = invoker(real_node_endpoint, monkeypatch)
+    for i in range(3):
+        run_("append", "cli-work", "--type", f"Job{i}")
+    run_("group", "create", "cli-work", "billing", "--start-from", "start", "--strategy",
+         "Pinned", "--max-retry-count", "2")
+    failed = run_("group", "create", "cli-work", "billing", code=1)
+    assert failed.stderr.strip().startswith("esnode: group_exists:")
+    bad = run_("group", "create", "cli-work", "x", "--strategy", "Random", code=2)
+    assert "consumer_strategy" in bad.stderr
+    docs = lines(run_("consume", "cli-work", "billing", "--json", "--limit", "3"))
+    assert [d["type"] for d in docs] == ["Job0", "Job1", "Job2"]
+    assert all(d["retry_count"] == 0 for d in docs)
+    run_("group", "update", "cli-work", "billing", "--max-retry-count", "5")
+    [doc] = lines(run_("group", "info", "cli-work", "billing", "--json"))
+    assert doc["settings"]["max_retry_count"] == 5 and doc["settings"]["consumer_strategy"] \
+        == "Pinned" and doc["checkpoint"] >= -1
+    [listed] = lines(run_("group", "list", "--json"))
+    assert listed["group"] == "billing"
+    assert "0 parked" in run_("group", "replay-parked", "cli-work", "billing").stderr
+    run_("group", "delete", "cli-work", "billing")
+    missing = run_("group", "info", "cli-work", "billing", code=1)
+    assert "group_not_found" in missing.stderr

@@ -73,8 +73,9 @@ def test_subscription_catches_up_and_goes_live(endpoint):
             assert await sub.get(0.05) is None and sub.caught_up and len(positions) == 1
             await c.append(stream, new_event("L"))
             assert (await sub.get(5)).event_type == "L"
+            assert c.subscriptions == [sub]
             await sub.close()
-            assert [e async for e in sub] == []
+            assert [e async for e in sub] == [] and c.subscriptions == []
 
     asyncio.run(main())
 

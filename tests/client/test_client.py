@@ -4,6 +4,7 @@ its storage exists, against a real in-process node (``endpoint`` fixture)."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import pytest
@@ -117,9 +118,9 @@ def test_subscription_ends_on_close_and_is_dropped_by_tombstone(client):
     stream = unique()
     client.append(stream, new_event("A"))
     sub = client.subscribe(stream)
-    assert next(sub).version == 0
+    assert next(sub).version == 0 and client.subscriptions == [sub] and not sub.ended
     sub.close()
-    assert list(sub) == []
+    assert list(sub) == [] and sub.ended and client.subscriptions == []
     sub = client.subscribe(stream)
     assert next(sub).version == 0
     client.delete(stream, tombstone=True)
@@ -169,11 +170,15 @@ def test_not_ready_is_retried_with_the_same_event_ids(fake):
     assert len(appends) == 3 and {r.events[0].event_id for r in appends} == {event.event_id}
 
 
-def test_retries_are_bounded(fake):
+def test_refusals_are_retried_until_the_operation_deadline(fake):
     with connect(fake.endpoint, max_retries=1, retry_delay=0) as c:
         fake.errors["ping"][:] = [NotReady("x")] * 5
+        assert c.ping().node  # five refusals in a row, well within the timeout
+        fake.errors["ping"][:] = [NotReady("x")] * 10_000
+        started = time.monotonic()
         with pytest.raises(NotReady):
-            c.ping()
+            c.ping(timeout=0.5)
+        assert 0.5 <= time.monotonic() - started < 2.0
 
 
 def test_close_fails_what_is_in_flight_and_leaves_no_thread(fake):

@@ -152,7 +152,8 @@ def test_a_lost_connection_fails_reads_as_retryable_and_writes_as_unknown():
 def test_subscription_pushes_go_to_the_inbox_until_dropped():
     pc = core.ProtocolCore()
     corr, _ = pc.start(core.subscribe("$all", "end", 10), "h", 0.0, 5.0, inbox="box")
-    assert pc.receive(reply(corr, "ok", {"subscription": corr}))[1:] == (core.OK, corr)
+    assert pc.receive(reply(corr, "ok", {"subscription": corr}))[1:] == (
+        core.OK, core.Subscribed(corr))
     target, kind, events = pc.receive(reply(corr, "events", [wire_event(0, 5)]))
     assert (target, kind, events[0].position) == ("box", core.EVENTS, 5)
     assert pc.receive(reply(corr, "caught_up", {"position": 5}))[1:] == (core.CAUGHT_UP, 5)
@@ -218,8 +219,19 @@ def test_a_lost_or_retryable_drop_asks_to_resume_after_the_events_before_it(kind
     state.feed(kind, payload)
     assert [state.next_event().version for _ in range(2)] == [0, 1]
     assert state.next_event() is core.RESUME and state.lost_reason is payload
-    state.restart(7, 3)
+    state.restart(core.Subscribed(7, -1), 3)
     assert (state.id, state.generation, state.lost_reason, state.ended) == (7, 3, None, False)
+    assert state.resubscriptions == 1 and state.from_ == "start"
+
+
+@pytest.mark.parametrize(("from_", "confirmed", "expected"), [
+    ("end", 41, 41), ("end", -1, "start"), ("start", -1, "start"), (5, 5, 5), ("end", None, "end")])
+def test_the_confirmation_resolves_where_the_subscription_starts(from_, confirmed, expected):
+    """A subscription from "end" that delivered nothing resumes from where the node said it
+    started, not from a new "end" that may lie past events written during the failover."""
+    state = core.SubscriptionState(1, 10, stream="s", from_=from_)
+    state.confirmed(core.Subscribed(1, confirmed, "run-1"))
+    assert state.from_ == expected and core.resume_from(state) == expected
 
 
 def test_close_ends_the_subscription():
@@ -289,3 +301,33 @@ def test_paging_stops_at_the_end_or_the_limit(limit, pages, expected):
             break
     assert sizes == [3, 3, 3][:len(sizes)] if limit is None else sizes == [3, 1]
     assert delivered == sum(expected)
+
+
+def test_a_checkpoint_push_moves_the_resume_point_of_a_filtered_subscription():
+    pc = core.ProtocolCore()
+    corr, _ = pc.start(core.subscribe("$all", "end", 10), "h", 0.0, 5.0, inbox="box")
+    pc.receive(reply(corr, "ok", {"subscription": corr, "from": 3}))
+    assert pc.receive(reply(corr, "checkpoint", {"position": 50})) == ("box", core.CHECKPOINT, 50)
+    assert pc.receive(reply(corr, "checkpoint", {"position": "x"})) is None
+    seen = []
+    state = core.SubscriptionState(corr, 10, stream="$all", from_=3, on_checkpoint=seen.append)
+    state.feed(core.EVENTS, [RecordedEvent._make(wire_event(0, 20))])
+    state.feed(core.CHECKPOINT, 50)
+    assert state.next_event().position == 20 and core.resume_from(state) == 20
+    assert state.next_event() is None and seen == [50] and core.resume_from(state) == 50
+
+
+def test_a_group_consumer_drops_events_of_a_lost_connection_and_acks_only_its_own():
+    state = core.GroupState(core.Subscribed(4), 10, "s", "g", 1)
+    ev = [core.GroupEvent(RecordedEvent._make(wire_event(i, 10 + i)), 0) for i in range(3)]
+    state.feed(core.GROUP_EVENTS, ev)
+    assert state.next_event() == ev[0]
+    state.feed(core.LOST, ConnectionLost("gone"))  # ev[1], ev[2] came on the dead connection
+    assert state.next_event() is core.RESUME
+    assert state.settle([ev[0]]) == (10,)  # handed out before: sent (it may fail)
+    state.restart(core.Subscribed(9), 2)
+    assert state.settle([ev[0], 11, ev[2].event]) == () and state.reconnections == 1
+    state.feed(core.GROUP_EVENTS, [ev[1]])
+    assert state.next_event() == ev[1] and state.settle([11]) == (11,)
+    with pytest.raises(TypeError, match="cannot ack"):
+        core.positions_of(["x"])

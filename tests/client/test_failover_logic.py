@@ -104,9 +104,28 @@ def test_retry_decisions(error, call, settings, expected):
     assert core.retry_step(error, call, 0, settings) == expected
 
 
-def test_retries_stop_at_max_retries():
-    assert core.retry_step(NotReady("x"), READ, 1, GOSSIP) is not None
-    assert core.retry_step(NotReady("x"), READ, 2, GOSSIP) is None
+def test_timed_out_attempts_stop_at_max_retries_refusals_do_not():
+    assert core.retry_step(OperationTimeout("x"), READ, 1, GOSSIP) is not None
+    assert core.retry_step(OperationTimeout("x"), READ, 2, GOSSIP) is None
+    assert core.retry_step(NotReady("x"), READ, 2, GOSSIP) is not None  # perform's deadline
+
+
+class FakeClock:
+    """Monotonic time that moves only when a flow sleeps (or a test says so)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, effect) -> None:
+        self.now += effect.seconds
+
+
+def timed(settings=GOSSIP):
+    clock = FakeClock()
+    return core.ClusterState(settings, clock=clock), clock
 
 
 # --- perform -----------------------------------------------------------------------------------
@@ -140,16 +159,47 @@ def test_an_unknown_append_is_resent_unchanged_after_rediscovery_with_notices():
     assert cluster.stats.retries == 2
 
 
-def test_retries_are_bounded_and_other_errors_are_not_retried():
-    answer, calls = scripted(*[NotReady("x")] * 5)
+def test_refusals_are_retried_until_the_deadline_with_backoff_and_others_not_at_all():
+    """An election that outlasts a few quick retries does not fail the operation: refusals
+    are retried until the operation's timeout has passed, waits doubling up to a cap."""
+    cluster, clock = timed()
+    answer, calls = scripted(*[NotReady("x")] * 100)
+    waits = []
+
+    def sleep(effect):
+        waits.append(effect.seconds)
+        clock.sleep(effect)
+
     with pytest.raises(NotReady):
-        run(core.perform(READ, 1.0, GOSSIP), {core.Request: answer, core.Sleep: lambda e: None,
-                                              core.Rediscover: lambda e: None})
-    assert len(calls) == 3
+        run(core.perform(READ, 3.0, GOSSIP, cluster),
+            {core.Request: answer, core.Sleep: sleep, core.Rediscover: lambda e: None})
+    assert 3.0 <= clock.now - 100.0 < 3.0 + core.BACKOFF_CAP
+    assert waits[:4] == [0.05, 0.1, 0.2, 0.4] and max(waits) == core.BACKOFF_CAP
+    assert len(calls) == len(waits) + 1
+    answer, calls = scripted(NoQuorum("electing"), NoQuorum("electing"), "written")
+    assert run(core.perform(APPEND, 3.0, GOSSIP, timed()[0]),
+               {core.Request: answer, core.Sleep: lambda e: None,
+                core.Rediscover: lambda e: None})[0] == "written"
     answer, calls = scripted(WrongExpectedVersion("s", 1, 2))
     with pytest.raises(WrongExpectedVersion):
         run(core.perform(APPEND, 1.0, GOSSIP), {core.Request: answer})
     assert len(calls) == 1
+
+
+def test_no_node_found_is_retried_until_the_deadline_too():
+    cluster, clock = timed()
+    found = iter([Unavailable("no leader yet"), Unavailable("no leader yet"), None])
+
+    def rediscover(effect):
+        result = next(found)
+        if result is not None:
+            raise result
+
+    answer, calls = scripted(NotReady("electing"), "read")
+    result, effects = run(core.perform(READ, 5.0, GOSSIP, cluster), {
+        core.Request: answer, core.Sleep: clock.sleep, core.Rediscover: rediscover})
+    assert result == "read" and [type(e) for e in effects].count(core.Rediscover) == 3
+    assert cluster.stats.retries == 3
 
 
 def test_a_closed_client_retries_nothing():
@@ -164,26 +214,29 @@ def test_an_unknown_write_that_cannot_be_retried_anywhere_stays_unknown():
     def no_node(effect):
         raise Unavailable("no node answered after 2 attempt(s)")
 
+    cluster, clock = timed()
     with pytest.raises(WriteUnavailable) as info:
-        run(core.perform(APPEND, 1.0, GOSSIP), {core.Request: lambda e: raise_(
+        run(core.perform(APPEND, 1.0, GOSSIP, cluster), {core.Request: lambda e: raise_(
             WriteTimeout("silence; it may or may not have happened")),
-            core.Rediscover: no_node})
+            core.Rediscover: no_node, core.Sleep: clock.sleep})
     assert isinstance(info.value, OutcomeUnknown) and isinstance(info.value, Unavailable)
     assert "may or may not" in str(info.value) and "2 attempt(s)" in str(info.value)
+    cluster, clock = timed()
     with pytest.raises(Unavailable) as info:
-        run(core.perform(READ, 1.0, GOSSIP), {
+        run(core.perform(READ, 1.0, GOSSIP, cluster), {
             core.Request: lambda e: raise_(OperationTimeout("silence")),
-            core.Rediscover: no_node})
+            core.Rediscover: no_node, core.Sleep: clock.sleep})
     assert not isinstance(info.value, OutcomeUnknown) and "read of $all" in str(info.value)
 
 
 def test_a_refusal_after_an_unknown_outcome_is_still_unknown():
     """A retry refused unread (no quorum) says nothing about the earlier attempt, which may
     have been made: the caller must not be told the write failed."""
-    answer, _ = scripted(WriteTimeout("silence"), NoQuorum("x"), NoQuorum("x"), NoQuorum("x"))
+    answer, _ = scripted(WriteTimeout("silence"), *[NoQuorum("x")] * 100)
+    cluster, clock = timed()
     with pytest.raises(OutcomeUnknown) as info:
-        run(core.perform(APPEND, 1.0, GOSSIP), {core.Request: answer, core.Sleep: lambda e: None,
-                                                core.Rediscover: lambda e: None})
+        run(core.perform(APPEND, 1.0, GOSSIP, cluster), {
+            core.Request: answer, core.Sleep: clock.sleep, core.Rediscover: lambda e: None})
     assert "no_quorum" in str(info.value) and "may or may not" in str(info.value)
     # A definite answer that was looked at (the ids were checked first) stays definite.
     answer, _ = scripted(WriteTimeout("silence"), WrongExpectedVersion("s", 1, 2))
@@ -329,7 +382,8 @@ def test_reconnect_runs_once_per_generation_and_reports_node_changes():
     assert (seen[1].old_node, seen[1].node) == ("n2", "n1") and cluster.generation == 2
     assert cluster.stats.as_dict() | {} == {"retries": 0, "reconnections": 1, "node_changes": 1,
                                            "resubscriptions": 0, "discovery_failures": 0,
-                                           "heartbeat_failures": 0}
+                                           "heartbeat_failures": 0, "node_restarts": 0,
+                                           "resubscribe_waits": 0}
 
 
 # --- subscriptions: where to resume -----------------------------------------------------------
@@ -364,7 +418,8 @@ def test_resubscribe_rediscovers_then_subscribes_from_the_resume_point():
     state.feed(core.LOST, ConnectionLost("gone"))
     assert state.next_event().position == 10 and state.next_event() is core.RESUME
     _, effects = run(core.resubscribe(state, GOSSIP, cluster),
-                     {core.Rediscover: lambda e: None, core.Request: lambda e: 99})
+                     {core.Rediscover: lambda e: None,
+                      core.Request: lambda e: core.Subscribed(99, 10, "run-2")})
     assert effects[0].generation == 3
     assert effects[1].call.args == {"stream": "$all", "from": 10, "credit": 10}
     assert (state.id, state.generation, cluster.stats.resubscriptions) == (99, 4, 1)
@@ -415,3 +470,81 @@ def test_a_broken_callback_does_not_break_the_client():
     remove()
     cluster.emit(core.Retrying("ping", 2, NotReady("x")))
     assert len(seen) == 1 and cluster.stats.retries == 2 and isinstance(seen[0].error, EsError)
+
+
+# --- node restarts and patience ----------------------------------------------------------------
+def test_a_node_that_answers_with_another_incarnation_restarted_and_lost_everything():
+    """Restarted at the same address faster than the heartbeat notices: the next pong (or
+    any reply that carries the incarnation) shows another run, so subscriptions resume."""
+    stats = core.ClientStats()
+    pc = core.ProtocolCore("tcp://n:1", keepalive_interval=1.0, keepalive_timeout=0.5,
+                           stats=stats)
+    pc.start(core.subscribe("$all"), "sub", 0.0, 5.0, inbox="box")
+    pc.receive(reply(1, "ok", {"subscription": 1, "from": 9, "incarnation": "run-a"}))
+    pc.start(core.append("s", new_event("T")), "w", 0.5, 10.0)
+    assert pc.incarnation == "run-a" and pc.take_lost() == []
+    pc.expire(1.0)
+    _, frame = pc.expire(2.0)
+    pc.receive(reply(msgpack_corr(frame), "ok", {"node": "n", "state": "Leader",
+                                                 "incarnation": "run-a"}))
+    assert pc.take_lost() == []  # the same run: nothing happened
+    pc.expire(3.0)
+    _, frame = pc.expire(4.0)
+    pc.receive(reply(msgpack_corr(frame), "ok", {"node": "n", "state": "Leader",
+                                                 "incarnation": "run-b"}))
+    lost = sorted((t, k, type(e).__name__) for t, k, e in pc.take_lost())
+    assert lost == [("box", core.LOST, "ConnectionLost"), ("w", core.ERROR, "OutcomeUnknown")]
+    assert pc.incarnation == "run-b" and stats.node_restarts == 1 and pc.subscriptions == []
+    # a subscription confirmed by the new run is not lost with the old ones
+    corr, _ = pc.start(core.subscribe("s"), "sub2", 5.0, 5.0, inbox="box2")
+    pc.receive(reply(corr, "ok", {"subscription": corr, "incarnation": "run-b"}))
+    assert pc.subscriptions == [corr] and pc.take_lost() == []
+
+
+def lost_subscription(settings):
+    cluster, clock = timed(settings)
+    state = core.SubscriptionState(1, 10, stream="s", from_=4)
+    state.feed(core.LOST, ConnectionLost("gone"))
+    assert state.next_event() is core.RESUME
+    return cluster, clock, state
+
+
+def test_a_subscription_keeps_coming_back_for_its_patience_with_backoff():
+    """Every node restarted: discovery finds none for a while. The subscription waits
+    (notices say so) and resumes from where it stopped once a node serves again."""
+    settings = GOSSIP.with_options(subscription_patience=30.0)
+    cluster, clock, state = lost_subscription(settings)
+    seen = []
+    cluster.on_event(seen.append)
+
+    def rediscover(effect):
+        if clock.now < 120.0:  # 20 s of outage
+            raise Unavailable("no node answered")
+
+    _, effects = run(core.resubscribe(state, settings, cluster), {
+        core.Rediscover: rediscover, core.Sleep: clock.sleep,
+        core.Request: lambda e: core.Subscribed(5, 4, "run-2")})
+    waits = [n for n in seen if type(n) is core.Resubscribing]
+    assert len(waits) > 10 and max(n.delay for n in waits) == core.RESUBSCRIBE_BACKOFF_CAP
+    assert [n.attempt for n in waits] == list(range(1, len(waits) + 1))
+    assert effects[-1].call.args["from"] == 4 and state.id == 5
+    assert type(seen[-1]) is core.Resubscribed and cluster.stats.resubscribe_waits == len(waits)
+
+
+def test_a_subscription_gives_up_after_its_patience_unless_told_to_keep_reconnecting():
+    settings = GOSSIP.with_options(subscription_patience=5.0)
+    cluster, clock, state = lost_subscription(settings)
+    with pytest.raises(Unavailable, match=r"gave up after 5\.0s \(patience 5s\)"):
+        run(core.resubscribe(state, settings, cluster), {
+            core.Rediscover: lambda e: raise_(Unavailable("none")), core.Sleep: clock.sleep})
+    forever = settings.with_options(keep_reconnecting=True)
+    cluster, clock, state = lost_subscription(forever)
+
+    def rediscover(effect):
+        if clock.now < 100.0 + 3600:
+            raise Unavailable("none")
+
+    run(core.resubscribe(state, forever, cluster), {
+        core.Rediscover: rediscover, core.Sleep: clock.sleep,
+        core.Request: lambda e: core.Subscribed(2, 4)})
+    assert state.id == 2 and clock.now >= 3700.0

@@ -1,5 +1,5 @@
 """Process-level tests record their appends (and what readers were served) in an
-``esnode.verify`` ``History`` and check it with the product's checker (invariants I1–I10,
+``esnode.verify`` ``History`` and check it with the product's checker (invariants I1–I11,
 docs/verify.md) against the final ``$all`` of the nodes that should have converged.
 
 A raw reply ``(kind, body)`` ends an append **ok** (at its position and versions), **fail**

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from esnode.verify.history import Event
 from tests.cluster.checker import FAIL, OK, UNEXPECTED, UNKNOWN, CheckFailed, History, check
 
 
@@ -63,7 +64,7 @@ def test_an_unexpected_reply_is_reported():
 def test_a_record_a_reader_was_served_that_the_logs_lost_is_reported():
     h = recorded()
     read = h.served("n2")
-    read.events += [["a", "s", 0, 1], ["zz", "s", 2, 3]]
+    read.events += [Event("a", "s", 0, 1), Event("zz", "s", 2, 3)]
     History.end(read, OK)
     with pytest.raises(CheckFailed, match="served record was truncated"):
         check(h, {"n1": GOOD})

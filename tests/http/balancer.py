@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import free_port, wait_for
+from tests.conftest import end_process, free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_HTTP_PORTS = {"node1": 2115, "node2": 2125, "node3": 2135}
@@ -29,31 +29,43 @@ def require(binary: str) -> str:
     return path
 
 
+SHIPPED = {"haproxy": ("haproxy.cfg", 2110), "nginx": ("nginx.conf", 2111),
+           "haproxy-tls": ("haproxy-tls.cfg", 2112)}
+"""Each example: its file and its frontend port."""
+
+
 class Balancer:
     """One balancer process in front of ``http_ports`` (node -> port); ``url`` is its
-    frontend. ``stop()`` ends it (also on a failed start)."""
+    frontend. ``stop()`` ends it (also on a failed start). ``haproxy-tls`` needs ``certs``: a
+    folder with the cluster's ``ca.crt`` and the balancer's ``lb.pem``."""
 
-    def __init__(self, kind: str, http_ports: dict[str, int], workdir: Path) -> None:
+    def __init__(self, kind: str, http_ports: dict[str, int], workdir: Path,
+                 certs: Path | None = None) -> None:
         self.kind = kind
         self.port = free_port()
         self.dir = workdir / kind
         self.dir.mkdir(parents=True, exist_ok=True)
-        binary = require(kind)
-        shipped = {"haproxy": ("haproxy.cfg", 2110), "nginx": ("nginx.conf", 2111)}[kind]
+        binary = require(kind.split("-")[0])
+        shipped = SHIPPED[kind]
+        self.session = requests.Session()
         text = (REPO / "examples" / shipped[0]).read_text()
+        if certs is not None:
+            text = text.replace(" certs/", f" {certs}/")
+            self.session.trust_env = False  # else REQUESTS_CA_BUNDLE wins over verify
+            self.session.verify = str(certs / "ca.crt")
         text = text.replace(f"127.0.0.1:{shipped[1]}", f"127.0.0.1:{self.port}")
         for node, port in http_ports.items():
             text = text.replace(f"127.0.0.1:{SHIPPED_HTTP_PORTS[node]}", f"127.0.0.1:{port}")
         config = self.dir / shipped[0]
         config.write_text(text)
-        if kind == "haproxy":
+        if binary.endswith("haproxy"):
             cmd = [binary, "-f", str(config), "-db"]
         else:
             cmd = [binary, "-p", str(self.dir), "-c", str(config)]
         self.log = open(self.dir / "stderr", "wb")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=self.log, cwd=self.dir)
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if certs else 'http'}://127.0.0.1:{self.port}"
         try:
             wait_for(self._serving, 15, message=f"{kind} serving on {self.url}")
         except BaseException:
@@ -64,16 +76,11 @@ class Balancer:
         if self.proc.poll() is not None:
             raise AssertionError(f"{self.kind} exited: {(self.dir / 'stderr').read_text()}")
         try:
-            return requests.get(self.url + "/ping", timeout=1).status_code == 200
+            return self.session.get(self.url + "/ping", timeout=1).status_code == 200
         except requests.RequestException:
             return False
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        end_process(self.proc)
         self.log.close()
+        self.session.close()

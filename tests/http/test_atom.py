@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from esnode.core.types import RecordedEvent
@@ -54,3 +55,38 @@ def test_a_metastream_page_has_no_metadata_link():
     page = atom.stream_page("http://h", "$$s", _events([0]), 0, 0, 5, True, False, "none")
     assert "metadata" not in {link["relation"] for link in page.body["links"]}
     assert page.version == 0  # incomplete: revalidated
+
+
+def _event(position: int, data: bytes = b'{"a": 1}', event_id: str | None = None):
+    return RecordedEvent(event_id or f"00000000-0000-4000-8000-{position:012d}", "s", position,
+                         "T", data, b'{"m": "\\u00e9"}', True, 1_500_000_000_000_000, position)
+
+
+def test_a_page_renders_as_its_body_with_the_entries_last():
+    events = _events([0, 1, 2])
+    for embed in atom.EMBED_LEVELS:
+        page = atom.stream_page("http://h", "s", events, 2, 0, 3, True, False, embed)
+        rendered = orjson.loads(page.render())
+        assert list(rendered) == [*page.body, "entries"]
+        assert rendered["entries"] == [atom.entry("http://h", e, embed, "s")
+                                       for e in events[::-1]]
+    empty = atom.all_page("http://h", [], None, 5, False, 0, True, -1, "body")
+    assert orjson.loads(empty.render())["entries"] == []
+
+
+def test_the_entry_cache_serves_only_the_same_event_and_stays_bounded():
+    cache = atom.EntryCache(max_bytes=2_000, max_entry=1_000)
+    first = cache.render("http://h", _event(7), "body", "s")
+    assert first == orjson.dumps(atom.entry("http://h", _event(7), "body", "s"))
+    assert cache.render("http://h", _event(7), "body", "s") is first  # an equal event: hit
+    # the position rewritten with another event (a truncated tail), another host, level
+    other = _event(7, data=b'{"a": 2}', event_id="00000000-0000-4000-8000-999999999999")
+    assert b'999999999999' in cache.render("http://h", other, "body", "s")
+    assert b"http://x/" in cache.render("http://x", other, "body", "s")
+    assert b'"data"' not in cache.render("http://h", other, "rich", "s")
+    for position in range(100):  # bounded by bytes, oldest out first
+        cache.render("http://h", _event(position), "body", "s")
+    assert 0 < len(cache) <= 2_000 // len(first) + 1
+    big = _event(1, data=b'"' + b"x" * 2_000 + b'"')
+    assert len(cache.render("http://h", big, "body", "s")) > 2_000  # served, not kept
+    assert all(len(v[1]) <= 1_000 for v in cache._items.values())

@@ -37,6 +37,8 @@ path_values = {
                        .map(lambda s: quote(s, safe=""))),
     "count": st.one_of(st.integers(-5, 20_000).map(str), hostile.filter(bool)
                        .map(lambda s: quote(s, safe=""))),
+    "name": st.one_of(st.sampled_from(["dashboard.js", "dashboard.css", "index.html"]),
+                      hostile.filter(bool).map(lambda s: quote(s, safe=""))),
     "guid": st.one_of(st.uuids().map(str), hostile.filter(bool).map(lambda s: quote(s, safe=""))),
 }
 header_values = st.one_of(st.sampled_from(["-2", "-1", "-4", "0", "3", "true", "False", "1",

@@ -50,7 +50,9 @@ def test_all_subscription_turns_live_without_gap_or_duplicate(node_endpoint, cli
     sub = RawClient(node_endpoint)
     try:
         corr = sub.send("subscribe", {"stream": "$all", "from": "start", "credit": 64})
-        assert sub.recv()[1:] == ["ok", {"subscription": corr}]
+        _, kind, body = sub.recv()
+        assert kind == "ok" and body["subscription"] == corr and body["from"] == -1
+        assert body["incarnation"] == client.call("ping", {})[2]["incarnation"]
         t = threading.Thread(target=writer)
         t.start()
         events, _ = collect(sub, corr, 200)

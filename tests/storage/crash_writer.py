@@ -17,7 +17,8 @@ from esnode.storage import LmdbEventStore
 
 def main(path: str) -> None:
     store = LmdbEventStore(path, map_size=256 * 1024)  # small: growth happens under the kills
-    store.ids_merge_threshold = 200  # and merges of the event-id index
+    store.ids_merge_threshold = 200  # and merges of the event-id index, in steps that a kill
+    store.ids_merge_step = 1  # can interrupt
     rng = random.Random()
     print(json.dumps({"ready": store.writer_position}), flush=True)
     while True:

@@ -18,6 +18,7 @@ from esnode.core.types import (
     Vote,
 )
 from esnode.storage import LmdbEventStore, open_store
+from esnode.storage.lmdb_store import QQ
 from esnode.storage.memory import MemoryEventStore
 from tests.storage.conftest import NOW, append, delete, events, everything
 
@@ -88,6 +89,38 @@ def test_event_id_merge_and_reopen_keep_idempotency(tmp_path, opened):
     third = _open(opened, tmp_path)
     assert append(third, "s0", ANY, batches[3]).idempotent  # rewritten after the truncation
     assert append(third, "s1", ANY, batches[4]).position == third.writer_position
+
+
+def test_event_id_merge_is_spread_over_commits_and_survives_reopen_and_truncation(
+        tmp_path, opened):
+    store = _open(opened, tmp_path)
+    store.ids_merge_threshold, store.ids_merge_step = 30, 4
+    batches = [(f"s{i % 10}", events(2)) for i in range(17)]  # 34 records, 2 per commit
+    merged = []
+    for stream, batch in batches:
+        append(store, stream, ANY, batch)
+        with store._env.begin() as txn:
+            merged.append(txn.stat(store._ids)["entries"])
+    # the generation of the first 30 ids froze at the 15th commit; each later commit merged
+    # streams up to the step (s0, then s1: 4 ids each), none merged the 30 at once
+    assert merged == [0] * 15 + [4, 8] and len(store._merge_queue) == 8
+    for stream, batch in batches:  # mid-merge: every id is found (memory or durable index)
+        assert append(store, stream, ANY, batch).idempotent
+    store.close()  # as a crash mid-merge leaves it: some ids merged, the checkpoint before them
+    again = _open(opened, tmp_path)
+    again.ids_merge_threshold, again.ids_merge_step = 30, 4
+    for stream, batch in batches:
+        assert append(again, stream, ANY, batch).idempotent
+    again.truncate_after(19)  # drops merged ids of s0 and s1 (positions 20-23) too
+    with again._env.begin() as txn:
+        positions = [QQ.unpack(v)[1] for v in txn.cursor(db=again._ids).iternext(keys=False)]
+    assert positions and max(positions) <= 19
+    for i, (stream, batch) in enumerate(batches):
+        assert append(again, stream, ANY, batch).idempotent == (i < 10), i
+    again.close()
+    third = _open(opened, tmp_path)
+    for i, (stream, batch) in enumerate(batches):
+        assert append(third, stream, ANY, batch).idempotent
 
 
 def test_map_grows_instead_of_failing(tmp_path, opened):
@@ -221,3 +254,23 @@ def test_real_full_disk_on_a_small_tmpfs(tmp_path):
             reopened.close()
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_stream_pages_over_runs_and_scattered_records_read_like_memory(tmp_path, opened):
+    """Stream pages are read by cursor walks over runs of consecutive log records and one
+    getmulti for the rest: any mix gives exactly the memory store's pages."""
+    disk, mem = _open(opened, tmp_path), MemoryEventStore()
+    sizes = [10, 1, 1, 9, 3, 20, 8, 7, 1, 12, 2, 2, 2, 30]
+    for i, size in enumerate(sizes):
+        batch = events(size)
+        for store in (disk, mem):
+            append(store, "a", ANY, batch)
+            if i % 3:
+                append(store, "b", ANY, batch[:1] if i % 2 else events(1))
+    total = sum(sizes)
+    for first in (0, 1, 9, 10, 11, 21, 40, total - 3):
+        for count in (1, 5, 8, 9, 17, 64, 500):
+            for backwards in (False, True):
+                start = total - 1 - first if backwards else first
+                assert (disk.read_stream("a", start, count, backwards)
+                        == mem.read_stream("a", start, count, backwards)), (first, count)

@@ -1,6 +1,7 @@
 """Hypothesis state machine: the store against a plain model of streams, on both backends,
 under random group-committed appends (every expected-version kind, retries of earlier
-batches, partial retries), soft deletes, tombstones, metadata, truncation and reads."""
+batches, partial retries), soft deletes, tombstones, metadata, truncation and reads, both
+unbounded and bounded by an earlier position (which must see the state as it was there)."""
 
 from __future__ import annotations
 
@@ -139,7 +140,8 @@ class StoreMachine(RuleBasedStateMachine):
         else:
             self.dir = tempfile.mkdtemp(prefix="esnode-model-")
             self.store = LmdbEventStore(self.dir, map_size=1 << 20)
-            self.store.ids_merge_threshold = 7  # exercise the event-id merge too
+            self.store.ids_merge_threshold = 7  # exercise the event-id merge too,
+            self.store.ids_merge_step = 1  # spread over several commits
         self.model = Model()
         self.batches: list[tuple[str, list[str]]] = []  # earlier batches, for retries
         self.snapshots: list[tuple[int, Model]] = []
@@ -216,20 +218,38 @@ class StoreMachine(RuleBasedStateMachine):
     @invariant()
     def reads_agree(self):
         assert self.store.writer_position == self.model.position - 1
+        self._agree(self.model, None)
+
+    @invariant()
+    def bounded_reads_see_the_state_at_their_bound(self):
+        """A read bounded by an earlier position (as a commit position bounds a node's reads)
+        sees the model as it was then: later deletes and metadata do not count."""
+        for position, model in self.snapshots:
+            self._agree(model, position)
+
+    def _agree(self, model, up_to):
+        store = self.store
         for s in STREAMS:
-            expected = self.model.visible(s)
+            expected = model.visible(s)
             try:
-                got = [e.version for e in self.store.read_stream(s, 0, 1000).events]
-                back = [e.version for e in self.store.read_stream(s, -1, 1000,
-                                                                  backwards=True).events]
+                got = [e.version for e in store.read_stream(s, 0, 1000,
+                                                            up_to_position=up_to).events]
+                back = [e.version for e in store.read_stream(
+                    s, -1, 1000, backwards=True, up_to_position=up_to).events]
                 assert back == got[::-1]
             except (StreamNotFound, StreamDeleted) as exc:
                 got = type(exc)
-            assert got == expected, (s, got, expected)
-            assert self.store.stream_version(s) == self.model.last(s)
-            ids = self.model.events.get(s, [])
+            assert got == expected, (s, up_to, got, expected)
+            assert store.stream_version(s, up_to_position=up_to) == model.last(s)
+            try:
+                meta = store.get_metadata(s, up_to_position=up_to)
+                assert (meta.version, meta.raw) == (model.last("$$" + s), model.meta.get(s, {}))
+                assert s not in model.tombstoned, (s, up_to)
+            except StreamDeleted:
+                assert s in model.tombstoned, (s, up_to)
+            ids = model.events.get(s, [])
             if isinstance(expected, list) and expected:
-                recs = self.store.read_stream(s, expected[0], 1000).events
+                recs = store.read_stream(s, expected[0], 1000, up_to_position=up_to).events
                 assert [r.event_id for r in recs] == ids[expected[0]:]
 
 

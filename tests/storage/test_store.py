@@ -23,6 +23,7 @@ from esnode.core.types import (
     IdempotencyConflict,
     StorageLimits,
     StreamDeleted,
+    StreamMetadata,
     StreamNotFound,
     TooLarge,
     WrongExpectedVersion,
@@ -405,6 +406,147 @@ def test_max_count_max_age_and_truncate_before_apply_on_read(store):
     store.set_metadata("s", ANY, {"$tb": 20}, NOW)
     page = store.read_stream("s", 0, 100)  # all truncated: empty, not "not found"
     assert page.events == [] and page.is_end
+
+
+# --- reads as of the commit position -----------------------------------------------------------
+def test_uncommitted_delete_and_metadata_are_invisible_to_bounded_reads(store):
+    """The issue's scenario: a leader wrote a soft delete and a metadata change it cannot
+    commit; reads bounded by its commit position show neither."""
+    append(store, "s", NO_STREAM, events(5))  # 0..4, committed
+    store.set_commit_position(4)
+    store.set_metadata("s", ANY, {"$maxCount": 2}, NOW)  # 5
+    delete(store, "s", ANY)  # 6
+    c = store.commit_position
+    page = store.read_stream("s", 0, 100, up_to_position=c)
+    assert [e.version for e in page.events] == [0, 1, 2, 3, 4] and page.last_version == 4
+    back = store.read_stream("s", -1, 100, backwards=True, up_to_position=c)
+    assert [e.version for e in back.events] == [4, 3, 2, 1, 0]
+    assert store.get_metadata("s", up_to_position=c) == StreamMetadata("s", -1, {})
+    assert store.stream_version("$$s", up_to_position=c) == -1
+    with pytest.raises(StreamNotFound):
+        store.read_stream("$$s", 0, 10, up_to_position=c)
+    assert [e.position for e in store.read_all(0, 100, up_to_position=c).events] == [0, 1, 2,
+                                                                                  3, 4]
+    # unbounded (the writer's view), and once committed: both happened
+    with pytest.raises(StreamNotFound):
+        store.read_stream("s", 0, 100)
+    store.set_commit_position(5)
+    assert [e.version for e in store.read_stream("s", 0, 100, up_to_position=5).events] == [3, 4]
+    assert store.get_metadata("s", up_to_position=5).raw == {"$maxCount": 2}
+    with pytest.raises(StreamNotFound):
+        store.read_stream("s", 0, 100, up_to_position=6)
+
+
+def test_uncommitted_tombstone_is_invisible_to_bounded_reads(store):
+    append(store, "s", NO_STREAM, events(2))
+    store.set_metadata("s", ANY, {"k": 1}, NOW)  # 2
+    delete(store, "s", ANY, tombstone=True)  # 3
+    assert [e.version for e in store.read_stream("s", 0, 10, up_to_position=2).events] == [0, 1]
+    assert store.get_metadata("s", up_to_position=2).raw == {"k": 1}
+    assert store.stream_version("s", up_to_position=2) == 1
+    for read in (lambda: store.read_stream("s", 0, 10, up_to_position=3),
+                 lambda: store.get_metadata("s", up_to_position=3),
+                 lambda: store.get_metadata("s")):
+        with pytest.raises(StreamDeleted):
+            read()
+
+
+def test_bounded_reads_use_the_last_committed_metadata(store):
+    for i in range(6):
+        append(store, "s", ANY, events(1), now=NOW + i * 1_000_000)  # 0..5
+    store.set_metadata("s", ANY, {"$maxCount": 4}, NOW)  # 6
+    store.set_metadata("s", ANY, {"$maxCount": 1, "$maxAge": 2}, NOW)  # 7
+    store.set_metadata("s", ANY, {"$tb": 5}, NOW)  # 8
+    now = NOW + 5_000_000
+
+    def versions(up_to):
+        return [e.version for e in store.read_stream("s", 0, 100, up_to_position=up_to,
+                                                     now_us=now).events]
+
+    assert versions(5) == [0, 1, 2, 3, 4, 5]
+    assert versions(6) == [2, 3, 4, 5]
+    assert versions(7) == [5]
+    assert versions(8) == [5]
+    assert store.get_metadata("s", up_to_position=6) == StreamMetadata("s", 0, {"$maxCount": 4})
+    assert store.get_metadata("s", up_to_position=7).version == 1
+
+
+def test_soft_delete_and_recreate_above_the_bound(store):
+    append(store, "s", NO_STREAM, events(2))  # 0, 1
+    delete(store, "s", ANY)  # 2
+    append(store, "s", ANY, events(1))  # undelete metadata 3, event 4
+    with pytest.raises(StreamNotFound):
+        store.read_stream("s", 0, 10, up_to_position=2)
+    page = store.read_stream("s", 0, 10, up_to_position=3)  # undeleted, no new event yet
+    assert page.events == [] and page.last_version == 1
+    assert store.stream_version("s", up_to_position=3) == 1
+    assert [e.version for e in store.read_stream("s", 0, 10, up_to_position=4).events] == [2]
+    assert [e.version for e in store.read_stream("s", 0, 10, up_to_position=1).events] == [0, 1]
+
+
+def test_bounded_stream_version_with_an_interleaved_tail(store):
+    """The search back from an uncommitted tail, at every bound."""
+    positions = []
+    for i in range(40):
+        out = append(store, "s" if i % 3 else "other", ANY, events(1))
+        if i % 3:
+            positions.append(out.position)
+    for bound in range(-1, store.writer_position + 1):
+        want = sum(1 for p in positions if p <= bound) - 1
+        assert store.stream_version("s", up_to_position=bound) == want, bound
+        if want >= 0:
+            page = store.read_stream("s", -1, 1, backwards=True, up_to_position=bound)
+            assert page.events[0].version == want and page.last_version == want
+
+
+def _history_of_deletes_and_metadata(store):
+    """Every kind of record that changes a stream's state, interleaved."""
+    store.write_epoch(1, "node-a", NOW)
+    for i in range(4):
+        append(store, "a", ANY, events(1), now=NOW + i * 1_000_000)
+    store.set_metadata("a", ANY, {"$maxCount": 3, "x": 1}, NOW)
+    append(store, "b", ANY, events(2))
+    store.set_metadata("a", ANY, {"$maxAge": 2}, NOW)
+    delete(store, "b", ANY)
+    store.set_metadata("a", ANY, {"$tb": 1}, NOW)
+    append(store, "b", ANY, events(1))
+    append(store, "c", ANY, events(2))
+    store.write_epoch(2, "node-b", NOW)
+    delete(store, "c", ANY, tombstone=True)
+    store.set_metadata("c", ANY, {"after": "tombstone"}, NOW)
+    delete(store, "a", ANY)
+    append(store, "a", ANY, events(1), now=NOW + 9_000_000)
+
+
+def _reads(store, up_to=None):
+    """What every read path answers (bounded by ``up_to``)."""
+    now = NOW + 4_000_000
+    out = {"all": store.read_all(0, 1000, up_to_position=up_to),
+           "all-back": store.read_all(-1, 1000, backwards=True, up_to_position=up_to)}
+    for s in ("a", "b", "c", "$$a", "$$b", "$$c", EPOCH_STREAM, "missing"):
+        for name, read in (
+                ("fwd", lambda: store.read_stream(s, 0, 1000, up_to_position=up_to, now_us=now)),
+                ("back", lambda: store.read_stream(s, -1, 2, backwards=True,
+                                                   up_to_position=up_to)),
+                ("meta", lambda: store.get_metadata(s, up_to_position=up_to)),
+                ("version", lambda: store.stream_version(s, up_to_position=up_to))):
+            try:
+                out[s, name] = read()
+            except (StreamNotFound, StreamDeleted) as exc:
+                out[s, name] = type(exc).__name__
+    return out
+
+
+def test_every_read_path_at_every_bound_answers_as_the_log_prefix_does(make_store):
+    """Reads bounded by position P on the whole log == unbounded reads of a store holding only
+    the log up to P (a replica that never received the rest)."""
+    full, prefix = make_store(name="full"), make_store(name="prefix")
+    _history_of_deletes_and_metadata(full)
+    assert _reads(full, -1) == _reads(prefix)
+    for position, raw in full.read_raw(-1, 1000):
+        prefix.write_raw([(position, raw)])
+        assert _reads(full, position) == _reads(prefix), position
+    assert _reads(full) == _reads(prefix)
 
 
 # --- replication support ---------------------------------------------------------------------

@@ -13,16 +13,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from esnode.verify.checker import check
+from esnode.verify.states import timelines
 from esnode.verify.history import (
     APPEND,
     CLUSTER_INFO,
+    DELETE,
     FAIL,
     OK,
     PENDING,
     READ_ALL,
+    READ_METADATA,
     READ_STREAM,
+    SET_METADATA,
     SUBSCRIBE,
     UNKNOWN,
+    Event,
     FinalState,
     History,
     Op,
@@ -125,8 +130,9 @@ def test_a_saved_history_reads_back_identically():
 # --- each invariant, broken -------------------------------------------------------------------
 def test_i1_an_acked_event_missing_from_one_node():
     b, final = clean()
-    final.logs["n3"] = [e for e in final.logs["n3"] if e[0] != "c2"]
-    final.streams["n3"]["s"] = [e for e in final.streams["n3"]["s"] if e[0] != "c2"]
+    final.logs["n3"] = [e for e in final.logs["n3"] if e.event_id != "c2"]
+    final.streams["n3"]["s"] = [e for e in final.streams["n3"]["s"]
+                               if e.event_id != "c2"]
     assert "I1" in fired(b, final)
     v = next(v for v in check(b.history(), final).violations if v.invariant == "I1")
     assert v.evidence["node"] == "n3" and v.evidence["missing"] == ["c2"]
@@ -140,7 +146,7 @@ def test_i1_an_acked_event_at_another_position_than_acknowledged():
 
 def test_i2_two_event_ids_for_one_stream_version():
     b, final = clean()
-    b.op(READ_STREAM, OK, 5.0, 5.1, stream="s", last_version=3,
+    b.op(READ_STREAM, OK, 5.0, 5.1, stream="s", last_version=1,
          events=[["zz", "s", 1, 13]])
     assert fired(b, final) == {"I2"}
 
@@ -157,8 +163,8 @@ def test_i2_a_read_served_a_record_that_was_later_truncated():
     assert "at position 15" in str(result.violations[1])
     assert result.violations[0].evidence["records"] == [
         {"event_id": "zz", "stream": "s", "version": 4, "position": 16}]
-    b.ops[-2].events = [["old", "pre", 0, 3], ["d1", "s", 3, 15]]  # "old": before the logs
-    b.ops[-1].events = [["d1", "s", 3, 15]]
+    b.ops[-2].events = [Event("old", "pre", 0, 3), Event("d1", "s", 3, 15)]  # before the logs
+    b.ops[-1].events = [Event("d1", "s", 3, 15)]
     assert fired(b, final_from(LOG, from_position=5)) == set()
 
 
@@ -253,7 +259,7 @@ def test_i9_all_order_disagrees_with_stream_order():
     log[2][2], log[3][2] = 2, 1                 # $all has s@2 before s@1
     final = final_from(log)
     for n in NODES:                             # the stream reads keep version order
-        final.streams[n]["s"].sort(key=lambda e: e[2])
+        final.streams[n]["s"].sort(key=lambda e: e.version)
     assert "I9" in fired(b, final)
 
 
@@ -355,5 +361,130 @@ def test_dropping_an_acked_event_from_one_node_is_always_caught(actions, data):
         return
     victim = data.draw(st.sampled_from(acked))
     node = data.draw(st.sampled_from(NODES))
-    final.logs[node] = [e for e in final.logs[node] if e[0] != victim]
+    final.logs[node] = [e for e in final.logs[node] if e.event_id != victim]
     assert "I1" in set(check(b.history(), final).by_invariant())
+
+
+# --- deletes and metadata (I11, and I1 / I3 for them) -------------------------------------------
+TOMB = 2**63 - 1
+META = {"$maxCount": 2, "verify": "c0-1"}
+DELETED = {**META, "$tb": TOMB}
+UNDELETED = {**META, "$tb": 4}
+# s: three events, $maxCount 2, a fourth, a soft delete, recreated by a fifth; u: tombstoned
+STATE_LOG = [["u1", "u", 0, 9], ["a1", "s", 0, 10], ["a2", "s", 1, 11], ["a3", "s", 2, 12],
+             ["m0", "$$s", 0, 13], ["a4", "s", 3, 14], ["d0", "$$s", 1, 15],
+             ["r0", "$$s", 2, 16], ["a5", "s", 4, 17], ["t0", "u", TOMB, 18]]
+
+
+def stated() -> tuple[Builder, FinalState]:
+    """A clean history of appends, a metadata change, a soft delete, a recreation and a
+    tombstone, with leader and follower reads that each saw a committed state."""
+    b = Builder()
+    b.append(OK, 0.0, 0.1, "u", ["u1"], -2, (0, 0, 9))
+    b.append(OK, 0.2, 1.0, "s", ["a1", "a2", "a3"], -2, (0, 2, 12))
+    b.op(SET_METADATA, OK, 1.1, 1.2, stream="s", expected_version=-2, metadata=META,
+         first_version=0, last_version=0, position=13)
+    b.append(OK, 1.3, 1.4, "s", ["a4"], -2, (3, 3, 14))
+    b.op(DELETE, OK, 1.5, 1.6, stream="s", expected_version=-2, position=15)
+    b.append(OK, 1.7, 1.8, "s", ["a5"], -2, (4, 4, 17))
+    b.op(DELETE, OK, 2.0, 2.1, stream="u", expected_version=-2, tombstone=True, position=18)
+    leader = {"requires_leader": True, "process": "c2"}
+    b.op(READ_STREAM, OK, 1.25, 1.26, stream="s", last_version=2, max_count=20,
+         events=[["a3", "s", 2, 12], ["a2", "s", 1, 11]], **leader)       # cut by $maxCount
+    b.op(READ_METADATA, OK, 1.25, 1.26, stream="s", last_version=0, metadata=META, **leader)
+    b.op(READ_STREAM, OK, 1.65, 1.66, stream="s", last_version=-1, max_count=20,
+         error="stream_not_found", **leader)
+    b.op(READ_STREAM, OK, 1.65, 1.66, stream="s", last_version=2, max_count=20,   # a follower
+         events=[["a3", "s", 2, 12], ["a2", "s", 1, 11], ["a1", "s", 0, 10]], process="c1")
+    b.op(READ_STREAM, OK, 1.9, 1.95, stream="s", last_version=4, max_count=20,
+         events=[["a5", "s", 4, 17]], **leader)
+    b.op(READ_STREAM, OK, 2.2, 2.3, stream="u", max_count=20, error="stream_deleted", **leader)
+    b.op(READ_METADATA, OK, 2.2, 2.3, stream="u", error="stream_deleted", **leader)
+    final = FinalState(9, {n: copy.deepcopy(STATE_LOG) for n in NODES},
+                       {n: {"s": [["a5", "s", 4, 17]], "u": []} for n in NODES},
+                       metadata={n: {"s": [[0, META], [1, DELETED], [2, UNDELETED]], "u": []}
+                                 for n in NODES})
+    return b, final
+
+
+def test_deletes_tombstones_and_metadata_read_as_committed_pass():
+    b, final = stated()
+    result = check(b.history(), final)
+    assert result.ok, [str(v) for v in result.violations]
+    out = io.StringIO()
+    dump(b.history(), final, out)
+    history, again = parse(out.getvalue().splitlines())
+    assert again == final and [op.to_json() for op in history] == [op.to_json() for op in b.ops]
+    assert check(history, again).ok
+
+
+def test_i11_a_leader_read_that_saw_a_delete_that_never_committed():
+    """The issue's case: the leader answered stream_not_found for a delete whose outcome was
+    unknown and that the final log does not hold."""
+    b, final = stated()
+    b.op(DELETE, UNKNOWN, 1.25, 1.5, stream="s", expected_version=-2, error="outcome_unknown")
+    b.op(READ_STREAM, OK, 1.26, 1.27, stream="s", last_version=-1, max_count=20,
+         error="stream_not_found", requires_leader=True)
+    result = check(b.history(), final)
+    assert set(result.by_invariant()) == {"I11"}, [str(v) for v in result.violations]
+    (v,) = result.violations
+    assert "stream_not_found" in v.message and v.evidence["ops"][0]["id"] == len(b.ops) - 1
+    assert v.evidence["window"] == {"from": 13, "before": 14}
+
+
+def test_i11_a_read_that_saw_metadata_that_never_committed():
+    b, final = stated()
+    b.op(READ_METADATA, OK, 1.26, 1.27, stream="s", last_version=1,
+         metadata={"$maxCount": 1, "verify": "lost"})
+    assert fired(b, final) == {"I11"}
+
+
+def test_i11_a_page_cut_by_a_max_count_that_never_committed():
+    b, final = stated()
+    b.op(SET_METADATA, UNKNOWN, 1.05, 2.0, stream="s", expected_version=-2,
+         metadata={"$maxCount": 1, "verify": "lost"}, error="outcome_unknown")
+    b.op(READ_STREAM, OK, 1.06, 1.07, stream="s", last_version=2, max_count=20,
+         events=[["a3", "s", 2, 12]])
+    assert fired(b, final) == {"I11"}
+
+
+def test_i11_a_leader_read_that_missed_an_acknowledged_delete():
+    b, final = stated()
+    b.op(READ_STREAM, OK, 1.65, 1.66, stream="s", last_version=3, max_count=20,
+         events=[["a4", "s", 3, 14], ["a3", "s", 2, 12]], requires_leader=True)
+    assert fired(b, final) == {"I11"}
+    b.ops[-1].requires_leader = False                      # a follower may lag
+    assert fired(b, final) == set()
+
+
+def test_i11_a_final_read_that_ignores_the_metadata():
+    b, final = stated()
+    final.streams["n3"]["s"] = [Event("a4", "s", 3, 14), Event("a5", "s", 4, 17)]
+    assert fired(b, final) == {"I11"}
+
+
+def test_i1_an_acknowledged_delete_or_metadata_change_missing_from_a_node():
+    b, final = stated()
+    final.logs["n2"] = [e for e in final.logs["n2"] if e.event_id != "t0"]
+    assert "I1" in fired(b, final)
+    b, final = stated()
+    final.metadata["n3"]["s"][0] = [0, {"$maxCount": 3}]
+    v = next(v for v in check(b.history(), final).violations if v.invariant == "I1")
+    assert v.evidence["node"] == "n3" and "metadata change" in v.message
+
+
+def test_i3_a_failed_metadata_change_that_is_visible():
+    b, final = stated()
+    b.ops[2].outcome, b.ops[2].error = FAIL, "not_leader"
+    assert "I3" in fired(b, final)
+
+
+def test_a_timeline_tells_the_states_that_held_in_a_window():
+    line = timelines([Event("a", "s", 0, 3), Event("m", "$$s", 0, 5), Event("t", "s", TOMB, 8)],
+                     {"s"}, {"s": {0: {"$maxCount": 1}}})["s"]
+    assert line.positions == [-1, 3, 5, 8]
+    assert [s.last for s in line.between(-1, 3)] == [-1]
+    assert [(s.last, s.meta_version) for s in line.between(3, 6)] == [(0, -1), (0, 0)]
+    assert line.between(4, 5) == [line.states[1]] and line.between(9, float("inf")) == [line.last]
+    assert line.last.tombstoned and line.last.visible() == "stream_deleted"
+    assert line.states[2].visible() == [0] and line.states[0].visible() == "stream_not_found"
