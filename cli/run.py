@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,6 +23,27 @@ DNS_RETRY_S = 2.0
 DEFAULT_CONFIG = Path("topology.toml")
 
 
+class SignalFlag:
+    """Set from a signal handler, waited on by the main thread. Not a ``threading.Event``:
+    its ``set`` takes a lock that the interrupted main thread may hold inside ``wait``, and a
+    second signal then deadlocks the process (seen: a node that ignored SIGTERM for good)."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True  # one store: safe in a signal handler
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self._set and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(0.05, left))  # a signal interrupts the sleep and runs the handler
+        return self._set
+
+
 def run_node(topology: Topology, name: str, announce: bool = False) -> int:
     """Run one node in this process until SIGTERM/SIGINT; returns the exit code."""
     from esnode.actors.logs import setup_logging
@@ -32,7 +52,7 @@ def run_node(topology: Topology, name: str, announce: bool = False) -> int:
     node_config = topology.node(name)
     setup_logging(name, node_config.log_dir)
     node = Node(topology, name)
-    stop = threading.Event()
+    stop = SignalFlag()
 
     def on_signal(signum, frame):  # noqa: ARG001 - signal handler signature
         stop.set()
@@ -69,7 +89,7 @@ def supervise(config: Path, topology: Topology, restart: bool) -> int:
     procs: dict[str, subprocess.Popen] = {}
     restarts: dict[str, int] = {}
     held: set[str] = set()  # stopped by `esnode stop --node`: not restarted until asked
-    stopping = threading.Event()
+    stopping = SignalFlag()
     state = RunState.for_config(config)
 
     def spawn(name: str, again: bool = True) -> None:
