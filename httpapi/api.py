@@ -64,6 +64,8 @@ ERROR_STATUS: dict[str, tuple[int, str]] = {
     "no_quorum": (503, "No quorum"),
     "outcome_unknown": (500, "Write timeout"),
     "unavailable": (503, "Unavailable"),
+    "not_authenticated": (401, "Unauthorized"),
+    "access_denied": (403, "Access denied"),
 }
 """The error vocabulary shared with the ZeroMQ face, as HTTP statuses (Event Store's reason
 phrases where it has one). Every error response also says its code in ``ESnode-Error`` and
