@@ -113,6 +113,9 @@ class Factories:
     persistent_actor: type[pykka.ThreadingActor] = PersistentSubscriptionsActor
     http_face: Callable[[Node], Any] | None = default_http_face
     """Builds the HTTP face (``None``: no HTTP even when the topology gives a port)."""
+    authorizer: Callable[[Node], Any] | None = None
+    """Builds the ``core.authz.Authorizer`` every client request passes (``None``: no access
+    control, the open topology)."""
 
     def replace(self, **changes: Any) -> Factories:
         return replace(self, **changes)
@@ -161,6 +164,7 @@ class Node:
                 self.store, self.transport, self.clock, self.board, self.storage,
                 on_failure=self.fail)
             self._refs = [self.gateway, self.storage, self.subscriptions, self.persistent]
+            self.authorizer = f.authorizer(self) if f.authorizer is not None else None
             self.transport.start(self._on_client, self._on_peer_gone, self._on_node)
             if self.http is not None:
                 self.http.start()
@@ -281,6 +285,12 @@ class Node:
     # --- wiring callbacks (run on the calling thread: keep them tiny) -----------------------
     def _on_client(self, envelopes: list) -> None:
         try:
+            if self.authorizer is not None:  # one gate for ZeroMQ and HTTP, before any actor
+                envelopes, refused = self.authorizer.screen(envelopes)
+                if refused:
+                    self.transport.send_client(refused)
+                if not envelopes:
+                    return
             groups = [e for e in envelopes if type(e.request) in GROUP_REQUESTS]
             if groups:  # persistent subscription groups have their own actor
                 self.persistent.tell(GroupRequests(groups))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from esnode.core import messages as m
 from esnode.core.acl import (
     ADMINS,
+    ANONYMOUS,
     OPS,
     SETTINGS_STREAM,
     DefaultAcls,
@@ -81,6 +82,18 @@ class Authorizer:
     def __init__(self, store: EventStore, committed: Callable[[], int]) -> None:
         self._store = store
         self._committed = committed
+
+    def screen(self, envelopes: list[m.ClientEnvelope]
+               ) -> tuple[list[m.ClientEnvelope], list[tuple[bytes, int, m.ErrorReply]]]:
+        """The envelopes allowed through, and the error replies for the others."""
+        passed, refused = [], []
+        for env in envelopes:
+            error = self.check(env.principal or ANONYMOUS, env.request)
+            if error is None:
+                passed.append(env)
+            else:
+                refused.append((env.peer, env.corr, m.ErrorReply(error)))
+        return passed, refused
 
     def check(self, principal: Principal, request: object) -> EsError | None:
         cls = type(request)
