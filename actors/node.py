@@ -97,7 +97,7 @@ def default_http_face(node: Node):
 
         context = server_context(config.http_cert_file, config.http_key_file)
     return HttpFace(config.external_http_bind, node._on_client,
-                    lambda face: build_app(face, view), ssl_context=context)
+                    lambda face: build_app(face, view), ssl_context=context, users=node.users)
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,9 @@ class Factories:
     persistent_actor: type[pykka.ThreadingActor] = PersistentSubscriptionsActor
     http_face: Callable[[Node], Any] | None = default_http_face
     """Builds the HTTP face (``None``: no HTTP even when the topology gives a port)."""
+    users: Callable[[Node], Any] | None = None
+    """Builds the ``core.users.LiveUsers`` the faces authenticate against (``None``: no
+    authentication, every request anonymous)."""
     authorizer: Callable[[Node], Any] | None = None
     """Builds the ``core.authz.Authorizer`` every client request passes (``None``: no access
     control, the open topology)."""
@@ -141,6 +144,7 @@ class Node:
         self.clock = f.clock()
         self.store = f.store(self.config)
         self.board = StatusBoard(self.store.commit_position)
+        self.users = f.users(self) if f.users is not None else None
         self.transport = f.transport(t, self.config)
         self.http = None
         if self.config.external_http_port and f.http_face is not None:

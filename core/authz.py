@@ -26,6 +26,7 @@ from esnode.core.acl import (
     allowed,
 )
 from esnode.core.types import (
+    ALL_STREAM,
     AccessDenied,
     BadRequest,
     EsError,
@@ -37,7 +38,6 @@ from esnode.core.types import (
 if TYPE_CHECKING:
     from esnode.storage.port import EventStore
 
-ALL_STREAM = "$all"
 OPS_OR_ADMINS = frozenset({ADMINS, OPS})
 ADMINS_ONLY = SYSTEM_DEFAULT
 """What a malformed ``$acl`` or ``$settings`` allows (fail closed)."""

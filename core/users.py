@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -28,6 +29,7 @@ from esnode.core.acl import (
 )
 from esnode.core.types import (
     NO_STREAM,
+    AllSlice,
     AppendRequest,
     BadRequest,
     EventData,
@@ -95,16 +97,20 @@ class UserTable:
             return
         self._users[user.name] = user
 
-    def load(self, read_all: Callable[[int, int], object]) -> UserTable:
-        """Scan the log from its start with ``read_all(position, count)`` (a store's
-        ``read_all`` bound to the commit position) and apply every event."""
-        position = 0
+    def load(self, read_all: Callable[[int, int], AllSlice]) -> UserTable:
+        """Scan the whole log with ``read_all(position, count)`` (a store's ``read_all``
+        bound to the commit position) and apply every event."""
+        self.catch_up(read_all, 0)
+        return self
+
+    def catch_up(self, read_all: Callable[[int, int], AllSlice], position: int) -> int:
+        """Apply every event from ``position`` on; returns where to continue next time."""
         while True:
             page = read_all(position, SCAN_PAGE)
             for event in page.events:
                 self.apply(event)
             if page.is_end or not page.events:
-                return self
+                return page.next_position if page.events else position
             position = page.next_position
 
     # --- questions -----------------------------------------------------------------------
@@ -153,3 +159,24 @@ class UserTable:
         self._verified[key] = now + self._ttl
         return True
 
+
+
+class LiveUsers:
+    """A ``UserTable`` kept current from the committed log: before each authentication it
+    applies what was committed since the last one (a user added, disabled or given a new
+    password on any node counts on every node as soon as it is committed there)."""
+
+    def __init__(self, read_all: Callable[..., AllSlice], committed: Callable[[], int],
+                 table: UserTable | None = None) -> None:
+        self.table = table or UserTable()
+        self._read_all = read_all
+        self._committed = committed
+        self._position = 0
+        self._lock = threading.Lock()
+
+    def authenticate(self, name: str, password: str) -> Principal:
+        with self._lock:
+            up_to = self._committed()
+            self._position = self.table.catch_up(
+                lambda pos, n: self._read_all(pos, n, up_to_position=up_to), self._position)
+        return self.table.authenticate(name, password)
