@@ -7,6 +7,7 @@ uses the defaults. Nothing else in the code base constructs actors or sockets.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -19,6 +20,7 @@ from esnode.actors.messages import (
     ClusterInbound,
     Committed,
     PeerGone,
+    PendingWrite,
     Shutdown,
     StatusChanged,
     StopAccepting,
@@ -50,6 +52,10 @@ DNS_REFRESH_S = 2.0
 
 GATEWAY_TICK_EVERY = 5
 """The gateway's timers (forward timeouts) need only every fifth tick."""
+
+ADMIN_BOOTSTRAP_POLL_S = 0.2
+BOOTSTRAP_PEER = b"\x00esnode-bootstrap"
+"""The reply address of the admin bootstrap write (no client: its answer is dropped)."""
 
 log = logging.getLogger("esnode.node")
 
@@ -100,6 +106,24 @@ def default_http_face(node: Node):
                     lambda face: build_app(face, view), ssl_context=context, users=node.users)
 
 
+def default_users(node: Node):
+    """Users read from the committed log, when the topology turns authentication on."""
+    if not node.topology.security.authentication:
+        return None
+    from esnode.core.users import LiveUsers
+
+    return LiveUsers(node.store.read_all, lambda: node.board.readable_position)
+
+
+def default_authorizer(node: Node):
+    """The access gate, when the topology turns authentication on."""
+    if not node.topology.security.authentication:
+        return None
+    from esnode.core.authz import Authorizer
+
+    return Authorizer(node.store, lambda: node.board.readable_position)
+
+
 @dataclass(frozen=True)
 class Factories:
     """How a node gets each of its parts; ``replace(...)`` one to swap it in a test."""
@@ -113,10 +137,10 @@ class Factories:
     persistent_actor: type[pykka.ThreadingActor] = PersistentSubscriptionsActor
     http_face: Callable[[Node], Any] | None = default_http_face
     """Builds the HTTP face (``None``: no HTTP even when the topology gives a port)."""
-    users: Callable[[Node], Any] | None = None
+    users: Callable[[Node], Any] | None = default_users
     """Builds the ``core.users.LiveUsers`` the faces authenticate against (``None``: no
     authentication, every request anonymous)."""
-    authorizer: Callable[[Node], Any] | None = None
+    authorizer: Callable[[Node], Any] | None = default_authorizer
     """Builds the ``core.authz.Authorizer`` every client request passes (``None``: no access
     control, the open topology)."""
 
@@ -141,6 +165,12 @@ class Node:
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> Node:
         f, t = self.factories, self.topology
+        admin_password = None
+        if t.security.authentication:  # before anything starts: never a default password
+            from esnode.core.users import admin_password as configured_admin_password
+
+            admin_password = configured_admin_password(t.security.admin_password_file,
+                                                       os.environ)
         self.clock = f.clock()
         self.store = f.store(self.config)
         self.board = StatusBoard(self.store.commit_position)
@@ -174,6 +204,9 @@ class Node:
                 self.http.start()
             self._ticker = threading.Thread(target=self._tick, name="ticker", daemon=True)
             self._ticker.start()
+            if admin_password is not None and self.users is not None:
+                threading.Thread(target=self._bootstrap_admin, args=(admin_password,),
+                                 name="admin-bootstrap", daemon=True).start()
             if t.discovery.dns:
                 threading.Thread(target=self._rediscover, name="dns-discovery",
                                  daemon=True).start()
@@ -215,6 +248,21 @@ class Node:
                 if n % GATEWAY_TICK_EVERY == 0 and self.gateway is not None:
                     self.gateway.tell(Tick())
                     self.persistent.tell(Tick())
+            except pykka.ActorDeadError:
+                return
+
+    def _bootstrap_admin(self, password: str) -> None:
+        """First start of a secured cluster: the leader writes ``$user-admin`` (expected
+        version ``no_stream``, so once however many nodes try); every node then reads it
+        from the log. Returns once the log holds an admin."""
+        while not self._stopped.wait(ADMIN_BOOTSTRAP_POLL_S):
+            if not self.board.is_leader:
+                continue
+            write = self.users.refresh().bootstrap(password)
+            if write is None:
+                return
+            try:  # the answer goes to a peer no socket knows: dropped; the loop re-checks
+                self.storage.tell(WriteBatch([PendingWrite(BOOTSTRAP_PEER, 0, write)]))
             except pykka.ActorDeadError:
                 return
 

@@ -174,9 +174,13 @@ class LiveUsers:
         self._position = 0
         self._lock = threading.Lock()
 
-    def authenticate(self, name: str, password: str) -> Principal:
+    def refresh(self) -> UserTable:
+        """The table with everything committed so far applied."""
         with self._lock:
             up_to = self._committed()
             self._position = self.table.catch_up(
                 lambda pos, n: self._read_all(pos, n, up_to_position=up_to), self._position)
-        return self.table.authenticate(name, password)
+        return self.table
+
+    def authenticate(self, name: str, password: str) -> Principal:
+        return self.refresh().authenticate(name, password)

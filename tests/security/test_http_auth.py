@@ -106,3 +106,51 @@ def test_stream_acl_denial_is_403_and_disabling_a_user_counts_at_once(secured):
     assert r.status_code == 201, r.text
     r = _post(secured, "orders", auth=alice)
     assert r.status_code == 401 and "disabled" in r.text
+
+
+def _secured_topology(http_port: int, **security):
+    from esnode.core.config import parse_topology
+    from tests.conftest import free_port
+
+    return parse_topology({
+        "cluster": {"name": "test", "size": 1},
+        "security": {"authentication": True, **security},
+        "nodes": [{"name": "node1", "internal_host": "127.0.0.1", "internal_port": free_port(),
+                   "external_host": "127.0.0.1", "external_port": free_port(),
+                   "external_http_port": http_port, "mem_db": True}]})
+
+
+def test_authentication_from_the_topology_refuses_to_start_without_an_admin_password(
+        monkeypatch):
+    from esnode.core.users import AdminPasswordMissing
+    from tests.conftest import free_port
+
+    monkeypatch.delenv("ESNODE_ADMIN_PASSWORD", raising=False)
+    node = Node(_secured_topology(free_port()), "node1")
+    with pytest.raises(AdminPasswordMissing, match="no default"):
+        node.start()
+    assert not hasattr(node, "store")  # refused before opening anything
+
+
+def test_first_start_creates_admin_with_the_configured_password(tmp_path, monkeypatch):
+    from tests.conftest import free_port, start_leader, wait_for
+
+    monkeypatch.delenv("ESNODE_ADMIN_PASSWORD", raising=False)
+    pw = tmp_path / "admin.pw"
+    pw.write_text("first-run-secret\n")
+    port = free_port()
+    node = start_leader(Node(_secured_topology(port, admin_password_file=str(pw)), "node1"))
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def admin_in():
+            return requests.get(base + "/streams/$all", auth=("admin", "first-run-secret"),
+                                headers={"Accept": "application/json"},
+                                timeout=15).status_code == 200
+
+        wait_for(admin_in, message="admin created at first start")
+        assert requests.get(base + "/streams/$all", timeout=15).status_code == 401
+        r = requests.get(base + "/streams/$all", auth=("admin", "admin"), timeout=15)
+        assert r.status_code == 401
+    finally:
+        node.stop()
