@@ -301,6 +301,7 @@ def load_topology(path: str | Path) -> Topology:
     )
     sec = topology.security
     security = dataclasses.replace(sec, **{
-        key: str(base / getattr(sec, key)) for key in ("key_dir", "external_key",
-                                                       "client_key_dir") if getattr(sec, key)})
+        key: str(base / getattr(sec, key))
+        for key in ("key_dir", "external_key", "client_key_dir", "admin_password_file")
+        if getattr(sec, key)})
     return dataclasses.replace(topology, nodes=nodes, security=security)
