@@ -312,6 +312,3 @@ class LocalPrepared:
 
     records: tuple[Record, ...]
 
-
-REPORTS: tuple[type, ...] = (EpochWritten, RecordsRead, RecordsWritten, Truncated, LocalWritten,
-                             LocalPrepared)
