@@ -34,10 +34,16 @@ from esnode.actors.subscriptions import SubscriptionsActor
 from esnode.core.clock import Clock, SystemClock
 from esnode.core.cluster_messages import WIRE_MESSAGES
 from esnode.core.config import NodeSection, Topology
-from esnode.core.forwarding import FORWARD_MESSAGES, ForwardReply
+from esnode.core.forwarding import (
+    FORWARD_MESSAGES,
+    ForwardAppend,
+    ForwardDelete,
+    ForwardReply,
+)
 from esnode.core.messages import GROUP_REQUESTS
 from esnode.core.states import VNodeState
 from esnode.storage.port import EventStore
+from esnode.transport.codec import error_body
 from esnode.transport.port import Transport
 
 TICK_INTERVAL_S = 0.02
@@ -374,6 +380,8 @@ class Node:
     def _on_node(self, batch: list) -> None:
         """Cluster traffic: forwarded-write answers go to the gateway, the rest to the
         writer (which checks that each message's claimed sender is its actual peer)."""
+        if self.authorizer is not None and self.users is not None:
+            batch = self._recheck_forwards(batch)
         replies = [item for item in batch if type(item[1]) is ForwardReply]
         try:
             if replies:
@@ -383,6 +391,22 @@ class Node:
                     [item for item in batch if type(item[1]) is not ForwardReply]))
         except pykka.ActorDeadError:
             pass
+
+    def _recheck_forwards(self, batch: list) -> list:
+        """Writes other nodes forwarded are checked again here, with the user they carry
+        and this node's ACLs; a refused one is answered to its sender at once."""
+        kept, refused = [], []
+        for sender, message in batch:
+            if type(message) in (ForwardAppend, ForwardDelete):
+                error = self.authorizer.check_forward(message, self.users)
+                if error is not None:
+                    refused.append((sender, ForwardReply(
+                        self.config.name, message.forward_id, "error", error_body(error))))
+                    continue
+            kept.append((sender, message))
+        if refused:
+            self.transport.send_node(refused)
+        return kept
 
     def _notify(self, message: object) -> None:
         """The writer's news: a new commit position (readers), a new status (gateway)."""

@@ -25,6 +25,7 @@ from esnode.core.acl import (
     StreamAcl,
     allowed,
 )
+from esnode.core.forwarding import ForwardAppend, ForwardDelete
 from esnode.core.types import (
     ALL_STREAM,
     AccessDenied,
@@ -36,6 +37,7 @@ from esnode.core.types import (
 )
 
 if TYPE_CHECKING:
+    from esnode.core.users import LiveUsers
     from esnode.storage.port import EventStore
 
 OPS_OR_ADMINS = frozenset({ADMINS, OPS})
@@ -94,6 +96,21 @@ class Authorizer:
             else:
                 refused.append((env.peer, env.corr, m.ErrorReply(error)))
         return passed, refused
+
+    def check_forward(self, message: ForwardAppend | ForwardDelete,
+                      users: LiveUsers) -> EsError | None:
+        """The leader's second check of a write another node forwarded: the user it names,
+        as this node's user table knows it now, against this node's ACLs."""
+        user = users.refresh().get(message.user) if message.user is not None else None
+        if message.user is not None and (user is None or user.disabled):
+            return NotAuthenticated(f"not authenticated: user {message.user!r} is unknown or "
+                                    f"disabled on the leader")
+        principal = Principal.of(user) if user is not None else ANONYMOUS
+        if type(message) is ForwardAppend:
+            request = m.Append(message.stream, message.expected_version, message.events)
+        else:
+            request = m.Delete(message.stream, message.expected_version, message.tombstone)
+        return self.check(principal, request)
 
     def check(self, principal: Principal, request: object) -> EsError | None:
         cls = type(request)

@@ -84,3 +84,35 @@ def test_persistent_group_management_is_refused_to_ordinary_users(cluster):
 
     code = _code(cluster, ALICE, m.CreateGroup("orders", "g", GroupSettings()))[0]
     assert code == "access_denied"
+
+
+def test_the_leader_checks_forwarded_writes_again_with_the_user_they_carry():
+    """A follower without a gate (or with older ACLs) forwards alice's write; the leader,
+    which knows alice from the log, refuses it and the refusal reaches the client."""
+    from esnode.core.acl import User, hash_password
+    from esnode.core.types import NO_STREAM
+    from esnode.core.users import LiveUsers, user_append
+
+    def users(node: Node) -> LiveUsers:
+        return LiveUsers(node.store.read_all, lambda: node.board.readable_position)
+
+    with InProcessCluster(3, overrides={"authorizer": _authorizer, "users": users}) as c:
+        leader = c.wait_for_leader()
+        follower = c.followers(leader)[0]
+        follower.authorizer = None  # its gate lets everything through (as if its ACLs lagged)
+        admin = c.client(leader.config.name, ADMIN)
+        fast = {"n": 2**10, "r": 8, "p": 1}
+        for user in (User("alice", hash_password("pw", **fast)),
+                     User("bob", hash_password("pw", **fast))):
+            write = user_append(user, NO_STREAM)
+            assert outcome(admin.call(m.Append(write.stream, NO_STREAM, write.events)))[0] == "ok"
+        assert outcome(admin.call(m.SetMetadata("private", {"$acl": {"$w": "bob"}})))[0] == "ok"
+        via_follower = c.client(follower.config.name, ALICE)
+        code, body = outcome(via_follower.call(m.Append("private", ANY, (new_event(),))))
+        assert code == "access_denied", body
+        assert "user 'alice' may not write to stream 'private'" in body["message"]
+        assert outcome(c.client(follower.config.name, BOB).call(
+            m.Append("private", ANY, (new_event(),))))[0] == "ok"
+        code, _ = outcome(c.client(follower.config.name, Principal("mallory")).call(
+            m.Append("orders", ANY, (new_event(),))))
+        assert code == "not_authenticated"

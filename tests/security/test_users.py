@@ -221,3 +221,29 @@ def test_persistent_group_management_needs_ops_or_admins(store):
     assert _check(store, Principal("o", frozenset({OPS})), create) is None
     assert _check(store, ALICE, m.ConnectGroup("orders", "g")) is None
     assert isinstance(_check(store, ALICE, m.ConnectGroup("private", "g")), AccessDenied)
+
+
+# --- the leader's second check of forwarded writes -------------------------------------------
+def test_forwarded_writes_are_checked_again_with_the_user_they_carry(store):
+    from esnode.core.forwarding import ForwardAppend, ForwardDelete
+    from esnode.core.users import LiveUsers
+
+    store.write([user_append(User("alice", hash_password("pw", **FAST)), NO_STREAM),
+                 user_append(User("bob", hash_password("pw", **FAST)), NO_STREAM),
+                 user_append(User("gone", hash_password("pw", **FAST), disabled=True),
+                             NO_STREAM)], now_us=0)
+    users = LiveUsers(store.read_all, lambda: store.writer_position)
+    authz = Authorizer(store, lambda: store.writer_position)
+
+    def fwd(user, stream="private", delete=False):
+        if delete:
+            return ForwardDelete("n2", 1, stream, ANY, False, user)
+        return ForwardAppend("n2", 1, stream, ANY, (_event(),), user)
+
+    assert authz.check_forward(fwd("bob"), users) is None
+    assert authz.check_forward(fwd("alice", "orders"), users) is None
+    assert isinstance(authz.check_forward(fwd("alice"), users), AccessDenied)
+    assert isinstance(authz.check_forward(fwd("alice", delete=True), users), AccessDenied)
+    assert isinstance(authz.check_forward(fwd("alice", "$$private"), users), AccessDenied)
+    for who in (None, "gone", "nobody"):
+        assert isinstance(authz.check_forward(fwd(who, "orders"), users), NotAuthenticated)
