@@ -44,6 +44,7 @@ from esnode.core.cluster_messages import (
     EpochWritten,
     LocalPrepared,
     LocalWritten,
+    PeerDisconnected,
     RecordsRead,
     RecordsWritten,
     Truncated,
@@ -254,6 +255,9 @@ class StorageActor(pykka.ThreadingActor):
         forwarded: list[PendingWrite] = []
         effects: list = []
         for sender, message in messages:
+            if type(message) is PeerDisconnected:  # the transport's own hint, not a message
+                effects += self.core.step(message, now)
+                continue
             if claimed_sender(message) != sender or sender not in self._peers:
                 log.warning("dropped %s from %r claiming to be %r", type(message).__name__,
                             sender, claimed_sender(message))
