@@ -17,6 +17,7 @@ from esnode.client.errors import (
     OperationTimeout,
     OutcomeUnknown,
     ProtocolError,
+    WriteConnectionLost,
     WriteTimeout,
     error_from_body,
 )
@@ -192,6 +193,15 @@ class ProtocolCore:
                 self._check_at = check_at
         self.incarnation = incarnation
 
+    def disconnected(self) -> list[tuple[Any, str, Any]]:
+        """The node closed the TCP connection (a killed process closes its connections at
+        once): fail what is in flight as lost now, rather than wait for the heartbeat."""
+        if not self._pending and not self._subs:
+            return []
+        reason = f"{self.endpoint or 'the node'} closed the connection"
+        log.warning("esnode client: %s; taking it for gone", reason)
+        return self.close(reason, lost=True)
+
     def take_lost(self) -> list[tuple[Any, str, Any]]:
         """What a node restart failed (see ``_check_run``), for the shell to deliver."""
         lost, self.lost = self.lost, []
@@ -268,7 +278,7 @@ class ProtocolCore:
             if handle is None:
                 continue
             if call.write:
-                cls = OutcomeUnknown if lost else WriteTimeout
+                cls = WriteConnectionLost if lost else WriteTimeout
                 error = cls(f"{call.what}: {reason}; it may or may not have happened")
             else:
                 error = read_error(f"{call.what or call.op}: {reason}")
