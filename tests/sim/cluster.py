@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from esnode.core.cluster_messages import (
     EpochWritten,
     LocalWritten,
+    PeerDisconnected,
     RecordsRead,
     RecordsWritten,
     Truncated,
@@ -58,6 +59,10 @@ class SimNode:
 
 
 class SimCluster:
+    disconnect_hints = True
+    """A crashed node's peers get ``PeerDisconnected`` (a killed process closes its TCP
+    connections at once; a paused or partitioned one does not)."""
+
     def __init__(self, seed: int, size: int = 3, core_class: type[NodeCore] = NodeCore,
                  loss: float = 0.0, duplicate: float = 0.0, fsync: tuple[float, float] = (0.001, 0.004),
                  **config):
@@ -132,6 +137,11 @@ class SimCluster:
         self.unknown += len(node.pending)
         node.pending = []
         self.lines.append(f"{self.now:.3f} CRASH {name}")
+        for other in self.names if self.disconnect_hints else ():
+            peer = self.nodes[other]
+            if other != name and peer.up and (name, other) not in self.net.blocked:
+                self.at(self.now + self.net.min_delay, other,
+                        self._deliver(other, PeerDisconnected(name)), peer.incarnation)
 
     def restart(self, name: str) -> None:
         if not self.nodes[name].up:
