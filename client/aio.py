@@ -29,6 +29,7 @@ from esnode.client.sync import (
     CLOSE_LINGER_MS,
     GONE_EVENTS,
     configure_socket,
+    link_events,
     monitor_events,
     secure_context,
     watch_disconnects,
@@ -215,6 +216,8 @@ class AsyncClient(Operations):
             self._arm(when)
         try:
             await self._send(frame)
+            if self._core.gone is not None:  # a connection known to be down: fail it now
+                _deliver(self._core.disconnected())
             return await fut
         except asyncio.CancelledError:
             self._core.forget(corr)
@@ -280,8 +283,8 @@ class AsyncClient(Operations):
 
     def _on_monitor(self) -> None:
         """The node closed the connection: fail what is in flight now (flows re-discover)."""
-        if self._monitor is not None and monitor_events(self._monitor):
-            _deliver(self._core.disconnected())
+        if self._monitor is not None:
+            _deliver(link_events(self._core, monitor_events(self._monitor)))
 
     def _on_readable(self) -> None:
         """Drain every reply the socket holds (its descriptor is edge-triggered)."""

@@ -56,24 +56,38 @@ def configure_socket(sock: zmq.Socket, endpoint: str) -> None:
 
 GONE_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
 """A probe's socket events that mean no answer will come (refused, or closed)."""
+LINK_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+"""The connection's socket events: the node closed it; it is up (again)."""
 
 
-def watch_disconnects(sock: zmq.Socket, events: int = zmq.EVENT_DISCONNECTED) -> zmq.Socket:
+def watch_disconnects(sock: zmq.Socket, events: int = LINK_EVENTS) -> zmq.Socket:
     """A monitor of ``sock``: the node closing the connection is seen at once (a killed
     process closes its TCP connections), which a DEALER otherwise hides by reconnecting."""
     return sock.get_monitor_socket(events)
 
 
-def monitor_events(monitor: zmq.Socket) -> int:
-    """Drain ``monitor``; the union of the events it held."""
+def monitor_events(monitor: zmq.Socket) -> list[int]:
+    """Drain ``monitor``: the events it held, in order."""
     from zmq.utils.monitor import recv_monitor_message
 
-    seen = 0
+    seen = []
     while True:
         try:
-            seen |= recv_monitor_message(monitor, zmq.NOBLOCK)["event"]
+            seen.append(recv_monitor_message(monitor, zmq.NOBLOCK)["event"])
         except zmq.Again:
             return seen
+
+
+def link_events(pc: core.ProtocolCore, events: list[int]) -> list[tuple[Any, str, Any]]:
+    """Feed the connection monitor's events to ``pc``; what failed, for the shell to
+    deliver."""
+    failed: list[tuple[Any, str, Any]] = []
+    for event in events:
+        if event == zmq.EVENT_DISCONNECTED:
+            failed += pc.disconnected()
+        else:
+            pc.reconnected()
+    return failed
 
 
 def secure_context(ctx: zmq.Context, settings: ConnectionSettings) -> zmq.Context:
@@ -482,7 +496,9 @@ class Client(Operations):
                         target.set(kind, payload)
                     else:
                         target.put((kind, payload))
-            if monitor is not None and monitor in ready and monitor_events(monitor):
+            if monitor is not None and monitor in ready:
+                _deliver(link_events(pc, monitor_events(monitor)))
+            if pc.gone is not None and len(pc):  # started on a connection known to be down
                 _deliver(pc.disconnected())
             if pc.lost:
                 _deliver(pc.take_lost())
