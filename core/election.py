@@ -21,11 +21,13 @@ Rules (see docs/cluster-design.md):
   nodes tend to time out, and therefore campaign, first.
 * Majority = configured cluster size // 2 + 1.
 * **Disconnect hint**: a follower whose connection to its leader closed gives up its lease
-  and campaigns (pre-vote first) within ``election_timeout / 4`` (random, so two followers
-  rarely split the vote), instead of waiting out its election timer. Only the current
-  leader's disconnect counts, at most once per ``election_timeout`` per peer (a flapping
-  connection cannot cause repeated campaigns); peers that still hear the leader refuse the
-  pre-vote, so a false hint costs no term.
+  and campaigns (pre-vote first) after ``2 × heartbeat_interval`` plus a random part of up
+  to ``election_timeout / 4`` (so two followers rarely split the vote), instead of waiting
+  out its election timer. The fixed part lets a live leader cancel it: its heartbeats come
+  on its own connection, and any leader message restores the lease and the timer. Only the
+  current leader's disconnect counts, at most once per ``election_timeout`` per peer (a
+  flapping connection cannot cause repeated campaigns); peers that still hear the leader
+  refuse the pre-vote, so a false hint costs no term.
 """
 
 from __future__ import annotations
@@ -122,7 +124,8 @@ class ElectionCore:
         self.hinted[peer] = now
         self.last_leader_contact = float("-inf")
         spread = self.config.election_timeout / 4 / (1 + max(0, self.config.priority))
-        self.deadline = min(self.deadline, now + self.rng.random() * spread)
+        grace = 2 * self.config.heartbeat_interval
+        self.deadline = min(self.deadline, now + grace + self.rng.random() * spread)
 
     # --- transitions --------------------------------------------------------------------------
     def become_follower(self, term: int, leader_id: str | None, now: float) -> None:
