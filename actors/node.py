@@ -244,14 +244,18 @@ class Node:
         except pykka.ActorDeadError:
             pass
 
-    @staticmethod
-    def _try_ask(ref: pykka.ActorRef, message: object) -> None:
+    def _try_ask(self, ref: pykka.ActorRef, message: object) -> None:
+        """Ask and wait; a failure inside the actor (say, the final flush at shutdown)
+        makes the node exit non-zero, never vanishes."""
         try:
             ref.ask(message, timeout=10)
-        except (pykka.ActorDeadError, pykka.Timeout):
-            pass
-        except Exception:  # the actor's own failure was already logged
-            pass
+        except pykka.ActorDeadError:
+            pass  # it died earlier, and said so then (on_failure)
+        except (pykka.Timeout, Exception) as exc:
+            reason = (f"{type(message).__name__} to {ref.actor_class.__name__} failed: "
+                      f"{type(exc).__name__}: {exc}")
+            log.critical("fatal: %s", reason, exc_info=exc)
+            self._fatal = self._fatal or reason
 
     def _teardown(self) -> None:
         for ref in self._refs:

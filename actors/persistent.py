@@ -8,7 +8,8 @@ Everything a group needs to survive a leader change lives in the replicated log:
   every node applies them from its committed log, so every node can list them;
 * settlements: ``$persistentsubscription-<stream>::<group>-acks``, one ``$Acked`` event per
   ack batch, written BEFORE the consumer's ack is answered (the storage actor answers it
-  once the write is committed on a majority): a confirmed ack is never redelivered;
+  once the write is committed on a majority): a confirmed ack is never redelivered; and
+  ``$Retried`` events (the retry counts events reached), so counts survive a leader change;
 * checkpoints: ``...-checkpoint`` (position, read cursor, settled set above it, and how far
   the acks and parked streams were), so a rebuild reads little;
 * parked events: ``...-parked`` (a copy of the event, where it came from and why).
@@ -48,6 +49,7 @@ from esnode.core.types import (
     AppendRequest,
     BadRequest,
     EsError,
+    METADATA_TYPE,
     EventData,
     GroupExists,
     GroupNotFound,
@@ -55,6 +57,7 @@ from esnode.core.types import (
     NotReady,
     RecordedEvent,
     StreamNotFound,
+    metadata_stream_of,
 )
 from esnode.storage.port import EventStore
 from esnode.transport.port import Transport
@@ -63,8 +66,11 @@ log = logging.getLogger("esnode.persistent")
 
 DEFINITIONS = "$persistentsubscriptions"
 CREATED, UPDATED, DELETED = "$GroupCreated", "$GroupUpdated", "$GroupDeleted"
-ACKED, CHECKPOINTED = "$Acked", "$Checkpoint"
+ACKED, RETRIED, CHECKPOINTED = "$Acked", "$Retried", "$Checkpoint"
 READ_PAGE = 1000
+COMPACT_AFTER = 1000
+"""Records of a group's acks (and checkpoint) stream a checkpoint has summarised before
+they are cut off with ``$tb`` (one metadata record per this many, not per checkpoint)."""
 NOBODY = (b"", 0)
 """Reply address of the actor's own writes (checkpoints, timed-out parks): nobody waits."""
 
@@ -234,9 +240,11 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
             page = None
         if page is not None and page.events:
             core.parked_replayed = page.events[-1].version
-            self._settled(key, core.requeue([self._unpark(e) for e in page.events],
-                                            self._clock.monotonic()))
+            effects = core.requeue([self._unpark(e) for e in page.events],
+                                   self._clock.monotonic(), [e.version for e in page.events])
+            # the replay is recorded (what is replaying, how far) before anything is sent
             self._checkpoint(key, p.PersistCheckpoint(core.checkpoint, core.resume))
+            self._settled(key, effects)
         self._reply(env.peer, env.corr, m.Reply({
             "replayed": len(page.events) if page is not None else 0}))
 
@@ -257,6 +265,9 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
         key = self._consumers.get(consumer)
         core = self._cores.get(key) if key is not None else None
         if core is None:
+            # on a node that does not lead (one restarted at the same address before the
+            # client noticed, say) the consumer's connection is gone: the group moved
+            self._require_leader()
             raise BadRequest(f"subscription {subscription} is not a group consumer on this "
                              "connection (never connected, left, or the group moved)")
         return consumer, core
@@ -291,6 +302,7 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
     def _carry(self, key: tuple[str, str], effects: list) -> None:
         pushes: dict[tuple[bytes, int], list] = {}
         replies = []
+        retries: list[tuple[int, int]] = []
         for e in effects:
             cls = type(e)
             if cls is p.Deliver:
@@ -306,11 +318,16 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
                             self._parked(key, e.event, e.reason))
             elif cls is p.PersistCheckpoint:
                 self._checkpoint(key, e)
+            elif cls is p.PersistRetries:
+                retries += e.counts
             elif cls is p.Refused:
                 replies.append((*e.reply_to, m.ErrorReply(e.error)))
             elif cls is p.Dropped:
                 self._consumers.pop(e.consumer, None)
                 replies.append((*e.consumer, m.SubscriptionDropped(BadRequest(e.reason))))
+        if retries:  # one record for the lot; before the pushes that carry the new counts
+            self._write(*NOBODY, p.group_stream(*key, "acks"),
+                        _json_event(RETRIED, {"retries": retries}))
         out = [(c[0], c[1], m.GroupEventsPushed(events)) for c, events in pushes.items()]
         if out or replies:
             self._transport.send_client(out + replies)
@@ -321,11 +338,29 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
 
     def _checkpoint(self, key: tuple[str, str], e: p.PersistCheckpoint) -> None:
         core = self._cores[key]
-        self._write(*NOBODY, p.group_stream(*key, "checkpoint"), _json_event(CHECKPOINTED, {
+        acks, checkpoints = p.group_stream(*key, "acks"), p.group_stream(*key, "checkpoint")
+        acks_version = self._store.stream_version(acks)
+        previous = self._store.stream_version(checkpoints)
+        self._write(*NOBODY, checkpoints, _json_event(CHECKPOINTED, {
             "position": e.position, "resume": e.resume, "settled": sorted(core.settled),
-            "acks_version": self._store.stream_version(p.group_stream(*key, "acks")),
+            "acks_version": acks_version,
             "parked_version": self._store.stream_version(p.group_stream(*key, "parked")),
-            "parked_replayed": core.parked_replayed}))
+            "parked_replayed": core.parked_replayed,
+            "retries": sorted(core.retries.items()),
+            "replaying": sorted(core.replaying.items())}))
+        self._compact(acks, acks_version + 1)
+        self._compact(checkpoints, previous)
+
+    def _compact(self, stream: str, keep_from: int) -> None:
+        """Cut off ``stream``'s records before ``keep_from`` once a checkpoint summarised
+        them (and ``COMPACT_AFTER`` piled up). The ``$tb`` is written after that checkpoint,
+        so in every log that holds the ``$tb`` the checkpoint is there too: a new leader
+        never misses what the cut-off records said."""
+        old = self._store.get_metadata(stream)
+        if keep_from - (old.truncate_before or 0) >= COMPACT_AFTER:
+            data = json.dumps({**old.raw, "$tb": keep_from}, separators=(",", ":")).encode()
+            self._write(*NOBODY, metadata_stream_of(stream),
+                        EventData(str(uuid.uuid4()), METADATA_TYPE, data, b"", True))
 
     @staticmethod
     def _parked(key: tuple[str, str], event: RecordedEvent, reason: str) -> EventData:
@@ -370,6 +405,7 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
                     return
                 effects = core.events(page.events, now)
                 done = page.is_end or not page.events
+            core.live = page.is_end
             self._carry(key, effects)
             if done:
                 return
@@ -410,7 +446,7 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
         key = (d.stream, d.group)
         checkpoint, resume, settled = -1, d.cursor, set()
         acks_from = parked_from = 0
-        replayed = -1
+        replayed, retries, replaying = -1, {}, {}
         try:
             last = self._store.read_stream(p.group_stream(*key, "checkpoint"), -1, 1, True,
                                            up_to_position=self._committed).events
@@ -421,16 +457,39 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
             checkpoint, resume, settled = c["position"], c["resume"], set(c["settled"])
             acks_from, parked_from = c["acks_version"] + 1, c["parked_version"] + 1
             replayed = c.get("parked_replayed", -1)
+            retries = dict(c.get("retries", ()))
+            replaying = dict(c.get("replaying", ()))
+        after = set()
         for event in self._read_all_of(p.group_stream(*key, "acks"), acks_from):
-            settled.update(json.loads(event.data)["positions"])
-        parked = self._read_all_of(p.group_stream(*key, "parked"), parked_from)
-        settled.update(json.loads(e.metadata)["$position"] for e in parked)
-        core = p.GroupCore(d.stream, d.group, d.settings, checkpoint, settled, resume,
-                           self._clock.monotonic())
-        core.parked_count = max(0, self._store.stream_version(p.group_stream(*key, "parked"))
-                                + 1)
+            body = json.loads(event.data)
+            if event.event_type == RETRIED:
+                retries.update(body["retries"])
+            else:
+                after.update(body["positions"])
+        parked_stream = p.group_stream(*key, "parked")
+        after.update(json.loads(e.metadata)["$position"]
+                     for e in self._read_all_of(parked_stream, parked_from))
+        core = p.GroupCore(d.stream, d.group, d.settings, checkpoint, settled | after, resume,
+                           self._clock.monotonic(), retries)
+        core.parked_count = max(0, self._store.stream_version(parked_stream) + 1)
         core.parked_replayed = replayed
+        # a replay of parked events not settled before the leader changed: again, here
+        again = []
+        for version in sorted(v for pos, v in replaying.items() if pos not in after):
+            parked = self._read_version(parked_stream, version)
+            if parked is not None:
+                again.append(self._unpark(parked))
+        core.requeue(again, self._clock.monotonic(), [replaying[e.position] for e in again],
+                     [retries.get(e.position, 0) for e in again])
         return core
+
+    def _read_version(self, stream: str, version: int) -> RecordedEvent | None:
+        try:
+            events = self._store.read_stream(stream, version, 1,
+                                             up_to_position=self._committed).events
+        except StreamNotFound:
+            return None
+        return events[0] if events and events[0].version == version else None
 
     def _read_all_of(self, stream: str, start: int) -> list[RecordedEvent]:
         out: list[RecordedEvent] = []

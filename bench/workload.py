@@ -235,7 +235,7 @@ class Workload:
         for consumers in (1, 4):
             group = f"bench-{consumers}"
             client.create_group(stream, group, start_from="start", read_batch_size=500,
-                                live_buffer_size=5000)
+                                live_buffer_size=5000, history_buffer_size=5000)
             res = PhaseResult(f"g group, {consumers} consumer(s)")
             done = [0] * consumers
             errors: list[BaseException] = []

@@ -30,9 +30,11 @@ MessageTimeout = _opt("--message-timeout", "Seconds a consumer has to ack an eve
                                            "it is retried. Default: 30.", float)
 MaxRetry = _opt("--max-retry-count", "Deliveries after the first before an event is parked. "
                                      "Default: 10.")
-LiveBuffer = _opt("--live-buffer-size", "Events read ahead and waiting. Default: 500.")
+LiveBuffer = _opt("--live-buffer-size", "Events read ahead and waiting once the group is at "
+                  "the end of its source. Default: 500.")
 ReadBatch = _opt("--read-batch-size", "Events read from the log at once. Default: 20.")
-HistoryBuffer = _opt("--history-buffer-size", "Default: 500.")
+HistoryBuffer = _opt("--history-buffer-size", "Events read ahead and waiting while the group "
+                     "catches up. Default: 500.")
 CheckpointAfter = _opt("--checkpoint-after", "Seconds between checkpoints at most. Default: 2.",
                        float)
 MinCheckpoint = _opt("--min-checkpoint-count", "Settled events before a checkpoint. "

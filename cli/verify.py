@@ -57,14 +57,14 @@ def print_verdict(result, out: Console, source: str, group: bool = False) -> Non
                   highlight=False)
 
 
-def group_check(group) -> list:
-    """Rule G1 for the run's persistent subscription group (none: no group)."""
+def group_facts(group, history) -> None:
+    """Finish the run's persistent subscription group (if any) and keep its facts with the
+    history, where rule G1 finds them (also when the saved history is checked again)."""
     if group is None:
-        return []
-    from esnode.verify.groups import check_group
+        return
+    from esnode.verify.groups import save_facts
 
-    positions = group.finish()
-    return check_group(group.facts, positions, group.errors)
+    save_facts(history.meta, group, group.finish())
 
 
 def register(app: typer.Typer) -> None:
@@ -146,7 +146,7 @@ def register(app: typer.Typer) -> None:
                     group.start()
                 history, final = workload.run(
                     on_progress=lambda p: err.print(_progress_line(p), highlight=False))
-                group_violations = group_check(group)
+                group_facts(group, history)
             except EsError as exc:
                 err.print(f"esnode: {exc.code}: {exc}", highlight=False)
                 raise typer.Exit(1) from None
@@ -157,11 +157,13 @@ def register(app: typer.Typer) -> None:
             if save is not None:
                 save_history(history, final, save)
                 err.print(f"esnode verify: history saved to {save}", highlight=False)
+        from esnode.verify.groups import check_saved
+
         result = check(history, final)
-        if check_file is None:
-            result.violations += group_violations
+        group_violations = check_saved(history.meta)
+        result.violations += group_violations or []
         if as_json:
             typer.echo(json.dumps({"source": source, **result.to_json()}, default=str))
         else:
-            print_verdict(result, out, source, group=check_file is None and group_consumers > 0)
+            print_verdict(result, out, source, group=group_violations is not None)
         raise typer.Exit(0 if result.ok else 1)

@@ -319,7 +319,3 @@ class PeerDisconnected:
     connections at once): a hint, faster than a missed heartbeat, never proof of death."""
 
     peer: str
-
-
-REPORTS: tuple[type, ...] = (EpochWritten, RecordsRead, RecordsWritten, Truncated, LocalWritten,
-                             LocalPrepared, PeerDisconnected)

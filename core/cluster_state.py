@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from esnode.core.invariants import invariant
 from esnode.core.types import Epoch, Vote
 
 
@@ -125,13 +126,17 @@ class LogView:
         """Storage says the log is durable up to ``writer_position``; False if ignored."""
         if self.truncating:
             return False
-        self.durable = max(self.durable, min(writer_position, self.written))
+        invariant(writer_position <= self.written,
+                  f"storage reports its log durable up to {writer_position}, past everything "
+                  f"it was given ({self.written})")
+        self.durable = max(self.durable, writer_position)
         return True
 
     def truncated(self, writer_position: int) -> None:
         """A truncation is done and storage's log now ends at ``writer_position`` (every
         write before it is done too, so that is durable)."""
-        self.truncating = max(0, self.truncating - 1)
+        invariant(self.truncating > 0, "a truncation was reported that nobody asked for")
+        self.truncating -= 1
         self.durable = min(writer_position, self.written)
         if not self.truncating:
             self.written = writer_position

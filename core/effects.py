@@ -1,22 +1,37 @@
 """Effects: what a pure core asks its shell to do.
 
-THE CONTRACT (etcd-raft's ``Ready`` rule, Event Store #3472's lesson):
+THE CONTRACT (etcd-raft's ``Ready`` rule, Event Store #3472's lesson). It is carried out by
+one class, ``esnode.actors.replica.Replica``, in production and in the simulator alike.
 
 1. Carry out the effects of one ``step``/``tick`` call **in list order**.
-2. A *persisting* effect (``PersistVote``, ``WriteEpoch``, ``WriteRecords``, ``Truncate``,
-   ``PersistCommit``) must be durable (fsynced) **before** any later effect of the list is
-   carried out. The cores order their lists "persist, then send, then reply": e.g. a vote is
-   ``[PersistVote, Send(VoteResponse)]``; a leader's commit is ``[PersistCommit, Committed]``.
-   A shell that hands persistence to another actor must hold back the rest of the list until
-   that actor confirms.
-3. Effects that produce a result are answered by feeding a *report* message back into
+2. A *persisting* effect (``PersistVote``, ``WriteEpoch``, ``WriteRecords``, ``Truncate``)
+   must be durable (fsynced) **before** any later effect of the list is carried out. The
+   cores order their lists "persist, then send, then reply": e.g. a vote is
+   ``[PersistVote, Send(VoteResponse)]``. A shell that hands persistence to another thread
+   must hold back the rest of the list until it is done. Consecutive ``WriteRecords``
+   separated only by ``Send``s may be written in one transaction (earlier is still before).
+3. ``PersistCommit`` is **lazy**: it never holds back later effects. The shell makes a commit
+   position durable (never past its own durable log) within ``COMMIT_PERSIST_INTERVAL_S``
+   (0.2 s), in the same transaction as the next replicated records if sooner, and at
+   shutdown. *Recovery rule*: after a crash the persisted commit position may lag what the
+   node exposed before; the node restarts from it (reads and subscriptions expose no more)
+   until its leader tells it a higher one (the first heartbeat or batch after it subscribes).
+   Safety never rests on it: a commit is a property of the majority's durable logs, which
+   the up-to-date vote rule and subscription by common epoch preserve; the persisted
+   position only bounds what a restarted node exposes and which truncations it refuses.
+4. Effects that produce a result are answered by feeding a *report* message back into
    ``step`` once done, in the order the effects were carried out:
    ``WriteEpoch`` -> ``EpochWritten``; ``ReadRecords`` -> ``RecordsRead``;
-   ``WriteRecords`` -> ``RecordsWritten``; ``Truncate`` -> ``Truncated``.
-4. ``Send`` is fire-and-forget: loss, duplication and reordering are tolerated by the cores.
-5. ``Committed`` is the only effect that lets a client write be acknowledged.
+   ``WriteRecords`` -> ``RecordsWritten``; ``Truncate`` -> ``Truncated``. A leader's own
+   client writes are reported with ``LocalPrepared`` (encoded, before the fsync: the core may
+   ship them at once) and ``LocalWritten`` (after the fsync).
+5. ``Send`` is fire-and-forget: loss, duplication and reordering are tolerated by the cores.
+6. ``Committed`` is the only effect that lets a client write be acknowledged. It needs no
+   persisted commit position: the write is already durable on a majority.
+7. A report that contradicts the core's own state (say, a truncation nobody asked for)
+   raises ``InvariantViolation``: the shell must let it stop the node.
 
-Every effect is a frozen, slotted dataclass; ``PERSISTING`` names the durable ones.
+Every effect is a frozen, slotted dataclass.
 """
 
 from __future__ import annotations
@@ -82,7 +97,8 @@ class Truncate:
 
 @dataclass(frozen=True, slots=True)
 class PersistCommit:
-    """``storage.set_commit_position(position)``; reads may then go up to it."""
+    """The commit position advanced to ``position`` (reads may go up to it now). Lazy: the
+    shell persists it later (rule 3 above) and carries on at once."""
 
     position: int
 
@@ -90,7 +106,7 @@ class PersistCommit:
 @dataclass(frozen=True, slots=True)
 class Committed:
     """Leader only: every client write at or below ``position`` is on a majority's disks;
-    its client may be answered. (Emitted after the matching ``PersistCommit``.)"""
+    its client may be answered."""
 
     position: int
 
@@ -111,7 +127,7 @@ class StateChanged:
 @dataclass(frozen=True, slots=True)
 class Alarm:
     """Something an operator must see (log at ERROR). ``code`` is stable, e.g.
-    ``truncation_refused``, ``two_leaders``, ``subscription_position_ahead``."""
+    ``truncation_refused``, ``subscription_position_ahead``, ``unknown_replica``."""
 
     code: str
     message: str
@@ -119,5 +135,3 @@ class Alarm:
 
 Effect = (Send | PersistVote | WriteEpoch | ReadRecords | WriteRecords | Truncate
           | PersistCommit | Committed | StateChanged | Alarm)
-
-PERSISTING: tuple[type, ...] = (PersistVote, WriteEpoch, WriteRecords, Truncate, PersistCommit)

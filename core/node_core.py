@@ -40,15 +40,12 @@ from esnode.core.cluster_messages import (
     VoteResponse,
 )
 from esnode.core.cluster_state import CoreConfig, LogView, PersistedState
-from esnode.core.effects import Alarm, Effect, Send, StateChanged, WriteEpoch
+from esnode.core.effects import Effect, Send, StateChanged, WriteEpoch
 from esnode.core.election import ElectionCore, Role
 from esnode.core.gossip import GossipCore
+from esnode.core.invariants import InvariantViolation, invariant
 from esnode.core.replication import LeaderReplication, ReplicaReplication, Sub
 from esnode.core.states import VNodeState
-
-LEADER_MESSAGES = (Heartbeat, ReplicateRecords, ReplicaSubscribed)
-REPLICA_MESSAGES = (SubscribeReplica, ReplicaAck)
-
 
 class NodeCore:
     election_class = ElectionCore
@@ -162,9 +159,8 @@ class NodeCore:
         if not self.started or self.stopped:
             return []
         handler = self._handlers.get(type(message))
-        if handler is None:
-            return [Alarm("unexpected_message", f"{type(message).__name__} is not a cluster "
-                                                "message")]
+        if handler is None:  # the shell routes only cluster messages and its own reports here
+            raise InvariantViolation(f"{type(message).__name__} is not a cluster message")
         return self._settle(handler(self, message, now), now)
 
     # --- wiring of roles -----------------------------------------------------------------------
@@ -221,9 +217,9 @@ class NodeCore:
     def _on_leader_message(self, m, now: float) -> list[Effect]:
         if m.term < self.term:
             return [Send(m.leader_id, TermNotice(self.term, self.node_id))]
-        if not self.election.on_leader_message(m.term, m.leader_id, now):
-            return [Alarm("two_leaders", f"{m.leader_id} claims term {m.term}, which "
-                                         f"{self.node_id} leads")]
+        invariant(self.election.on_leader_message(m.term, m.leader_id, now),
+                  f"two leaders in term {m.term}: {m.leader_id} claims it, and "
+                  f"{self.node_id} leads it")
         effects = self._settle([], now)
         r = self.replica
         if r is None:

@@ -144,6 +144,14 @@ class PersistCheckpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class PersistRetries:
+    """Record these ``(position, retry count)`` pairs (events put back in line), so that a
+    new leader delivers them with the counts they reached; nobody waits for it."""
+
+    counts: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Refused:
     """A consumer's request was wrong (unknown or foreign event ids, ...): answer
     ``reply_to`` with ``error``; nothing else changed."""
@@ -160,7 +168,8 @@ class Dropped:
     reason: str
 
 
-Effect = Deliver | PersistSettled | Park | PersistCheckpoint | Refused | Dropped
+Effect = (Deliver | PersistSettled | Park | PersistCheckpoint | PersistRetries | Refused
+          | Dropped)
 
 
 @dataclass(slots=True)
@@ -193,13 +202,21 @@ class GroupCore:
 
     def __init__(self, stream: str, group: str, settings: GroupSettings,
                  checkpoint: int = -1, settled: Iterable[int] = (), cursor: int | None = None,
-                 now: float = 0.0) -> None:
+                 now: float = 0.0, retries: dict[int, int] | None = None) -> None:
         self.stream, self.group, self.settings = stream, group, settings
         self.checkpoint = checkpoint
         """Every event at or before this log position is settled (durably)."""
         self.cursor = cursor
         """The last version ($all: position) read from the source; None: not started."""
         self.settled: set[int] = {p for p in settled if p > checkpoint}
+        self.retries: dict[int, int] = {p: n for p, n in (retries or {}).items()
+                                        if p > checkpoint and p not in self.settled}
+        """Retry counts of unsettled events retried at least once (persisted with every
+        retry and checkpoint): a rebuilt core delivers them with these counts."""
+        self.replaying: dict[int, Any] = {}
+        """Parked events put back in line and not settled yet, by position, with the tag the
+        actor gave them (their parked version): persisted with checkpoints, so a new leader
+        puts them back in line again."""
         self.consumers: dict[Any, _Consumer] = {}
         self.inflight: dict[int, _InFlight] = {}
         self.ready: deque[tuple[RecordedEvent, int]] = deque()
@@ -211,6 +228,9 @@ class GroupCore:
         """The parked stream's last version put back in line by ``requeue``."""
         self.resume = cursor
         """The cursor saved with ``checkpoint`` (where a rebuild reads from again)."""
+        self.live = False
+        """The last read reached the end of the source (the actor says so): the buffer is
+        bounded by ``live_buffer_size``, before that (history) by ``history_buffer_size``."""
         self._rr = 0
         self._orders = 0
         self._since_checkpoint = 0
@@ -243,7 +263,8 @@ class GroupCore:
     def wants(self) -> int:
         """How many events the actor should read from the source now (0: enough buffered)."""
         buffered = len(self.ready)
-        room = self.settings.live_buffer_size - buffered
+        s = self.settings
+        room = (s.live_buffer_size if self.live else s.history_buffer_size) - buffered
         if room <= 0 or (buffered and not self._any_credit()):
             return 0
         return min(room, self.settings.read_batch_size)
@@ -257,19 +278,30 @@ class GroupCore:
             if p <= self.checkpoint or p in self.settled or p in self.unsettled:
                 continue
             self.unsettled[p] = event
-            self.ready.append((event, 0))
+            self.ready.append((event, self.retries.get(p, 0)))
         return self._dispatch(now)
 
-    def requeue(self, events: Iterable[RecordedEvent], now: float) -> list[Effect]:
-        """Put events (parked ones, replayed) back in line, retry count 0; one that is
-        already waiting or in flight is left alone."""
-        for event in events:
+    def requeue(self, events: Iterable[RecordedEvent], now: float,
+                tags: Iterable[Any] | None = None,
+                retries: Iterable[int] | None = None) -> list[Effect]:
+        """Put events (parked ones, replayed) back in line, with retry count 0 or the
+        ``retries`` given (a new leader finishing a replay); one that is already waiting or in
+        flight is left alone. ``tags`` (one per event: where it is parked) are kept in
+        ``replaying`` until the event is settled."""
+        events = list(events)
+        tags = list(tags) if tags is not None else [None] * len(events)
+        counts = list(retries) if retries is not None else [0] * len(events)
+        for event, tag, count in zip(events, tags, counts):
             p = event.position
             if p in self.unsettled:
                 continue
+            self.replaying[p] = tag
+            self.retries.pop(p, None)
+            if count:
+                self.retries[p] = count
             self.settled.discard(p)
             self.unsettled[p] = event
-            self.ready.append((event, 0))
+            self.ready.append((event, count))
         return self._dispatch(now)
 
     # --- acks and nacks -----------------------------------------------------------------------
@@ -354,7 +386,13 @@ class GroupCore:
         c = self.consumers.get(f.consumer)
         if c is not None:
             c.inflight.discard(position)
+        self._forget(position)
+
+    def _forget(self, position: int) -> None:
+        """``position`` is settled (durably, once its effect is carried out)."""
         del self.unsettled[position]
+        self.retries.pop(position, None)
+        self.replaying.pop(position, None)
         self.settled.add(position)
         self._since_checkpoint += 1
 
@@ -364,13 +402,12 @@ class GroupCore:
         if c is not None:
             c.inflight.discard(position)
         if f.retry_count >= self.settings.max_retry_count:
-            del self.unsettled[position]
-            self.settled.add(position)
-            self._since_checkpoint += 1
+            self._forget(position)
             self.parked_count += 1
             return [Park(f.event, f"{reason}; retried {f.retry_count} time(s)")]
         self.ready.appendleft((f.event, f.retry_count + 1))
-        return []
+        self.retries[position] = f.retry_count + 1
+        return [PersistRetries(((position, f.retry_count + 1),))]
 
     def _any_credit(self) -> bool:
         return any(c.free > 0 for c in self.consumers.values())

@@ -114,7 +114,7 @@ class LeaderReplication:
             progress.last_progress = now
             while progress.inflight and progress.inflight[0][0] <= m.durable_position:
                 progress.inflight.popleft()
-        if progress.sent < progress.match:  # cannot happen with an honest replica
+        if progress.sent < progress.match:  # a batch sent before a rewind (tick) was acked
             progress.sent = progress.match
         return self.advance_commit() + self.ship(m.replica_id, now)
 

@@ -41,9 +41,5 @@ class VNodeState(IntEnum):
     ShuttingDown = 10
 
     @property
-    def is_replica(self) -> bool:
-        return self in (VNodeState.CatchingUp, VNodeState.Follower)
-
-    @property
     def is_leader_role(self) -> bool:
         return self in (VNodeState.PreLeader, VNodeState.Leader)

@@ -560,8 +560,8 @@ def check_i9(final: FinalState, run_streams: set[str],
             last_position = e.position
             prev = last_version.get(e.stream)
             if e.stream not in reported:
-                if prev is None:
-                    bad = e.stream in run_streams and e.version != 0
+                if prev is None:  # a tombstone may end a stream whose appends all failed
+                    bad = e.stream in run_streams and e.version != 0 and not e.is_tombstone
                 else:
                     bad = e.version <= prev.version or (
                         e.stream in run_streams and e.version != prev.version + 1

@@ -9,7 +9,9 @@ group of the run, and the checker rule G1 (docs/subscriptions.md, "The guarantee
       then failed because its connection was gone: it had received the event before the
       cut.)
 
-Kept apart from the I1-I10 workload (verify/workload.py) so each can change alone.
+Kept apart from the I1-I10 workload (verify/workload.py) so each can change alone. Its
+facts are saved with the history (``meta["group"]``), so ``esnode verify --check`` checks G1
+again.
 """
 
 from __future__ import annotations
@@ -127,6 +129,13 @@ class GroupRun:
             t.join(timeout=30)
         return positions
 
+    def stop(self) -> None:
+        """Stop writer and consumers at once (a run cut short); idempotent."""
+        self._stop_writing.set()
+        self._stop_consuming.set()
+        for t in self._threads:
+            t.join(timeout=30)
+
     def acked(self) -> set[int]:
         with self._lock:
             return {f["acked"] for f in self.facts if "acked" in f}
@@ -168,3 +177,21 @@ def check_group(facts: list[dict], positions: set[int],
                                          f.get("delivered"), f.get("acked"),
                                          f.get("ack_failed"))]}))
     return violations
+
+
+META = "group"
+"""The key of the group's facts in a saved history's meta record."""
+
+
+def save_facts(meta: dict, run: GroupRun, positions: set[int]) -> None:
+    """Keep what G1 needs in a history's ``meta`` (saved with it)."""
+    meta[META] = {"stream": run.stream, "group": run.group, "facts": list(run.facts),
+                  "positions": sorted(positions), "errors": list(run.errors)}
+
+
+def check_saved(meta: dict) -> list[Violation] | None:
+    """Rule G1 over the group facts of a history's ``meta``; None when the run had none."""
+    saved = meta.get(META)
+    if saved is None:
+        return None
+    return check_group(saved["facts"], set(saved["positions"]), saved["errors"])

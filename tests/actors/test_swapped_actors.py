@@ -15,6 +15,7 @@ from esnode.actors.messages import (
     SubscriptionRequest,
     Tick,
 )
+from esnode.actors.replica import Replica
 from esnode.core.messages import Append, CaughtUp, Subscribe
 from esnode.core.states import VNodeState
 from esnode.core.types import ANY
@@ -120,12 +121,15 @@ def test_the_check_catches_a_writer_that_acknowledges_on_its_own_fsync(make_clus
     be): the premature acknowledgement is seen."""
     gate = FsyncGate()
 
-    class AcksOnLocalFsync(gated_storage(gate)):
-        def _flush(self) -> None:
-            super()._flush()
+    class AcksOnLocalFsync(Replica):
+        def flush(self) -> None:
+            super().flush()
             self._release(self._store.writer_position)  # the bug: no majority needed
 
-    cluster = make_cluster(overrides={"storage_actor": AcksOnLocalFsync})
+    class BrokenWriter(gated_storage(gate)):
+        replica_class = AcksOnLocalFsync
+
+    cluster = make_cluster(overrides={"storage_actor": BrokenWriter})
     try:
         early, _ = write_behind_gated_followers(cluster, gate)
         assert [outcome(m)[0] for m in early] == ["ok"]

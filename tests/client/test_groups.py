@@ -120,7 +120,7 @@ def test_a_group_reads_on_as_its_consumers_settle_without_new_writes(client):
     group reads further from the log, though no new commit comes to trigger a read."""
     stream = f"g-{uuid.uuid4().hex[:8]}"
     client.create_group(stream, "slow", start_from="start", live_buffer_size=5,
-                        read_batch_size=3)
+                        history_buffer_size=5, read_batch_size=3)
     wait_for(lambda: client.list_groups(stream), 5, message="the group")
     client.append(stream, [new_event("Job", {"n": i}) for i in range(30)])
     with client.subscribe_group(stream, "slow", window=2) as sub:

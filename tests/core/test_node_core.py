@@ -1,8 +1,11 @@
+import pytest
+
 from esnode.core.cluster_messages import (
-    Heartbeat, ReplicaSubscribed, SubscribeReplica, TermNotice, Truncated,
+    Heartbeat, RecordsWritten, ReplicaSubscribed, SubscribeReplica, TermNotice, Truncated,
 )
 from esnode.core.cluster_state import PersistedState
-from esnode.core.effects import Alarm, Send, StateChanged, Truncate
+from esnode.core.effects import Send, StateChanged, Truncate
+from esnode.core.invariants import InvariantViolation
 from esnode.core.states import VNodeState
 from esnode.core.types import Vote
 
@@ -31,10 +34,23 @@ def test_a_message_from_a_stale_leader_is_answered_with_the_current_term():
     assert core.step(Heartbeat(3, "n1", -1, -1), 0.1) == [Send("n1", TermNotice(5, "n2"))]
 
 
-def test_a_second_leader_in_our_own_term_raises_an_alarm():
+def test_a_second_leader_in_our_own_term_stops_the_node():
     core = node(members=("n1",))
-    effects = core.step(Heartbeat(core.term, "n9", -1, -1), 0.1)
-    assert [e.code for e in effects if isinstance(e, Alarm)] == ["two_leaders"]
+    with pytest.raises(InvariantViolation, match="two leaders in term"):
+        core.step(Heartbeat(core.term, "n9", -1, -1), 0.1)
+
+
+def test_a_message_the_core_has_no_handler_for_stops_the_node():
+    with pytest.raises(InvariantViolation, match="not a cluster message"):
+        node("n2").step(object(), 0.1)
+
+
+def test_impossible_storage_reports_stop_the_node():
+    core = node("n2")
+    with pytest.raises(InvariantViolation, match="nobody asked for"):
+        core.step(Truncated(-1), 0.1)
+    with pytest.raises(InvariantViolation, match="past everything it was given"):
+        core.step(RecordsWritten(5), 0.1)
 
 
 def test_shutdown_ignores_everything_after():

@@ -16,6 +16,7 @@ from esnode.core.persistent import (
     GroupSettings,
     Park,
     PersistCheckpoint,
+    PersistRetries,
     PersistSettled,
     Refused,
     group_stream,
@@ -153,14 +154,16 @@ def test_no_durably_settled_event_is_ever_delivered_again_and_nothing_is_lost(
     changed: in-flight state is gone, only persisted settlements and checkpoints remain;
     ``lose`` drops the effects of the last ack before they were persisted, as a failover
     between the ack and its write would). Then one consumer acks whatever comes: every event
-    ends settled exactly once by durable state, and no durably settled event was delivered
-    after it was settled."""
+    ends settled exactly once by durable state, no durably settled event was delivered
+    after it was settled, and no event is delivered with a retry count below the one
+    durably recorded for it (rebuilds carry the counts on)."""
     log = [ev(i, f"st-{i % 4}", position=i) for i in range(n)]
     gs = GroupSettings(message_timeout=1.0, max_retry_count=max_retry,
                        consumer_strategy=strategy, min_checkpoint_count=3, read_batch_size=4)
     durable_settled: set[int] = set()
     durable_parked: set[int] = set()
     durable_checkpoint = [-1, None]  # position, resume cursor
+    durable_retries: dict[int, int] = {}
     now = [0.0]
     core = [GroupCore("$all", "g", gs)]
 
@@ -169,6 +172,9 @@ def test_no_durably_settled_event_is_ever_delivered_again_and_nothing_is_lost(
             if type(e) is Deliver:
                 assert e.event.position not in durable_settled, \
                     f"durably settled event {e.event.position} delivered again"
+                assert e.retry_count >= durable_retries.get(e.event.position, 0)
+            elif persist and type(e) is PersistRetries:
+                durable_retries.update(e.counts)
             elif persist and type(e) is PersistSettled:
                 durable_settled.update(e.positions)
             elif persist and type(e) is Park:
@@ -189,7 +195,8 @@ def test_no_durably_settled_event_is_ever_delivered_again_and_nothing_is_lost(
     def rebuild():
         position, resume = durable_checkpoint
         core[0] = GroupCore("$all", "g", gs, position,
-                            {p for p in durable_settled if p > position}, resume, now[0])
+                            {p for p in durable_settled if p > position}, resume, now[0],
+                            dict(durable_retries))
 
     for i in range(3):
         feed(core[0].connect(f"c{i}", 2, now[0]))
@@ -236,3 +243,57 @@ def test_no_durably_settled_event_is_ever_delivered_again_and_nothing_is_lost(
             feed(c.ack("drain", mine, "r", now[0]))
     assert durable_settled == set(range(n))
     assert durable_parked <= durable_settled
+
+
+def test_retry_counts_are_persisted_and_a_rebuilt_core_carries_them_on():
+    """A new leader's core (built from the checkpoint's and ``$Retried`` records' counts)
+    delivers a retried event with the count it reached, and parks it on time."""
+    s = GroupSettings(message_timeout=1.0, max_retry_count=2)
+    core = GroupCore("s", "g", s)
+    core.connect("a", 5, 0.0)
+    core.events([ev(0), ev(1)], 0.0)
+    effects = core.nack("a", [0], "retry", "", "r", 0.5)
+    assert PersistRetries(((0, 1),)) in effects and delivered(effects) == [("a", 0, 1)]
+    assert core.retries == {0: 1}
+    core.ack("a", [10], "r2", 0.6)
+    assert core.retries == {0: 1}
+    rebuilt = GroupCore("s", "g", s, settled={10}, retries=dict(core.retries), now=5.0)
+    rebuilt.connect("b", 5, 5.0)
+    assert delivered(rebuilt.events([ev(0), ev(1)], 5.0)) == [("b", 0, 1)]
+    assert delivered(rebuilt.tick(6.5)) == [("b", 0, 2)]
+    assert Park in [type(e) for e in rebuilt.tick(8.0)]  # past max_retry_count
+    assert rebuilt.retries == {}
+
+
+def test_a_replay_stays_in_replaying_until_settled():
+    """Replayed parked events are remembered (with the actor's tag, their parked version)
+    until settled, so a checkpoint can carry an unfinished replay to a new leader."""
+    core = GroupCore("s", "g", GroupSettings(), checkpoint=100)
+    core.connect("a", 5, 0.0)
+    effects = core.requeue([ev(3), ev(4)], 0.0, tags=[7, 8])
+    assert delivered(effects) == [("a", 3, 0), ("a", 4, 0)]
+    assert core.replaying == {30: 7, 40: 8}
+    core.ack("a", [30], "r", 1.0)
+    assert core.replaying == {40: 8}
+
+
+def test_history_and_live_buffers_bound_reading_ahead_apart():
+    """Catching up (history) reads ahead at most ``history_buffer_size``; at the end of the
+    source (the actor says so with ``live``) at most ``live_buffer_size``."""
+    core = GroupCore("s", "g", GroupSettings(history_buffer_size=3, live_buffer_size=8,
+                                             read_batch_size=20))
+    assert core.wants() == 3
+    core.live = True
+    assert core.wants() == 8
+
+
+def test_a_replay_finished_by_a_new_leader_keeps_its_retry_counts():
+    """``requeue`` with the counts a rebuild found: delivered with them, and kept (for the
+    next checkpoint) until settled; a fresh replay starts at 0."""
+    core = GroupCore("s", "g", GroupSettings(), checkpoint=100)
+    core.connect("a", 5, 0.0)
+    effects = core.requeue([ev(3), ev(4)], 0.0, tags=[7, 8], retries=[2, 0])
+    assert delivered(effects) == [("a", 3, 2), ("a", 4, 0)]
+    assert core.retries == {30: 2} and core.replaying == {30: 7, 40: 8}
+    core.ack("a", [30], "r", 1.0)
+    assert core.retries == {} and core.replaying == {40: 8}

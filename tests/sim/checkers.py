@@ -4,7 +4,7 @@
 * a leader's commit is held durably by a majority when it claims it;
 * committed records are never lost or changed on any node that has them: every node's
   committed prefix equals the canonical committed log (incremental comparison);
-* no node's commit position moves backwards (in memory or on disk);
+* no node's commit position moves backwards (on disk; in memory within one incarnation);
 * followers never expose (readable position) beyond what a leader committed;
 * every acknowledged client write is in the canonical committed log at its acked position;
   at the end, exactly once.
@@ -90,7 +90,11 @@ class Checker:
 
     def on_restart(self, name: str, log) -> None:
         # The node's disk keeps its commit and everything below (checked as it advances).
+        # The commit position is persisted lazily: a restarted node starts from the persisted
+        # one, which may lag what it exposed before (it never leads it: checked per step).
         self.verified[name] = min(self.verified.get(name, 0), log.index_after(log.commit))
+        if name in self.commit_seen:
+            self.commit_seen[name] = log.commit
 
     def on_ack(self, write_id: bytes, position: int) -> None:
         if write_id in self.acked:

@@ -74,7 +74,7 @@ def liveness(c: SimCluster, budget: float) -> None:
 
     def done() -> bool:
         if not any(p in c.checker.acked for p in probes):
-            pending = {w for n in c.nodes.values() for w, _ in n.pending}
+            pending = c.pending_writes()
             if not any(p in pending for p in probes):
                 probe = c.client_write()
                 if probe is not None:
@@ -104,17 +104,18 @@ def run_seed(seed: int, size: int = 3, core_class: type[NodeCore] = NodeCore,
 
     options = random.Random(seed)
     c = SimCluster(seed, size, core_class, loss=options.choice([0.0, 0.01, 0.05, 0.15]),
-                   duplicate=options.choice([0.0, 0.02, 0.1]))
+                   duplicate=options.choice([0.0, 0.02, 0.1]),
+                   power_failure=options.choice([0.0, 0.0, 0.001, 0.005]))
     try:
         c.start_clients(until=safety, rate=options.choice([10.0, 40.0, 100.0]))
         schedule_faults(c, safety)
         c.run_until(safety)
         liveness(c, budget)
         c.checker.final()
-    except Violation as exc:
+    except Exception as exc:  # Violation, StorageViolation, InvariantViolation, or a crash
         trace = "\n".join(c.lines[-25:])
         raise SimFailure(
-            f"seed {seed} (size {size}) failed at t={c.now:.3f}: {exc}\n"
+            f"seed {seed} (size {size}) failed at t={c.now:.3f}: {type(exc).__name__}: {exc}\n"
             f"replay: {REPLAY.format(seed=seed, size=size)}\n"
             f"last events:\n{trace}\nnodes:\n{c.describe()}") from exc
     return c

@@ -269,6 +269,18 @@ def test_i9_a_gap_in_a_stream_of_the_run():
     assert fired(b, final_from(LOG + [["g1", "p", 2, 16]])) == {"I9"}
 
 
+def test_i9_a_tombstone_on_a_stream_whose_appends_never_landed_is_fine():
+    """Seen in the loss-of-both-followers run: the doomed stream's only append was lost with
+    the old leader's uncommitted tail, then the stream was tombstoned on the new leader."""
+    b, _ = clean()
+    b.append(UNKNOWN, 5.0, 6.0, "t", ["t1"], -2, error="outcome_unknown")
+    final = final_from(LOG + [["tomb-t", "t", 2**63 - 1, 16]])
+    for n in NODES:
+        del final.streams[n]["t"]  # a tombstoned stream reads as deleted
+    assert "I9" not in fired(b, final)
+    assert "I9" in fired(b, final_from(LOG + [["t2", "t", 1, 16]]))  # not a tombstone
+
+
 def test_i10_an_operation_that_never_ended():
     b, final = clean()
     b.append(PENDING, 5.0, None, "p", ["g1"], -2)

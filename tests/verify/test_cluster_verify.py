@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from esnode.verify.checker import check
+from esnode.verify.groups import GroupRun, check_group
 from esnode.verify.history import (
     APPEND,
     DELETE,
@@ -25,6 +26,7 @@ from esnode.verify.history import (
     READ_METADATA,
     READ_STREAM,
     SET_METADATA,
+    SUBSCRIBE,
     load,
     save,
 )
@@ -131,6 +133,7 @@ def test_cli_verify_runs_saves_and_rechecks(cluster, tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     verdict = json.loads(again.stdout)
     assert verdict["ok"] and verdict["operations"]["ok"] > 0 and verdict["events_checked"] > 0
+    assert load(saved)[0].meta["group"]["facts"], "the group's facts are saved (G1 rechecked)"
 
     history, final = load(saved)                      # inject: a failed append became visible
     failed = next(op for op in history if op.kind == APPEND and op.outcome == OK)
@@ -147,15 +150,19 @@ def test_the_workload_through_the_loss_of_both_followers_then_the_leader(tmp_pat
     """Issue 9: both followers are killed (SIGKILL) while clients delete, change metadata and
     read; the leader takes writes it cannot commit until it steps down, then it is killed, the
     followers restart and elect a leader, and the old leader rejoins. No read may show a delete
-    or metadata change that was never committed (I11), nor anything else amiss. (The
-    subscriber is left out: what a resubscription delivers is the client's concern.)"""
+    or metadata change that was never committed (I11), nor anything else amiss; two ``$all``
+    subscribers ride through it all, never seeing an event twice or out of order (I7), and so
+    does a persistent subscription group with two consumers and its own writer (G1)."""
     c = Cluster(tmp_path / "cluster", 3, **{**FAST, "election_timeout_ms": 1500})
+    group = None
     try:
         c.start()
         leader = c.wait_for_leader(timeout=20, settled=True)
         followers = [n for n in c.names if n != leader]
-        workload = Workload(uri(c), duration=8.0, clients=8, subscribers=0,
+        workload = Workload(uri(c), duration=8.0, clients=8, subscribers=2,
                             converge_timeout=30)
+        group = GroupRun(uri(c), workload.run_id, consumers=2, duration=8.0)
+        group.start()
 
         def cut_off_the_leader() -> tuple[float, float]:
             wait_until(lambda: workload.history.counts(DELETE)[OK] >= 5, 20,
@@ -173,6 +180,7 @@ def test_the_workload_through_the_loss_of_both_followers_then_the_leader(tmp_pat
             return left, killed
 
         history, final, (left, killed) = run_during(workload, cut_off_the_leader)
+        positions = group.finish(settle_timeout=40)
         result = check(history, final)
         print(json.dumps({k: v for k, v in result.to_json().items() if k != "violations"}))
         cut_off = [op for op in history if op.node == leader and op.t_invoke > left
@@ -181,8 +189,19 @@ def test_the_workload_through_the_loss_of_both_followers_then_the_leader(tmp_pat
               f"{sum(op.kind in (READ_STREAM, READ_METADATA) for op in cut_off)} reads")
         assert result.ok, "\n".join(str(v) for v in result.violations[:20])
         assert sorted(final.logs) == sorted(c.names)
+        # the subscribers did ride through: each got an event acknowledged after the kill
+        later = min(op.position for op in history if op.kind == APPEND and op.outcome == OK
+                    and op.t_invoke > killed)
+        for sub in ("sub0", "sub1"):
+            got = [e.position for op in history if op.kind == SUBSCRIBE
+                   and op.process == sub for e in op.events]
+            assert got and max(got) >= later, (sub, later, got[-5:])
+        assert positions and check_group(group.facts, positions, group.errors) == []
+        assert [f for f in group.facts if "acked" in f and f["t"] > killed]
     except BaseException:
         print(c.logs())
         raise
     finally:
+        if group is not None:
+            group.stop()
         c.stop_all(graceful=False)
