@@ -196,12 +196,13 @@ class GatewayActor(pykka.ThreadingActor):
         forward_id = next(self._forward_ids)
         self._forwarded[forward_id] = _Forwarded(
             env.peer, env.corr, leader, self._clock.monotonic() + self._forward_timeout)
+        user = env.principal.name if env.principal is not None else None
         if type(write) is AppendRequest:
             message = ForwardAppend(self._name, forward_id, write.stream,
-                                    write.expected_version, write.events)
+                                    write.expected_version, write.events, user)
         else:
             message = ForwardDelete(self._name, forward_id, write.stream,
-                                    write.expected_version, write.tombstone)
+                                    write.expected_version, write.tombstone, user)
         self._transport.send_node([(leader, message)])
         return None
 

@@ -7,6 +7,7 @@ uses the defaults. Nothing else in the code base constructs actors or sockets.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -19,6 +20,7 @@ from esnode.actors.messages import (
     ClusterInbound,
     Committed,
     PeerGone,
+    PendingWrite,
     Shutdown,
     StatusChanged,
     StopAccepting,
@@ -32,10 +34,16 @@ from esnode.actors.subscriptions import SubscriptionsActor
 from esnode.core.clock import Clock, SystemClock
 from esnode.core.cluster_messages import WIRE_MESSAGES
 from esnode.core.config import NodeSection, Topology
-from esnode.core.forwarding import FORWARD_MESSAGES, ForwardReply
+from esnode.core.forwarding import (
+    FORWARD_MESSAGES,
+    ForwardAppend,
+    ForwardDelete,
+    ForwardReply,
+)
 from esnode.core.messages import GROUP_REQUESTS
 from esnode.core.states import VNodeState
 from esnode.storage.port import EventStore
+from esnode.transport.codec import error_body
 from esnode.transport.port import Transport
 
 TICK_INTERVAL_S = 0.02
@@ -50,6 +58,10 @@ DNS_REFRESH_S = 2.0
 
 GATEWAY_TICK_EVERY = 5
 """The gateway's timers (forward timeouts) need only every fifth tick."""
+
+ADMIN_BOOTSTRAP_POLL_S = 0.2
+BOOTSTRAP_PEER = b"\x00esnode-bootstrap"
+"""The reply address of the admin bootstrap write (no client: its answer is dropped)."""
 
 log = logging.getLogger("esnode.node")
 
@@ -97,7 +109,25 @@ def default_http_face(node: Node):
 
         context = server_context(config.http_cert_file, config.http_key_file)
     return HttpFace(config.external_http_bind, node._on_client,
-                    lambda face: build_app(face, view), ssl_context=context)
+                    lambda face: build_app(face, view), ssl_context=context, users=node.users)
+
+
+def default_users(node: Node):
+    """Users read from the committed log, when the topology turns authentication on."""
+    if not node.topology.security.authentication:
+        return None
+    from esnode.core.users import LiveUsers
+
+    return LiveUsers(node.store.read_all, lambda: node.board.readable_position)
+
+
+def default_authorizer(node: Node):
+    """The access gate, when the topology turns authentication on."""
+    if not node.topology.security.authentication:
+        return None
+    from esnode.core.authz import Authorizer
+
+    return Authorizer(node.store, lambda: node.board.readable_position)
 
 
 @dataclass(frozen=True)
@@ -113,6 +143,12 @@ class Factories:
     persistent_actor: type[pykka.ThreadingActor] = PersistentSubscriptionsActor
     http_face: Callable[[Node], Any] | None = default_http_face
     """Builds the HTTP face (``None``: no HTTP even when the topology gives a port)."""
+    users: Callable[[Node], Any] | None = default_users
+    """Builds the ``core.users.LiveUsers`` the faces authenticate against (``None``: no
+    authentication, every request anonymous)."""
+    authorizer: Callable[[Node], Any] | None = default_authorizer
+    """Builds the ``core.authz.Authorizer`` every client request passes (``None``: no access
+    control, the open topology)."""
 
     def replace(self, **changes: Any) -> Factories:
         return replace(self, **changes)
@@ -135,9 +171,16 @@ class Node:
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> Node:
         f, t = self.factories, self.topology
+        admin_password = None
+        if t.security.authentication:  # before anything starts: never a default password
+            from esnode.core.users import admin_password as configured_admin_password
+
+            admin_password = configured_admin_password(t.security.admin_password_file,
+                                                       os.environ)
         self.clock = f.clock()
         self.store = f.store(self.config)
         self.board = StatusBoard(self.store.commit_position)
+        self.users = f.users(self) if f.users is not None else None
         self.transport = f.transport(t, self.config)
         self.http = None
         if self.config.external_http_port and f.http_face is not None:
@@ -161,11 +204,15 @@ class Node:
                 self.store, self.transport, self.clock, self.board, self.storage,
                 on_failure=self.fail)
             self._refs = [self.gateway, self.storage, self.subscriptions, self.persistent]
+            self.authorizer = f.authorizer(self) if f.authorizer is not None else None
             self.transport.start(self._on_client, self._on_peer_gone, self._on_node)
             if self.http is not None:
                 self.http.start()
             self._ticker = threading.Thread(target=self._tick, name="ticker", daemon=True)
             self._ticker.start()
+            if admin_password is not None and self.users is not None:
+                threading.Thread(target=self._bootstrap_admin, args=(admin_password,),
+                                 name="admin-bootstrap", daemon=True).start()
             if t.discovery.dns:
                 threading.Thread(target=self._rediscover, name="dns-discovery",
                                  daemon=True).start()
@@ -207,6 +254,21 @@ class Node:
                 if n % GATEWAY_TICK_EVERY == 0 and self.gateway is not None:
                     self.gateway.tell(Tick())
                     self.persistent.tell(Tick())
+            except pykka.ActorDeadError:
+                return
+
+    def _bootstrap_admin(self, password: str) -> None:
+        """First start of a secured cluster: the leader writes ``$user-admin`` (expected
+        version ``no_stream``, so once however many nodes try); every node then reads it
+        from the log. Returns once the log holds an admin."""
+        while not self._stopped.wait(ADMIN_BOOTSTRAP_POLL_S):
+            if not self.board.is_leader:
+                continue
+            write = self.users.refresh().bootstrap(password)
+            if write is None:
+                return
+            try:  # the answer goes to a peer no socket knows: dropped; the loop re-checks
+                self.storage.tell(WriteBatch([PendingWrite(BOOTSTRAP_PEER, 0, write)]))
             except pykka.ActorDeadError:
                 return
 
@@ -285,6 +347,12 @@ class Node:
     # --- wiring callbacks (run on the calling thread: keep them tiny) -----------------------
     def _on_client(self, envelopes: list) -> None:
         try:
+            if self.authorizer is not None:  # one gate for ZeroMQ and HTTP, before any actor
+                envelopes, refused = self.authorizer.screen(envelopes)
+                if refused:
+                    self.transport.send_client(refused)
+                if not envelopes:
+                    return
             groups = [e for e in envelopes if type(e.request) in GROUP_REQUESTS]
             if groups:  # persistent subscription groups have their own actor
                 self.persistent.tell(GroupRequests(groups))
@@ -312,6 +380,8 @@ class Node:
     def _on_node(self, batch: list) -> None:
         """Cluster traffic: forwarded-write answers go to the gateway, the rest to the
         writer (which checks that each message's claimed sender is its actual peer)."""
+        if self.authorizer is not None and self.users is not None:
+            batch = self._recheck_forwards(batch)
         replies = [item for item in batch if type(item[1]) is ForwardReply]
         try:
             if replies:
@@ -321,6 +391,22 @@ class Node:
                     [item for item in batch if type(item[1]) is not ForwardReply]))
         except pykka.ActorDeadError:
             pass
+
+    def _recheck_forwards(self, batch: list) -> list:
+        """Writes other nodes forwarded are checked again here, with the user they carry
+        and this node's ACLs; a refused one is answered to its sender at once."""
+        kept, refused = [], []
+        for sender, message in batch:
+            if type(message) in (ForwardAppend, ForwardDelete):
+                error = self.authorizer.check_forward(message, self.users)
+                if error is not None:
+                    refused.append((sender, ForwardReply(
+                        self.config.name, message.forward_id, "error", error_body(error))))
+                    continue
+            kept.append((sender, message))
+        if refused:
+            self.transport.send_node(refused)
+        return kept
 
     def _notify(self, message: object) -> None:
         """The writer's news: a new commit position (readers), a new status (gateway)."""

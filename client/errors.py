@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from esnode.core.types import (
     ERRORS_BY_CODE,
+    AccessDenied,
     BadRequest,
     EsError,
     GroupExists,
     GroupNotFound,
     IdempotencyConflict,
     NoQuorum,
+    NotAuthenticated,
     NotLeader,
     NotReady,
     OutcomeUnknown,
@@ -93,9 +95,9 @@ def error_from_body(body: dict) -> EsError:
 
 
 __all__ = [
-    "BadRequest", "ClientClosed", "ConnectionLost", "EsError", "GroupExists", "GroupNotFound",
+    "AccessDenied", "BadRequest", "ClientClosed", "ConnectionLost", "EsError", "GroupExists", "GroupNotFound",
     "IdempotencyConflict",
-    "NoQuorum", "NotLeader",
+    "NoQuorum", "NotAuthenticated", "NotLeader",
     "NotReady", "OperationTimeout", "OutcomeUnknown", "ProtocolError", "StorageFull",
     "StreamDeleted", "StreamNotFound", "TooBusy", "TooLarge", "Unavailable", "WriteTimeout",
     "WriteUnavailable", "WrongExpectedVersion", "error_from_body",

@@ -61,6 +61,11 @@ class SecuritySection:
     client_key_dir: str = ""
     demo_keys: bool = False
     """The keys are the shipped demo keys: world-readable secrets are accepted, loudly."""
+    authentication: bool = False
+    """Users and ACLs (docs/security.md, "Users and ACLs"): every client request needs a user
+    allowed by the stream's ACL. Needs the admin password (there is no default)."""
+    admin_password_file: str = ""
+    """The first admin password (first line), unless ``ESNODE_ADMIN_PASSWORD`` is set."""
 
     @property
     def internal_secured(self) -> bool:
@@ -296,6 +301,7 @@ def load_topology(path: str | Path) -> Topology:
     )
     sec = topology.security
     security = dataclasses.replace(sec, **{
-        key: str(base / getattr(sec, key)) for key in ("key_dir", "external_key",
-                                                       "client_key_dir") if getattr(sec, key)})
+        key: str(base / getattr(sec, key))
+        for key in ("key_dir", "external_key", "client_key_dir", "admin_password_file")
+        if getattr(sec, key)})
     return dataclasses.replace(topology, nodes=nodes, security=security)

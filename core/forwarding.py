@@ -18,6 +18,10 @@ def _check(cond: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def _user_ok(user: object) -> bool:
+    return user is None or (type(user) is str and 0 < len(user) <= 256)
+
+
 @dataclass(frozen=True, slots=True)
 class ForwardAppend:
     origin: str
@@ -25,12 +29,15 @@ class ForwardAppend:
     stream: str
     expected_version: int
     events: tuple[EventData, ...]
+    user: str | None = None
+    """Who the receiving node authenticated (None: anonymous, or access control off): the
+    leader checks the write again with its own, possibly newer, ACLs."""
 
     def __post_init__(self) -> None:
         _check(type(self.forward_id) is int and type(self.stream) is str and self.stream != ""
                and type(self.expected_version) is int and isinstance(self.events, tuple)
-               and len(self.events) > 0 and all(isinstance(e, EventData) for e in self.events),
-               "malformed ForwardAppend")
+               and len(self.events) > 0 and all(isinstance(e, EventData) for e in self.events)
+               and _user_ok(self.user), "malformed ForwardAppend")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +47,12 @@ class ForwardDelete:
     stream: str
     expected_version: int
     tombstone: bool
+    user: str | None = None
 
     def __post_init__(self) -> None:
         _check(type(self.forward_id) is int and type(self.stream) is str and self.stream != ""
-               and type(self.expected_version) is int and type(self.tombstone) is bool,
-               "malformed ForwardDelete")
+               and type(self.expected_version) is int and type(self.tombstone) is bool
+               and _user_ok(self.user), "malformed ForwardDelete")
 
 
 @dataclass(frozen=True, slots=True)

@@ -411,8 +411,10 @@ ServerMessage = (Reply | ErrorReply | EventsPushed | GroupEventsPushed | CaughtU
 @dataclass(frozen=True, slots=True)
 class ClientEnvelope:
     """A request with its reply address: the transport-level peer and the client's
-    correlation id."""
+    correlation id; ``principal`` is who sent it (``core.acl.Principal``) when the face
+    authenticated the peer, ``None`` when it did not (anonymous, when authorization is on)."""
 
     peer: bytes
     corr: int
     request: Any
+    principal: Any = None

@@ -245,12 +245,25 @@ class GroupExists(EsError):
     code = "group_exists"
 
 
+class NotAuthenticated(EsError):
+    """No user, an unknown user or a wrong password (one message for both, so that a caller
+    cannot learn which user names exist). HTTP 401."""
+
+    code = "not_authenticated"
+
+
+class AccessDenied(EsError):
+    """An authenticated user the stream's ACL (or the default ACL) does not allow. HTTP 403."""
+
+    code = "access_denied"
+
+
 ERRORS_BY_CODE: dict[str, type[EsError]] = {
     cls.code: cls
     for cls in (
         EsError, WrongExpectedVersion, StreamDeleted, StreamNotFound, IdempotencyConflict,
         BadRequest, TooLarge, StorageFull, NotLeader, NotReady, NoQuorum, OutcomeUnknown,
-        Unavailable, TooBusy, GroupNotFound, GroupExists,
+        Unavailable, TooBusy, GroupNotFound, GroupExists, NotAuthenticated, AccessDenied,
     )
 }
 

@@ -11,6 +11,7 @@ into a 307 to the leader's HTTP address.
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import time
 import uuid
@@ -31,12 +32,13 @@ from esnode.core.types import (
     METADATA_TYPE,
     EsError,
     EventData,
+    NotAuthenticated,
     StorageLimits,
     StreamNotFound,
     metadata_stream_of,
 )
 from esnode.httpapi import atom, dashboard
-from esnode.httpapi.face import HttpFace
+from esnode.httpapi.face import PRINCIPAL, HttpFace
 from esnode.httpapi.openapi import openapi_document
 
 ES_VERSION = "esnode-0.1.0"
@@ -64,6 +66,8 @@ ERROR_STATUS: dict[str, tuple[int, str]] = {
     "no_quorum": (503, "No quorum"),
     "outcome_unknown": (500, "Write timeout"),
     "unavailable": (503, "Unavailable"),
+    "not_authenticated": (401, "Unauthorized"),
+    "access_denied": (403, "Access denied"),
 }
 """The error vocabulary shared with the ZeroMQ face, as HTTP statuses (Event Store's reason
 phrases where it has one). Every error response also says its code in ``ESnode-Error`` and
@@ -284,6 +288,8 @@ class HttpApi:
         elif code == "wrong_expected_version":
             current = str(getattr(exc, "current", -1))
             headers = {"ES-CurrentVersion": current, "Kurrent-CurrentVersion": current}
+        elif code == "not_authenticated":
+            headers = {"WWW-Authenticate": 'Basic realm="esnode"'}
         elif code == "stream_deleted" and reading:
             reason = "Deleted"
         return error_response(status, reason, str(exc), code, headers)
@@ -307,6 +313,8 @@ class HttpApi:
                 response = error_response(503, "Server Is Not Ready",
                                           "the node is shutting down", "not_ready")
             else:
+                if self.face.users is not None:
+                    PRINCIPAL.set(await self._principal(request))
                 response = await handler(request)
         except HttpError as exc:
             response = error_response(exc.status, exc.reason, str(exc), exc.code)
@@ -317,6 +325,24 @@ class HttpApi:
             raise
         response.headers.update(CORS_HEADERS)
         return response
+
+    async def _principal(self, request: web.Request):
+        """HTTP Basic: the user of ``Authorization``, or None without one (the access gate
+        then answers 401). scrypt runs off the loop; verified pairs are cached."""
+        header = request.headers.get("Authorization")
+        if header is None:
+            return None
+        scheme, _, encoded = header.partition(" ")
+        try:
+            name, sep, password = base64.b64decode(encoded.strip(), validate=True).decode(
+                ).partition(":")
+        except (ValueError, UnicodeDecodeError):
+            sep = ""
+        if scheme.lower() != "basic" or not sep:
+            raise NotAuthenticated("not authenticated: the Authorization header must be "
+                                   "Basic base64(user:password)")
+        return await asyncio.get_running_loop().run_in_executor(
+            None, self.face.users.authenticate, name, password)
 
     async def _body(self, request: web.Request) -> bytes:
         try:

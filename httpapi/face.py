@@ -12,6 +12,7 @@ to the gateway), and replies come back through the transport's ``send_client``, 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import logging
 import ssl
@@ -27,6 +28,9 @@ from esnode.core.types import NotReady
 log = logging.getLogger("esnode.http")
 
 HTTP_PEER = b"\x00esnode-http"
+PRINCIPAL: contextvars.ContextVar = contextvars.ContextVar("esnode_principal", default=None)
+"""Who the HTTP request being handled comes from (set by the API's middleware from HTTP
+Basic): every request the handler sends carries it to the node's access gate."""
 """The reply address of every HTTP request. ZeroMQ's own peer ids are 5 bytes and ids a
 client sets cannot start with a zero byte, so no ZeroMQ client can ever have this one."""
 
@@ -63,8 +67,11 @@ class HttpFace:
     def __init__(self, bind: tuple[str, int], submit: Callable[[list], None],
                  app_factory: Callable[[HttpFace], web.Application], *,
                  idle_timeout: float = 15.0, max_field_size: int = 8190,
-                 max_line_size: int = 8190, ssl_context: ssl.SSLContext | None = None) -> None:
+                 max_line_size: int = 8190, ssl_context: ssl.SSLContext | None = None,
+                 users: Any = None) -> None:
         self.bind = bind
+        self.users = users
+        """``core.users.LiveUsers`` when the node authenticates (HTTP Basic), else None."""
         self.ssl_context = ssl_context
         self.scheme = "https" if ssl_context is not None else "http"
         self._submit = submit
@@ -175,7 +182,7 @@ class HttpFace:
     def _send(self, corr: int, request: object) -> None:
         if not self._pending:
             self.loop.call_soon(self._flush)
-        self._pending.append(m.ClientEnvelope(HTTP_PEER, corr, request))
+        self._pending.append(m.ClientEnvelope(HTTP_PEER, corr, request, PRINCIPAL.get()))
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []

@@ -191,8 +191,8 @@ class InProcessCluster:
 
         return wait_for(settled, timeout, message=f"one leader followed by {want} of {names}")
 
-    def client(self, name: str) -> InProcClient:
-        return self.network.client(name)
+    def client(self, name: str, principal: Any = None) -> InProcClient:
+        return self.network.client(name, principal)
 
     # --- what each node holds --------------------------------------------------------------
     def raw_log(self, name: str) -> list[tuple[int, bytes]]:

@@ -111,10 +111,13 @@ class InProcTransport:
 class InProcClient:
     """A client peer talking to one node (typed requests in, typed server messages out)."""
 
-    def __init__(self, network: InProcNetwork, node: str, peer: bytes) -> None:
+    def __init__(self, network: InProcNetwork, node: str, peer: bytes,
+                 principal: Any = None) -> None:
         self.network = network
         self.node = node
         self.peer = peer
+        self.principal = principal
+        """Who the face authenticated this peer as (``core.acl.Principal``), or None."""
         self._corrs = itertools.count(1)
         self._received: dict[int, list[Any]] = collections.defaultdict(list)
         self._cond = threading.Condition()
@@ -122,7 +125,8 @@ class InProcClient:
     def send(self, request: Any) -> int:
         """Send a request without waiting; returns its correlation id."""
         corr = next(self._corrs)
-        self.network._submit(self.node, ClientEnvelope(self.peer, corr, request))
+        self.network._submit(self.node, ClientEnvelope(self.peer, corr, request,
+                                                        self.principal))
         return corr
 
     def call(self, request: Any, timeout: float = 5.0) -> Any:
@@ -199,9 +203,9 @@ class InProcNetwork:
         """For ``Factories().replace(transport=network.transport_factory())``."""
         return lambda topology, node: self.endpoint(node.name)
 
-    def client(self, node: str) -> InProcClient:
+    def client(self, node: str, principal: Any = None) -> InProcClient:
         peer = f"client-{next(self._client_ids)}".encode()
-        client = InProcClient(self, node, peer)
+        client = InProcClient(self, node, peer, principal)
         with self._lock:
             self._clients[peer] = client
         return client
