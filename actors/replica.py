@@ -46,6 +46,7 @@ from esnode.core.cluster_messages import (
     EpochWritten,
     LocalPrepared,
     LocalWritten,
+    PeerDisconnected,
     RecordsRead,
     RecordsWritten,
     Truncated,
@@ -268,6 +269,9 @@ class Replica:
         forwarded: list[PendingWrite] = []
         effects: list = []
         for sender, message in messages:
+            if type(message) is PeerDisconnected:  # the transport's own hint, not a message
+                effects += self.core.step(message, now)
+                continue
             if claimed_sender(message) != sender or sender not in self._peers:
                 log.warning("dropped %s from %r claiming to be %r", type(message).__name__,
                             sender, claimed_sender(message))

@@ -28,6 +28,7 @@ from esnode.core.cluster_messages import (
     Heartbeat,
     LocalPrepared,
     LocalWritten,
+    PeerDisconnected,
     RecordsRead,
     RecordsWritten,
     ReplicaAck,
@@ -307,6 +308,10 @@ class NodeCore:
         self.log.truncated(m.writer_position)
         return self.replica.on_truncated(now) if self.replica is not None else []
 
+    def _on_peer_disconnected(self, m: PeerDisconnected, now: float) -> list[Effect]:
+        self.election.on_peer_disconnected(m.peer, now)
+        return []
+
     _handlers = {
         VoteRequest: _on_vote_request,
         VoteResponse: _on_vote_response,
@@ -324,4 +329,5 @@ class NodeCore:
         RecordsRead: _on_records_read,
         RecordsWritten: _on_records_written,
         Truncated: _on_truncated,
+        PeerDisconnected: _on_peer_disconnected,
     }
