@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from esnode.actors.node import Node
-from esnode.client import EsError, connect, new_event
+from esnode.client import EsError, StreamNotFound, connect, new_event
 from esnode.core.config import DiscoverySection
 from esnode.core.states import VNodeState
 from esnode.transport.security import key_hex, load_public_key
@@ -49,8 +49,17 @@ def test_secured_cluster_serves_a_client_that_knows_the_key(cluster):
     server_key = key_hex(load_public_key(keys / "external.key"))
     with connect(uri(topology, f"serverKey={server_key}", "nodePreference=follower")) as c:
         c.append("secure-stream", [new_event("T", {"i": i}) for i in range(3)])
-        assert [e.data for e in c.read_stream("secure-stream").events] == [
-            b'{"i":0}', b'{"i":1}', b'{"i":2}']
+        # A follower serves reads up to the commit position it has heard of, which can lag
+        # the leader's acknowledgement by a heartbeat: wait for it, then check the data.
+        def committed_events():
+            try:
+                return c.read_stream("secure-stream").events
+            except StreamNotFound:
+                return None
+
+        events = wait_for(committed_events, timeout=10.0,
+                          message="the follower to show the committed append")
+        assert [e.data for e in events] == [b'{"i":0}', b'{"i":1}', b'{"i":2}']
     assert all(n.transport.refusals.by_reason.get("impersonation", 0) == 0 for n in nodes)
 
 
