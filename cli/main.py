@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import importlib
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from esnode.client import (
     connect,
     new_event,
 )
+from esnode.client.settings import ConnectionSettings, settings_from
 from rich.console import Console
 from rich.table import Table
 
@@ -122,11 +124,21 @@ def command_input() -> Iterator[None]:
         raise fail(str(exc), 2) from None
 
 
+def with_credentials(settings: ConnectionSettings) -> ConnectionSettings:
+    """``ESNODE_USER``/``ESNODE_PASSWORD`` when the connection string names no user (the
+    environment keeps the password out of the command line and ``ps``)."""
+    user = os.environ.get("ESNODE_USER", "")
+    if settings.user or not user:
+        return settings
+    return settings.with_options(user=user, password=os.environ.get("ESNODE_PASSWORD", ""))
+
+
 @contextlib.contextmanager
 def session(target: str | None, timeout: float) -> Iterator[Client]:
     """A connected client; every failure inside becomes a one-line error and an exit code."""
     try:
-        with connect(target or default_connect(), timeout=timeout) as client:
+        with connect(with_credentials(settings_from(target or default_connect())),
+                     timeout=timeout) as client:
             yield client
     except (UsageError, InvalidConnectionString) as exc:
         raise fail(str(exc), 2) from None

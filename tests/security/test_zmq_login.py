@@ -210,3 +210,100 @@ def test_authenticate_on_an_open_node_is_a_bad_request():
     with _one_connection(_topology(plaintext=False), Factories().replace(http_face=None)) as c:
         assert c.code("authenticate", user="alice", password="x") == "bad_request"
         assert c.code("append", **_append_args("orders")) == "ok"
+
+
+# --- the Python client: credentials in the connection string, a login per connection -----
+def _uri(node, credentials: str) -> str:
+    return f"esnode://{credentials}@{node.transport.external_endpoint.removeprefix('tcp://')}"
+
+
+def test_the_sync_client_logs_in_and_works_within_its_acl(plain):
+    from esnode.client import connect, new_event
+    from esnode.client.errors import AccessDenied
+
+    node, _ = plain
+    with connect(_uri(node, "alice:alice-pw"), timeout=10) as client:
+        client.append("orders", [new_event("t", {})])
+        assert len(client.read_stream("orders").events) == 1
+        with pytest.raises(AccessDenied):
+            client.read_stream("$user-admin")
+
+
+def test_a_wrong_password_is_a_clear_not_authenticated_error(plain):
+    from esnode.client import connect
+    from esnode.client.errors import NotAuthenticated
+
+    node, _ = plain
+    started = time.monotonic()
+    with pytest.raises(NotAuthenticated, match="unknown user or wrong password"):
+        with connect(_uri(node, "alice:nope"), timeout=10) as client:
+            client.read_stream("orders")
+    assert time.monotonic() - started < 5  # one attempt, no retry loop
+
+
+def test_the_asyncio_client_logs_in(plain):
+    import asyncio
+
+    from esnode.client import new_event
+    from esnode.client.errors import NotAuthenticated
+    from esnode.client.aio import connect_async
+
+    node, _ = plain
+
+    async def scenario():
+        async with connect_async(_uri(node, "alice:alice-pw"), timeout=10) as client:
+            await client.append("orders", [new_event("t", {})])
+        with pytest.raises(NotAuthenticated):
+            async with connect_async(_uri(node, "mallory:x"), timeout=10) as client:
+                await client.read_stream("orders")
+
+    asyncio.run(scenario())
+
+
+def test_credentials_in_the_connection_string_round_trip():
+    from esnode.client.settings import parse_connection_string
+
+    s = parse_connection_string("esnode://al%40ice:p%3Aw%40rd@127.0.0.1:2113,127.0.0.1:2123")
+    assert (s.user, s.password) == ("al@ice", "p:w@rd")
+    assert "p:w@rd" not in repr(s)
+    assert parse_connection_string(s.to_uri()) == s
+
+
+def test_the_client_logs_in_again_after_its_node_restarts():
+    """A restarted node (same ports) knows nothing of the old login: the client's next
+    connection, whether from re-discovery or ZeroMQ's silent reconnect, is logged in again."""
+    from esnode.client import connect, new_event
+
+    topology = _topology(plaintext=True)
+    node = start_leader(Node(topology, "node1", FACTORIES))
+    try:
+        with connect(_uri(node, "alice:alice-pw"), timeout=10) as client:
+            client.append("orders", [new_event("t", {})])
+            node.stop()
+            node = start_leader(Node(topology, "node1", FACTORIES))
+            client.append("orders", [new_event("t", {})])
+            assert len(client.read_stream("orders").events) == 1  # the restarted node's log
+    finally:
+        node.stop()
+
+
+def test_the_cli_logs_in_with_esnode_user_and_password(plain, monkeypatch):
+    from typer.testing import CliRunner
+
+    from esnode.cli.main import app
+
+    node, _ = plain
+    monkeypatch.setenv("ESNODE_CONNECT", "esnode://" + node.transport.external_endpoint
+                       .removeprefix("tcp://"))
+    runner = CliRunner()
+
+    def run(*args, user="alice", password="alice-pw"):
+        return runner.invoke(app, list(args), env={
+            "COLUMNS": "200", "ESNODE_USER": user, "ESNODE_PASSWORD": password})
+
+    assert run("append", "cli-orders", "--type", "OrderPlaced").exit_code == 0
+    assert "OrderPlaced" in run("read", "cli-orders").stdout
+    refused = run("read", "cli-orders", password="wrong")
+    assert refused.exit_code != 0 and "not_authenticated" in refused.stderr
+    denied = run("read", "$user-admin")
+    assert denied.exit_code != 0 and "access_denied" in denied.stderr
