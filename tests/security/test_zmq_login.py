@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import time
 import uuid
 
@@ -307,3 +308,45 @@ def test_the_cli_logs_in_with_esnode_user_and_password(plain, monkeypatch):
     assert refused.exit_code != 0 and "not_authenticated" in refused.stderr
     denied = run("read", "$user-admin")
     assert denied.exit_code != 0 and "access_denied" in denied.stderr
+
+
+def test_cli_user_commands_end_to_end(plain, monkeypatch):
+    """add, list, passwd, disable as admin over ZeroMQ; each change counts for the next
+    login; an ordinary user may not manage users."""
+    from typer.testing import CliRunner
+
+    from esnode.cli.main import app
+
+    node, connect = plain
+    monkeypatch.setenv("ESNODE_CONNECT", "esnode://" + node.transport.external_endpoint
+                       .removeprefix("tcp://"))
+    runner = CliRunner()
+
+    def run(*args, user="admin", password="admin-pw", code=0):
+        result = runner.invoke(app, list(args), env={
+            "COLUMNS": "200", "ESNODE_USER": user, "ESNODE_PASSWORD": password})
+        assert result.exit_code == code, (result.stdout, result.stderr)
+        return result
+
+    def login(password: str) -> str:
+        c = connect()
+        try:
+            return c.code("authenticate", user="carol", password=password)
+        finally:
+            c.close()
+
+    run("user", "add", "carol", "--password", "carol-1", "--group", "team")
+    assert login("carol-1") == "ok"
+    listed = {json.loads(line)["user"]: json.loads(line) for line in
+              run("user", "list", "--json").stdout.splitlines()}
+    assert listed["carol"]["groups"] == ["team"] and listed["bob"]["disabled"] is True
+    assert set(listed) == {"admin", "alice", "bob", "carol"}
+    run("user", "add", "carol", "--password", "x", code=1)  # exists already
+    run("user", "passwd", "carol", "--password", "carol-2")
+    assert (login("carol-1"), login("carol-2")) == ("not_authenticated", "ok")
+    run("user", "disable", "carol")
+    assert login("carol-2") == "not_authenticated"
+    denied = run("user", "add", "dave", "--password", "x", user="alice", password="alice-pw",
+                 code=1)
+    assert "access_denied" in denied.stderr
+    run("user", "passwd", "nobody", "--password", "x", code=2)
