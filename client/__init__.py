@@ -46,6 +46,7 @@ from esnode.client.errors import (
     StreamNotFound,
     TooLarge,
     Unavailable,
+    WriteConnectionLost,
     WriteTimeout,
     WriteUnavailable,
     WrongExpectedVersion,
@@ -77,7 +78,7 @@ from esnode.core.types import (
 __all__ = [
     "ALL_STREAM", "ANY", "FROM_END", "FROM_START", "NO_STREAM", "STREAM_EXISTS",
     "ClientStats", "ConnectionLost", "DiscoveryFailed", "NodeChanged", "Reconnected",
-    "Resubscribed", "Resubscribing", "Retrying", "WriteUnavailable",
+    "Resubscribed", "Resubscribing", "Retrying", "WriteConnectionLost", "WriteUnavailable",
     "AllSlice", "AsyncPersistentSubscription", "GroupEvent", "GroupExists", "GroupNotFound",
     "GroupSettings", "GroupStatus", "PersistentSubscription", "AppendSuccess", "AsyncClient", "AsyncSubscription", "BadRequest", "Client",
     "ClientClosed", "ClusterInfo", "ConnectionSettings", "DeleteSuccess", "EsError",

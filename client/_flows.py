@@ -31,6 +31,7 @@ from esnode.client.errors import (
     OutcomeUnknown,
     TooBusy,
     Unavailable,
+    WriteConnectionLost,
     WriteUnavailable,
 )
 from esnode.client.model import ClusterInfo, MemberInfo
@@ -60,6 +61,14 @@ class ProbeExchange:
             raise payload
         self.result = payload
         return True
+
+    def refused(self) -> EsError:
+        """Nothing listens at the endpoint (or it closed the connection): no answer will
+        come, so say so now instead of waiting out the timeout (a dead node must not cost
+        ``gossip_timeout`` per question while its peers elect a new leader)."""
+        e = self.effect
+        return OperationTimeout(f"{e.call.op} got no answer from {e.endpoint}: the connection "
+                                "was refused or closed")
 
     def timeout(self) -> EsError:
         e = self.effect
@@ -120,7 +129,9 @@ REFUSALS = (NotReady, NoQuorum, NotLeader, Unavailable, ConnectionLost)
 """Errors that say the request was not even looked at (nothing about earlier attempts)."""
 
 
-SERVING_STATES = ("Leader", "Follower", "ReadOnlyReplica")
+SERVING_STATES = ("Leader", "Follower")
+"""States (core/states.py names) in which a member serves clients; the server has no
+read-only replicas."""
 
 
 def choose_member(info: ClusterInfo, preference: str,
@@ -170,6 +181,8 @@ def retry_step(error: EsError, call: Call, attempt: int,
     if isinstance(error, OutcomeUnknown):  # includes WriteTimeout and a lost write
         if not call.idempotent:
             return None
+        if isinstance(error, WriteConnectionLost):  # the node is gone: find another now
+            return RetryStep(0.0, True)
         return RetryStep(0.0 if isinstance(error, TimeoutError) else settings.retry_delay, True)
     if isinstance(error, (OperationTimeout, ConnectionLost)):
         return RetryStep(0.0, True)

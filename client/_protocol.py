@@ -17,6 +17,7 @@ from esnode.client.errors import (
     OperationTimeout,
     OutcomeUnknown,
     ProtocolError,
+    WriteConnectionLost,
     WriteTimeout,
     error_from_body,
 )
@@ -70,6 +71,8 @@ class ProtocolCore:
         self._heartbeat: int | None = None
         self.incarnation: str | None = None
         """The run of the node this connection talks to, once a reply said it."""
+        self.gone: str | None = None
+        """Why the connection is down (the node closed it), until it is up again."""
         self.lost: list[tuple[Any, str, Any]] = []
 
     def __len__(self) -> int:
@@ -192,6 +195,22 @@ class ProtocolCore:
                 self._check_at = check_at
         self.incarnation = incarnation
 
+    def disconnected(self) -> list[tuple[Any, str, Any]]:
+        """The node closed the TCP connection (a killed process closes its connections at
+        once): fail what is in flight as lost now, rather than wait for the heartbeat; until
+        ``reconnected``, so will whatever starts next (call this again after starting it)."""
+        reason = f"{self.endpoint or 'the node'} closed the connection"
+        failed: list[tuple[Any, str, Any]] = []
+        if self._pending or self._subs:
+            log.warning("esnode client: %s; taking it for gone", reason)
+            failed = self.close(reason, lost=True)
+        self.gone = reason
+        return failed
+
+    def reconnected(self) -> None:
+        """The connection is up again (the node restarted at the same address)."""
+        self.gone = None
+
     def take_lost(self) -> list[tuple[Any, str, Any]]:
         """What a node restart failed (see ``_check_run``), for the shell to deliver."""
         lost, self.lost = self.lost, []
@@ -268,7 +287,7 @@ class ProtocolCore:
             if handle is None:
                 continue
             if call.write:
-                cls = OutcomeUnknown if lost else WriteTimeout
+                cls = WriteConnectionLost if lost else WriteTimeout
                 error = cls(f"{call.what}: {reason}; it may or may not have happened")
             else:
                 error = read_error(f"{call.what or call.op}: {reason}")
@@ -282,6 +301,7 @@ class ProtocolCore:
         self._heartbeat = self._check_at = None
         self._heard = False
         self.incarnation = None
+        self.gone = None
         return out
 
 

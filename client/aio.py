@@ -25,7 +25,15 @@ from esnode.client._api import GroupView, Operations, SubscriptionView
 from esnode.client._dns import resolve_async
 from esnode.client.errors import ClientClosed, EsError
 from esnode.client.settings import ConnectionSettings, settings_from
-from esnode.client.sync import CLOSE_LINGER_MS, configure_socket, secure_context
+from esnode.client.sync import (
+    CLOSE_LINGER_MS,
+    GONE_EVENTS,
+    configure_socket,
+    link_events,
+    monitor_events,
+    secure_context,
+    watch_disconnects,
+)
 from esnode.core.filters import DEFAULT_CHECKPOINT_INTERVAL, EventFilter
 from esnode.core.messages import FROM_START
 from esnode.core.types import RecordedEvent
@@ -37,17 +45,38 @@ async def probe(ctx: zmq.asyncio.Context, effect: core.Probe) -> Any:
     """Ask ``effect.endpoint`` one question on a throwaway socket (discovery)."""
     sock = ctx.socket(zmq.DEALER)
     try:
+        monitor = watch_disconnects(sock, GONE_EVENTS)
         configure_socket(sock, effect.endpoint)
         exchange = core.ProbeExchange(effect)
         await sock.send(exchange.frame)
+        poller = zmq.asyncio.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + effect.timeout
-        while (left := deadline - loop.time()) > 0 and await sock.poll(int(left * 1000) + 1):
-            if exchange.answer(await sock.recv()):
+        while (left := deadline - loop.time()) > 0:
+            ready = dict(await poller.poll(int(left * 1000) + 1))
+            if sock in ready and exchange.answer(await sock.recv()):
                 return exchange.result
+            if monitor in ready and _drained(monitor) and not await sock.poll(0):
+                raise exchange.refused()
         raise exchange.timeout()
     finally:
+        sock.disable_monitor()
+        monitor.close(linger=0)
         sock.close(linger=0)
+
+
+def _drained(monitor: zmq.asyncio.Socket) -> int:
+    """``monitor_events`` for an asyncio monitor socket (its events are already queued)."""
+    from zmq.utils.monitor import parse_monitor_message
+
+    seen = 0
+    while True:
+        try:
+            seen |= parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK).result())["event"]
+        except zmq.Again:
+            return seen
 
 
 class AsyncClient(Operations):
@@ -61,6 +90,8 @@ class AsyncClient(Operations):
         self._ctx = secure_context(zmq.asyncio.Context(), settings)  # discovery probes
         self._data_ctx = secure_context(zmq.Context(), settings)  # the DEALER, loop-watched
         self._sock: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None
+        """Reports the node closing ``_sock``'s connection."""
         self._core = core.ProtocolCore("", settings.keepalive_interval,
                                        settings.keepalive_timeout, self._cluster.stats)
         self._switch_lock = asyncio.Lock()
@@ -185,6 +216,8 @@ class AsyncClient(Operations):
             self._arm(when)
         try:
             await self._send(frame)
+            if self._core.gone is not None:  # a connection known to be down: fail it now
+                _deliver(self._core.disconnected())
             return await fut
         except asyncio.CancelledError:
             self._core.forget(corr)
@@ -219,16 +252,21 @@ class AsyncClient(Operations):
                                   else "connecting", lost=True))
         self._close_socket(0)
         self._sock = self._data_ctx.socket(zmq.DEALER)
+        self._monitor = watch_disconnects(self._sock)
         configure_socket(self._sock, endpoint)
         self._core.endpoint = endpoint
         self._loop.add_reader(self._sock.getsockopt(zmq.FD), self._on_readable)
+        self._loop.add_reader(self._monitor.getsockopt(zmq.FD), self._on_monitor)
 
     def _close_socket(self, linger: int) -> None:
         if self._sock is not None:
             if self._loop is not None and not self._loop.is_closed():
                 self._loop.remove_reader(self._sock.getsockopt(zmq.FD))
+                self._loop.remove_reader(self._monitor.getsockopt(zmq.FD))
+            self._sock.disable_monitor()
+            self._monitor.close(linger=0)
             self._sock.close(linger=linger)
-            self._sock = None
+            self._sock = self._monitor = None
 
     def _on_timer(self) -> None:
         self._timer, self._timer_at = None, float("inf")
@@ -242,6 +280,11 @@ class AsyncClient(Operations):
         when = self._core.next_deadline()
         if when is not None:
             self._arm(when)
+
+    def _on_monitor(self) -> None:
+        """The node closed the connection: fail what is in flight now (flows re-discover)."""
+        if self._monitor is not None:
+            _deliver(link_events(self._core, monitor_events(self._monitor)))
 
     def _on_readable(self) -> None:
         """Drain every reply the socket holds (its descriptor is edge-triggered)."""

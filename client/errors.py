@@ -48,6 +48,12 @@ class ConnectionLost(EsError):
     code = "connection_lost"
 
 
+class WriteConnectionLost(OutcomeUnknown):
+    """A write's connection was lost (the node closed it or stopped answering heartbeats)
+    before the answer came: it may or may not have happened. Retried at once, after
+    re-discovery, with the same event ids."""
+
+
 class WriteUnavailable(Unavailable, OutcomeUnknown):
     """A write got an unknown outcome (no answer, lost connection, leader change), and then no
     node could be found to retry it on: it may or may not have happened. Both an

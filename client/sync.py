@@ -54,6 +54,42 @@ def configure_socket(sock: zmq.Socket, endpoint: str) -> None:
     sock.connect(endpoint)
 
 
+GONE_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
+"""A probe's socket events that mean no answer will come (refused, or closed)."""
+LINK_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+"""The connection's socket events: the node closed it; it is up (again)."""
+
+
+def watch_disconnects(sock: zmq.Socket, events: int = LINK_EVENTS) -> zmq.Socket:
+    """A monitor of ``sock``: the node closing the connection is seen at once (a killed
+    process closes its TCP connections), which a DEALER otherwise hides by reconnecting."""
+    return sock.get_monitor_socket(events)
+
+
+def monitor_events(monitor: zmq.Socket) -> list[int]:
+    """Drain ``monitor``: the events it held, in order."""
+    from zmq.utils.monitor import recv_monitor_message
+
+    seen = []
+    while True:
+        try:
+            seen.append(recv_monitor_message(monitor, zmq.NOBLOCK)["event"])
+        except zmq.Again:
+            return seen
+
+
+def link_events(pc: core.ProtocolCore, events: list[int]) -> list[tuple[Any, str, Any]]:
+    """Feed the connection monitor's events to ``pc``; what failed, for the shell to
+    deliver."""
+    failed: list[tuple[Any, str, Any]] = []
+    for event in events:
+        if event == zmq.EVENT_DISCONNECTED:
+            failed += pc.disconnected()
+        else:
+            pc.reconnected()
+    return failed
+
+
 def secure_context(ctx: zmq.Context, settings: ConnectionSettings) -> zmq.Context:
     """With ``serverKey``, every socket ``ctx`` makes is a CURVE client of that key (context
     default options), with the client's key pair from ``clientKeyFile`` or a fresh one."""
@@ -131,15 +167,24 @@ def probe(ctx: zmq.Context, effect: core.Probe) -> Any:
     """Ask ``effect.endpoint`` one question on a throwaway socket (discovery)."""
     sock = ctx.socket(zmq.DEALER)
     try:
+        monitor = watch_disconnects(sock, GONE_EVENTS)
         configure_socket(sock, effect.endpoint)
         exchange = core.ProbeExchange(effect)
         sock.send(exchange.frame)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         deadline = time.monotonic() + effect.timeout
-        while (left := deadline - time.monotonic()) > 0 and sock.poll(int(left * 1000) + 1):
-            if exchange.answer(sock.recv()):
+        while (left := deadline - time.monotonic()) > 0:
+            ready = dict(poller.poll(int(left * 1000) + 1))
+            if sock in ready and exchange.answer(sock.recv()):
                 return exchange.result
+            if monitor in ready and monitor_events(monitor) and not sock.poll(0):
+                raise exchange.refused()
         raise exchange.timeout()
     finally:
+        sock.disable_monitor()
+        monitor.close(linger=0)
         sock.close(linger=0)
 
 
@@ -331,16 +376,21 @@ class Client(Operations):
     def _io_main(self) -> None:
         sock = self._ctx.socket(zmq.DEALER)  # not connected until the first "connect"
         sock.setsockopt(zmq.LINGER, 0)
+        monitor: zmq.Socket | None = None
         reason = "the client was closed"
         try:
             self._ready.set()
-            while (switch := self._io_loop(sock)) is not None:
+            while (switch := self._io_loop(sock, monitor)) is not None:
                 endpoint, waiter = switch.endpoint, switch.waiter
                 old = self._core.endpoint
                 _deliver(self._core.close(f"the client moved from {old} to {endpoint}"
                                           if old else "connecting", lost=True))
+                if monitor is not None:
+                    sock.disable_monitor()
+                    monitor.close(linger=0)
                 sock.close(linger=0)
                 sock = self._ctx.socket(zmq.DEALER)
+                monitor = watch_disconnects(sock)
                 configure_socket(sock, endpoint)
                 self._core.endpoint = endpoint
                 waiter.set(core.OK, None)
@@ -357,17 +407,23 @@ class Client(Operations):
                 elif type(cmd) is _Connect:
                     cmd.waiter.set(core.ERROR, ClientClosed(reason))
             self._queue.clear()
+            if monitor is not None:
+                sock.disable_monitor()
+                monitor.close(linger=0)
             sock.close(linger=CLOSE_LINGER_MS)
 
-    def _io_loop(self, sock: zmq.Socket) -> _Connect | None:
+    def _io_loop(self, sock: zmq.Socket, monitor: zmq.Socket | None) -> _Connect | None:
         """Serve ``sock`` until the client closes (None) or a ``connect`` command comes
-        (returned: the caller replaces the socket and calls again)."""
+        (returned: the caller replaces the socket and calls again). ``monitor`` reports the
+        node closing the connection."""
         pc = self._core
         commands = self._queue
         backlog: deque[bytes] = deque()
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
+        if monitor is not None:
+            poller.register(monitor, zmq.POLLIN)
         monotonic, noblock, again = time.monotonic, zmq.NOBLOCK, zmq.Again
         ok, error = core.OK, core.ERROR
         send, recv = sock.send, sock.recv
@@ -440,6 +496,10 @@ class Client(Operations):
                         target.set(kind, payload)
                     else:
                         target.put((kind, payload))
+            if monitor is not None and monitor in ready:
+                _deliver(link_events(pc, monitor_events(monitor)))
+            if pc.gone is not None and len(pc):  # started on a connection known to be down
+                _deliver(pc.disconnected())
             if pc.lost:
                 _deliver(pc.take_lost())
             if deadline is not None and monotonic() >= deadline:

@@ -312,3 +312,10 @@ class LocalPrepared:
 
     records: tuple[Record, ...]
 
+
+@dataclass(frozen=True, slots=True)
+class PeerDisconnected:
+    """The transport saw the TCP connection to ``peer`` close (a killed process closes its
+    connections at once): a hint, faster than a missed heartbeat, never proof of death."""
+
+    peer: str

@@ -20,6 +20,14 @@ Rules (see docs/cluster-design.md):
 * Priority: the random part of the timeout is divided by ``1 + priority``, so higher-priority
   nodes tend to time out, and therefore campaign, first.
 * Majority = configured cluster size // 2 + 1.
+* **Disconnect hint**: a follower whose connection to its leader closed gives up its lease
+  and campaigns (pre-vote first) after ``2 × heartbeat_interval`` plus a random part of up
+  to ``election_timeout / 4`` (so two followers rarely split the vote), instead of waiting
+  out its election timer. The fixed part lets a live leader cancel it: its heartbeats come
+  on its own connection, and any leader message restores the lease and the timer. Only the
+  current leader's disconnect counts, at most once per ``election_timeout`` per peer (a
+  flapping connection cannot cause repeated campaigns); peers that still hear the leader
+  refuse the pre-vote, so a false hint costs no term.
 """
 
 from __future__ import annotations
@@ -54,7 +62,10 @@ class ElectionCore:
         self.last_leader_contact = float("-inf")
         self.votes: set[str] = set()
         self.peer_contact: dict[str, float] = {}
+        self.hinted: dict[str, float] = {}
+        """Peer -> when its last disconnect hint was acted on (rate limit)."""
         self.deadline = now
+        self.hold_until = float("-inf")
         self.reset_timer(now)
 
     # --- queries ------------------------------------------------------------------------------
@@ -81,7 +92,18 @@ class ElectionCore:
     def reset_timer(self, now: float) -> None:
         base = self.config.election_timeout
         spread = self.rng.random() * base / (1 + max(0, self.config.priority))
-        self.deadline = now + base + spread
+        self.deadline = max(now, self.hold_until) + base + spread
+
+    def resign(self, now: float) -> bool:
+        """An operator asks the leader to step down: it becomes a follower of nobody and
+        stands for no election for two election timeouts, so another node (which, elected
+        by a majority, holds every committed record) takes over. False if not the leader."""
+        if self.role is not Role.LEADER:
+            return False
+        self.hold_until = now + 2 * self.config.election_timeout
+        self.become_follower(self.term, None, now)
+        self.last_leader_contact = float("-inf")  # no lease: grant the others' pre-votes
+        return True
 
     def tick(self, now: float) -> list[Effect]:
         if self.role is Role.LEADER:
@@ -104,6 +126,18 @@ class ElectionCore:
         """Leader: ``peer`` answered in the current term (check-quorum bookkeeping)."""
         if peer in self.peer_contact:
             self.peer_contact[peer] = now
+
+    def on_peer_disconnected(self, peer: str, now: float) -> None:
+        """The connection to ``peer`` closed: if it is our leader, campaign soon."""
+        if self.role is not Role.FOLLOWER or peer != self.leader_id:
+            return
+        if now - self.hinted.get(peer, float("-inf")) < self.config.election_timeout:
+            return
+        self.hinted[peer] = now
+        self.last_leader_contact = float("-inf")
+        spread = self.config.election_timeout / 4 / (1 + max(0, self.config.priority))
+        grace = 2 * self.config.heartbeat_interval
+        self.deadline = min(self.deadline, now + grace + self.rng.random() * spread)
 
     # --- transitions --------------------------------------------------------------------------
     def become_follower(self, term: int, leader_id: str | None, now: float) -> None:

@@ -355,10 +355,30 @@ GROUP_REQUESTS = (CreateGroup, UpdateGroup, DeleteGroup, ListGroups, GroupInfo, 
                   GroupAck, GroupNack, LeaveGroup, ReplayParked)
 """Handled by the persistent subscriptions actor."""
 
+ADMIN_ACTIONS = ("resign", "set_priority", "shutdown", "scavenge", "scavenge_stop",
+                 "scavenge_status", "stats")
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    """An operator's request to the node that receives it (docs/operations.md); ``value``:
+    the priority of ``set_priority``."""
+
+    action: str
+    value: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.action not in ADMIN_ACTIONS:
+            raise BadRequest(f"unknown admin action {self.action!r} (known: "
+                             f"{', '.join(ADMIN_ACTIONS)})")
+        if self.action == "set_priority" and type(self.value) is not int:
+            raise BadRequest("set_priority needs an integer value")
+
+
 ClientRequest = (Append | Delete | SetMetadata | ReadStream | ReadAll | GetMetadata | Subscribe
                  | Credit | Unsubscribe | ClusterInfo | Ping | CreateGroup | UpdateGroup
                  | DeleteGroup | ListGroups | GroupInfo | ConnectGroup | GroupAck | GroupNack
-                 | LeaveGroup | ReplayParked)
+                 | LeaveGroup | ReplayParked | Admin)
 WRITE_REQUESTS = (Append, Delete, SetMetadata)
 
 

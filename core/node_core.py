@@ -17,6 +17,7 @@ catch a broken core, without any switch in this code.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 
@@ -27,6 +28,7 @@ from esnode.core.cluster_messages import (
     Heartbeat,
     LocalPrepared,
     LocalWritten,
+    PeerDisconnected,
     RecordsRead,
     RecordsWritten,
     ReplicaAck,
@@ -134,6 +136,19 @@ class NodeCore:
         if self.config.cluster_size == 1:
             effects = self.election.campaign(now)
         return self._settle(effects, now)
+
+    def resign(self, now: float) -> list[Effect]:
+        """Leadership handed over on an operator's request (``ElectionCore.resign``)."""
+        if self.stopped or not self.election.resign(now):
+            return []
+        return self._settle([], now)
+
+    def set_priority(self, priority: int, now: float) -> None:
+        """A new election priority, effective from the next timer and gossiped."""
+        self.config = dataclasses.replace(self.config, priority=priority)
+        self.election.config = self.config
+        self.gossip.config = self.config
+        self.gossip.update_self(now, priority=priority)
 
     def shutdown(self, now: float) -> list[Effect]:
         if self.stopped:
@@ -293,6 +308,10 @@ class NodeCore:
         self.log.truncated(m.writer_position)
         return self.replica.on_truncated(now) if self.replica is not None else []
 
+    def _on_peer_disconnected(self, m: PeerDisconnected, now: float) -> list[Effect]:
+        self.election.on_peer_disconnected(m.peer, now)
+        return []
+
     _handlers = {
         VoteRequest: _on_vote_request,
         VoteResponse: _on_vote_response,
@@ -310,4 +329,5 @@ class NodeCore:
         RecordsRead: _on_records_read,
         RecordsWritten: _on_records_written,
         Truncated: _on_truncated,
+        PeerDisconnected: _on_peer_disconnected,
     }

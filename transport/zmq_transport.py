@@ -18,6 +18,7 @@ from typing import Any
 
 import zmq
 
+from esnode.core.cluster_messages import PeerDisconnected
 from esnode.core.forwarding import claimed_sender
 from esnode.core.messages import (
     Authenticate,
@@ -161,8 +162,10 @@ class ZmqTransport:
                  members: Iterable[str] = (),
                  seeds: Iterable[tuple[str, int]] = (),
                  security: NodeSecurity | None = None,
-                 seed_hints: dict[tuple[str, int], str] | None = None) -> None:
+                 seed_hints: dict[tuple[str, int], str] | None = None,
+                 internal_also: Iterable[int] = ()) -> None:
         self._bind = external_bind
+        self._internal_also = tuple(internal_also)
         self._max_message_size = max_message_size
         self._ctx = context or zmq.Context.instance()
         self._security = security or NodeSecurity()
@@ -175,6 +178,8 @@ class ZmqTransport:
         self._zap: list[ZapHandler] = []
         self._monitors: dict[zmq.Socket, str] = {}
         """Monitor socket -> the network ("internal", "external") of the ROUTER it watches."""
+        self._peer_monitors: dict[zmq.Socket, str] = {}
+        """Monitor socket -> the peer whose DEALER it watches for closed connections."""
         self._probe_monitors: dict[zmq.Socket, zmq.Socket] = {}
         """Monitor socket -> the seed probe (DEALER) it watches."""
         self._seed_members: dict[zmq.Socket, str] = {}
@@ -297,6 +302,14 @@ class ZmqTransport:
             raise OSError(f"cannot bind the {which} endpoint {host}:{port}: {exc}") from None
         return sock
 
+    @staticmethod
+    def _bind_also(sock: zmq.Socket, bind: tuple[str, int]) -> None:
+        try:
+            sock.bind(f"tcp://{bind[0]}:{bind[1]}")
+        except zmq.ZMQError as exc:
+            raise OSError(f"cannot bind the internal (gossip) endpoint {bind[0]}:{bind[1]}: "
+                          f"{exc}") from None
+
     def _dealer(self, host: str, port: int, member: str = "") -> zmq.Socket:
         """A DEALER to a peer's internal endpoint; when secured, a CURVE client that accepts
         only the server holding ``member``'s key (so the peer is who we think it is)."""
@@ -328,10 +341,14 @@ class ZmqTransport:
             if self._internal_bind is not None:
                 internal = self._router(self._internal_bind, "internal")
                 sockets.append(internal)
+                for port in self._internal_also:  # the gossip port: same socket, same rules
+                    self._bind_also(internal, (self._internal_bind[0], port))
                 self.internal_endpoint = internal.getsockopt_string(zmq.LAST_ENDPOINT)
             self._dealers = {name: self._dealer(*addr, member=name)
                              for name, addr in self._peers.items()}
             sockets.extend(self._dealers.values())
+            for name, dealer in self._dealers.items():
+                self._watch(name, dealer)
             sockets.extend(m for m in self._monitors if m not in sockets)
         except BaseException as exc:  # reported to start()'s caller
             for s in [*sockets, *self._monitors]:
@@ -347,7 +364,7 @@ class ZmqTransport:
         if internal is not None:
             poller.register(internal, zmq.POLLIN)
         poller.register(self._waker.read_fd, zmq.POLLIN)
-        for monitor in self._monitors:
+        for monitor in [*self._monitors, *self._peer_monitors]:
             poller.register(monitor, zmq.POLLIN)
         try:
             while not self._stopping.is_set():
@@ -367,6 +384,8 @@ class ZmqTransport:
                     self._monitor_event(monitor)
                 for monitor in [m for m in self._probe_monitors if m in events]:
                     self._probe_event(monitor)
+                for monitor in [m for m in self._peer_monitors if m in events]:
+                    self._peer_event(monitor)
                 if self._waker.read_fd in events:
                     self._waker.clear()
                 self._flush(sock)
@@ -377,7 +396,8 @@ class ZmqTransport:
             log.exception("transport thread failed")
             raise
         finally:
-            for s in [*sockets, *self._seed_dealers, *self._monitors, *self._probe_monitors]:
+            for s in [*sockets, *self._seed_dealers, *self._monitors, *self._probe_monitors,
+                      *self._peer_monitors]:
                 s.close(linger=0)
 
     def _receive(self, sock: zmq.Socket) -> None:
@@ -548,6 +568,32 @@ class ZmqTransport:
         self.refusals.refuse(f"handler:{what}", "handler_failed",
                              "the %s handler failed: %r", what, exc, level=logging.ERROR)
 
+    def _watch(self, name: str, dealer: zmq.Socket) -> zmq.Socket:
+        """Monitor the DEALER to peer ``name``: its closed connections become hints."""
+        monitor = dealer.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._peer_monitors[monitor] = name
+        return monitor
+
+    def _peer_event(self, monitor: zmq.Socket) -> None:
+        """The TCP connection to a peer closed (a killed process closes its connections at
+        once): tell the cluster core, which decides whether that is worth an election."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        name, hints = self._peer_monitors[monitor], []
+        while True:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                hints.append((name, PeerDisconnected(name)))
+        if hints and self._on_node is not None:
+            log.info("connection to %s closed", name)
+            try:
+                self._on_node(hints[-1:])
+            except Exception as exc:
+                self._handler_failed("cluster", exc)
+
     def _probe_event(self, monitor: zmq.Socket) -> None:
         """A seed probe completed its CURVE handshake: the member whose key it used is there."""
         from zmq.utils.monitor import recv_monitor_message
@@ -676,6 +722,8 @@ class ZmqTransport:
                 log.info("cluster member %s is at %s:%d", sender, *self._peers[sender])
                 if expected:
                     self._drop_probes(self._peers[sender], sender, dealer)
+                else:  # a secured probe's one monitor is already taken by its handshake
+                    self._poller.register(self._watch(sender, dealer), zmq.POLLIN)
             batch.append((sender, message))
         if batch and self._on_node is not None:
             self._on_node(batch)

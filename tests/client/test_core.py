@@ -19,6 +19,7 @@ from esnode.client.errors import (
     OutcomeUnknown,
     ProtocolError,
     Unavailable,
+    WriteConnectionLost,
     WriteTimeout,
     WrongExpectedVersion,
 )
@@ -145,8 +146,27 @@ def test_a_lost_connection_fails_reads_as_retryable_and_writes_as_unknown():
     pc.start(core.read_all(), "r", 0.0, None)
     pc.start(core.subscribe("s"), "sub", 0.0, None, inbox="inbox")
     kinds = {handle: (kind, type(error)) for handle, kind, error in pc.close("gone", lost=True)}
-    assert kinds == {"w": (core.ERROR, OutcomeUnknown), "r": (core.ERROR, ConnectionLost),
+    assert kinds == {"w": (core.ERROR, WriteConnectionLost), "r": (core.ERROR, ConnectionLost),
                      "sub": (core.ERROR, ConnectionLost), "inbox": (core.LOST, ConnectionLost)}
+    assert issubclass(WriteConnectionLost, OutcomeUnknown)
+
+
+def test_the_node_closing_the_connection_fails_what_is_in_flight_as_lost():
+    """The socket monitor's hint (a killed node closes its TCP connections at once)."""
+    pc = core.ProtocolCore("tcp://127.0.0.1:1")
+    assert pc.disconnected() == []  # nothing in flight: nothing to fail yet, but it is down
+    assert pc.gone is not None
+    pc.reconnected()
+    assert pc.gone is None
+    pc.start(core.append("s", new_event("T")), "w", 0.0, None)
+    pc.start(core.subscribe("s"), "sub", 0.0, None, inbox="inbox")
+    kinds = {handle: (kind, type(error)) for handle, kind, error in pc.disconnected()}
+    assert kinds == {"w": (core.ERROR, WriteConnectionLost), "sub": (core.ERROR, ConnectionLost),
+                     "inbox": (core.LOST, ConnectionLost)}
+    assert len(pc) == 0
+    pc.start(core.read_all(), "r", 0.0, None)  # started while it is down: the shell fails it
+    assert [(h, type(e)) for h, _, e in pc.disconnected()] == [("r", ConnectionLost)]
+
 
 
 def test_subscription_pushes_go_to_the_inbox_until_dropped():

@@ -108,8 +108,9 @@ def test_subscriptions_from_end_miss_nothing_written_during_a_failover(tmp_path)
 
 def test_a_node_restarted_faster_than_the_heartbeat_does_not_drop_a_subscription(tmp_path):
     """A one-node cluster restarted at the same address while the client's heartbeat
-    timeout is long: the restarted node's pong names another incarnation, so the client
-    resubscribes instead of waiting forever on a subscription the new process never had."""
+    timeout is long: the killed process's closed connection (the socket monitor), or else the
+    restarted node's pong naming another incarnation, makes the client resubscribe instead
+    of waiting forever on a subscription the new process never had."""
     stream = f"restart-{uuid.uuid4().hex[:8]}"
     with real_cluster(tmp_path, size=1) as cluster:
         endpoint = f"tcp://{cluster.endpoint('node1')}"
@@ -126,7 +127,7 @@ def test_a_node_restarted_faster_than_the_heartbeat_does_not_drop_a_subscription
                 writer.append(stream, events)
             got = drain(sub, {e.event_id for e in events}, 20)
             assert [e.version for e in got] == [1, 2, 3, 4, 5]
-            assert client.stats.node_restarts == 1 and client.stats.resubscriptions == 1
+            assert client.stats.node_restarts <= 1 and client.stats.resubscriptions == 1
 
 
 def test_a_subscriber_with_default_options_rides_out_a_restart_of_every_node(tmp_path):

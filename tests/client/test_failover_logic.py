@@ -20,6 +20,7 @@ from esnode.client.errors import (
     OutcomeUnknown,
     StreamDeleted,
     Unavailable,
+    WriteConnectionLost,
     WriteTimeout,
     WriteUnavailable,
     WrongExpectedVersion,
@@ -91,6 +92,8 @@ DELETE = core.delete("s")
     (NoQuorum("x"), DELETE, GOSSIP, core.RetryStep(0.05, True)),
     (WriteTimeout("no answer"), APPEND, GOSSIP, core.RetryStep(0.0, True)),
     (OutcomeUnknown("leader changed"), APPEND, GOSSIP, core.RetryStep(0.05, True)),
+    (WriteConnectionLost("node gone"), APPEND, GOSSIP, core.RetryStep(0.0, True)),  # at once
+    (WriteConnectionLost("node gone"), DELETE, GOSSIP, None),
     (OperationTimeout("no answer"), READ, GOSSIP, core.RetryStep(0.0, True)),
     (ConnectionLost("moved"), READ, GOSSIP, core.RetryStep(0.0, True)),
     (WriteTimeout("no answer"), DELETE, GOSSIP, None),  # a delete is not idempotent
@@ -442,7 +445,7 @@ def test_silence_makes_a_heartbeat_and_an_unanswered_one_declares_the_node_dead(
     pc.start(core.append("s", new_event("T")), "w", 4.1, 10.0)
     done, _ = pc.expire(4.5)
     kinds = sorted((target, kind, type(error).__name__) for target, kind, error in done)
-    assert kinds == [("box", core.LOST, "ConnectionLost"), ("w", core.ERROR, "OutcomeUnknown")]
+    assert kinds == [("box", core.LOST, "ConnectionLost"), ("w", core.ERROR, "WriteConnectionLost")]
     assert "did not answer a heartbeat" in str(done[0][2]) and len(pc) == 0
 
 
@@ -493,7 +496,7 @@ def test_a_node_that_answers_with_another_incarnation_restarted_and_lost_everyth
     pc.receive(reply(msgpack_corr(frame), "ok", {"node": "n", "state": "Leader",
                                                  "incarnation": "run-b"}))
     lost = sorted((t, k, type(e).__name__) for t, k, e in pc.take_lost())
-    assert lost == [("box", core.LOST, "ConnectionLost"), ("w", core.ERROR, "OutcomeUnknown")]
+    assert lost == [("box", core.LOST, "ConnectionLost"), ("w", core.ERROR, "WriteConnectionLost")]
     assert pc.incarnation == "run-b" and stats.node_restarts == 1 and pc.subscriptions == []
     # a subscription confirmed by the new run is not lost with the old ones
     corr, _ = pc.start(core.subscribe("s"), "sub2", 5.0, 5.0, inbox="box2")

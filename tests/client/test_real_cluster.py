@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from esnode.cli.main import app
 from esnode.client import Unavailable, connect, new_event
-from tests.client.cluster_support import Notices, dns_server, seeds
+from tests.client.cluster_support import Notices, dns_server, host_port, seeds
 from tests.cluster.checker import OK, History, check
 from tests.cluster.harness import Cluster, common_free_port
 from tests.cluster.writer import ClientWriter
@@ -190,6 +190,36 @@ def test_all_subscriber_sees_every_event_once_and_in_order_through_a_failover(cl
     assert reader.stats.resubscriptions >= 1, notices.items
     print(f"subscriber: {len(received)} events in order through the kill of {leader}; "
           f"{reader.stats}")
+
+
+def epochs(cluster: Cluster) -> dict[str, int]:
+    """Each answering node's own epoch number (the term of the last election it knows)."""
+    infos = {n: cluster.info(n) for n in cluster.running()}
+    return {n: {m["name"]: m["epoch"] for m in i["members"]}[n]
+            for n, i in infos.items() if i is not None}
+
+
+def test_a_follower_killed_and_restarted_under_load_causes_no_election(cluster):
+    """Its peers' socket monitors see its connections close (the disconnect hint), but it
+    was nobody's leader: the leader keeps its term and the appends carry on."""
+    leader = cluster.wait_for_leader(timeout=20, settled=True)
+    before = epochs(cluster)
+    history = History()
+    with connect("esnode://" + ",".join(host_port(e) for e in cluster.endpoints)) as client, \
+            ClientWriter(client, history, streams=4, prefix=f"fr-{uuid.uuid4().hex[:8]}",
+                         interval=0.005) as writer:
+        writer.wait_acked(20, since=0.0, timeout=10)
+        for round_ in range(2):
+            follower = next(n for n in cluster.names if n != leader)
+            cluster.kill(follower)
+            writer.wait_acked(20, timeout=10)
+            cluster.start(follower)
+            assert cluster.wait_for_leader(timeout=20, settled=True) == leader
+            writer.wait_acked(20, timeout=10)
+    after = epochs(cluster)
+    print(f"epochs before {before}, after two follower kills {after}")
+    assert set(after.values()) == {before[leader]}
+    check_history(cluster, history)
 
 
 def test_a_client_whose_seeds_are_all_dead_fails_within_its_attempts(cluster):

@@ -2,7 +2,7 @@
 
 import random
 
-from esnode.core.cluster_messages import Heartbeat, VoteRequest, VoteResponse
+from esnode.core.cluster_messages import Heartbeat, PeerDisconnected, VoteRequest, VoteResponse
 from esnode.core.cluster_state import PersistedState
 from esnode.core.effects import PersistVote, Send, StateChanged, WriteEpoch
 from esnode.core.election import ElectionCore, Role
@@ -96,6 +96,58 @@ class TestWhenALeaderLosesItsMajority:
         assert core.state is VNodeState.Unknown
 
 
+class TestWhenTheConnectionToAPeerCloses:
+    """The transport's disconnect hint (a killed leader closes its TCP connections at once)."""
+
+    def follower(self):
+        core = node("n2")
+        core.step(Heartbeat(1, "n1", -1, -1), 1.0)
+        return core
+
+    def pre_votes(self, core, until):
+        t, effects = 1.0, []
+        while t < until and not effects:
+            t += 0.01
+            effects = sent(core.tick(t), VoteRequest)
+        return t, effects
+
+    def test_losing_the_leader_starts_a_pre_vote_after_two_heartbeats_and_a_random_part(self):
+        core = self.follower()
+        core.step(PeerDisconnected("n1"), 1.0)
+        t, effects = self.pre_votes(core, 2.0)
+        assert 1.0 + 0.2 <= t <= 1.0 + 0.2 + 0.25 + 0.01
+        assert effects and all(m.pre_vote and m.term == 2 for _, m in effects)
+        assert core.term == 1
+
+    def test_another_peer_closing_changes_nothing(self):
+        core = self.follower()
+        core.step(PeerDisconnected("n3"), 1.0)
+        assert core.election.in_lease(1.01)
+        assert core.election.next_wakeup >= 2.0
+
+    def test_a_leader_still_heard_cancels_the_hint(self):
+        core = self.follower()
+        core.step(PeerDisconnected("n1"), 1.0)
+        core.step(Heartbeat(1, "n1", -1, -1), 1.1)  # its heartbeats still come (own connection)
+        assert core.election.next_wakeup >= 2.1 and core.election.in_lease(1.11)
+
+    def test_a_flapping_connection_is_acted_on_once_per_election_timeout(self):
+        core = self.follower()
+        core.step(PeerDisconnected("n1"), 1.0)
+        core.step(Heartbeat(1, "n1", -1, -1), 1.0)
+        core.step(PeerDisconnected("n1"), 1.5)
+        assert core.election.next_wakeup >= 2.0 and core.election.in_lease(1.51)
+
+    def test_a_peer_that_hears_the_leader_refuses_the_pre_vote(self):
+        voter = self.follower()  # n2 still hears n1
+        assert sent(voter.step(VoteRequest(2, "n3", 5, 5, pre_vote=True), 1.1)) == [
+            ("n3", VoteResponse(1, "n2", False, pre_vote=True))]
+        voter.step(PeerDisconnected("n1"), 1.1)  # its own connection closed too: it grants
+        assert sent(voter.step(VoteRequest(2, "n3", 5, 5, pre_vote=True), 1.1)) == [
+            ("n3", VoteResponse(2, "n2", True, pre_vote=True))]
+
+
+
 def test_single_node_becomes_leader_at_start():
     core = node(members=("n1",))
     assert core.election.role is Role.LEADER and core.term == 1
@@ -113,3 +165,30 @@ def test_higher_priority_means_shorter_timeouts_on_average():
     assert mean_timeout(5) < mean_timeout(0)
     assert all(1.0 <= ElectionCore(config(), random.Random(s), log(), None, 0.0).deadline < 2.0
                for s in range(20))
+
+
+class TestWhenAnOperatorAsksTheLeaderToResign:
+    def leader(self):
+        core = node()
+        campaign(core)
+        core.step(VoteResponse(1, "n2", True, pre_vote=True), 5.0)
+        core.step(VoteResponse(1, "n2", True), 5.0)
+        assert core.election.role is Role.LEADER
+        return core
+
+    def test_it_steps_down_grants_the_others_pre_votes_and_stands_back(self):
+        core = self.leader()
+        effects = core.resign(5.1)
+        assert [e.new for e in effects if isinstance(e, StateChanged)] == [VNodeState.Unknown]
+        assert core.leader_id is None and not core.accepts_writes
+        (_, answer), = sent(core.step(VoteRequest(2, "n2", 1, 0, True), 5.2), VoteResponse)
+        assert answer.granted
+        # It stands for no election for two election timeouts.
+        timeout = core.config.election_timeout
+        assert not sent(core.tick(5.1 + 2 * timeout), VoteRequest)
+        assert core.resign(5.3) == []  # only a leader resigns
+
+    def test_a_new_priority_is_used_and_gossiped(self):
+        core = node()
+        core.set_priority(7, 1.0)
+        assert core.election.config.priority == 7 and core.gossip.me.priority == 7

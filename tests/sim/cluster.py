@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from esnode.actors.messages import ClusterInbound, Flush, PendingWrite, Tick, WriteBatch
 from esnode.actors.replica import Replica
 from esnode.actors.status import StatusBoard
-from esnode.core.cluster_messages import ReplicateRecords
+from esnode.core.cluster_messages import PeerDisconnected, ReplicateRecords
 from esnode.core.cluster_state import CoreConfig
 from esnode.core.effects import Alarm, PersistCommit, StateChanged, Truncate
 from esnode.core.forwarding import ForwardAppend, ForwardReply
@@ -116,6 +116,10 @@ def observed(core_class: type[NodeCore], cluster: SimCluster, node: SimNode) -> 
 
 
 class SimCluster:
+    disconnect_hints = True
+    """A crashed node's peers get ``PeerDisconnected`` (a killed process closes its TCP
+    connections at once; a paused or partitioned one does not)."""
+
     def __init__(self, seed: int, size: int = 3, core_class: type[NodeCore] = NodeCore,
                  loss: float = 0.0, duplicate: float = 0.0,
                  fsync: tuple[float, float] = (0.001, 0.004), power_failure: float = 0.0,
@@ -213,6 +217,12 @@ class SimCluster:
             del self.outstanding[corr]
         self.unknown += len(lost)
         self.lines.append(f"{self.now:.3f} CRASH {name}")
+        for other in self.names if self.disconnect_hints else ():
+            peer = self.nodes[other]
+            if other != name and peer.up and (name, other) not in self.net.blocked:
+                self.at(self.now + self.net.min_delay, other,
+                        lambda p=peer: self.post(p, ClusterInbound([(name, PeerDisconnected(name))])),
+                        peer.incarnation)
 
     def restart(self, name: str) -> None:
         if not self.nodes[name].up:

@@ -38,6 +38,44 @@ def test_when_the_leader_is_killed_a_new_leader_is_elected_and_acked_writes_surv
 
 
 @pytest.mark.parametrize("seed", SEEDS)
+def test_a_killed_leaders_closed_connections_start_the_election_without_waiting_a_timeout(seed):
+    """The disconnect hint: the followers campaign after two heartbeats and a random part
+    (virtual time), well before the election timeout, and one election (one term) is
+    enough."""
+    c = SimCluster(seed)
+    old = stable_leader(c)
+    write(c, 10)
+    term, killed_at = old.core.term, c.now
+    c.crash(old.name)
+    new = stable_leader(c, within=5.0)
+    assert c.now - killed_at < c.config["election_timeout"]
+    assert new.core.term == term + 1
+    write(c, 10)
+    c.restart(old.name)
+    finish(c)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_follower_crashing_and_restarting_under_load_causes_no_election(seed):
+    """Its peers see its connections close too, but it was nobody's leader."""
+    c = SimCluster(seed)
+    leader = stable_leader(c)
+    term = leader.core.term
+    follower = next(n for n in c.names if n != leader.name)
+    c.start_clients(c.now + 3.0)
+    c.run_until(c.now + 0.5)
+    c.crash(follower)
+    c.run_until(c.now + 0.5)
+    c.restart(follower)
+    wait_for(c, lambda: c.nodes[follower].core.state is VNodeState.Follower, 5.0,
+             "the restarted follower following again")
+    c.run_until(c.now + 2.0)
+    assert leader.core.accepts_writes and leader.core.term == term
+    assert {c.nodes[n].core.term for n in c.names} == {term}
+    finish(c)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 def test_when_a_follower_has_a_diverged_uncommitted_tail_it_truncates_it_on_line(seed):
     c = SimCluster(seed)
     old = stable_leader(c)

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from esnode.core.cluster_messages import WIRE_MESSAGES
+from esnode.core.cluster_messages import WIRE_MESSAGES, PeerDisconnected
 from esnode.core.forwarding import FORWARD_MESSAGES
 from esnode.core.messages import ClientEnvelope, ErrorReply, RelayedReply, Reply
 from esnode.transport.codec import encode_reply
@@ -216,8 +216,20 @@ class InProcNetwork:
 
     def _detach(self, endpoint: InProcTransport) -> None:
         with self._lock:
-            if self._endpoints.get(endpoint.name) is endpoint:
-                del self._endpoints[endpoint.name]
+            if self._endpoints.get(endpoint.name) is not endpoint:
+                return
+            del self._endpoints[endpoint.name]
+            others = list(self._endpoints)
+        for other in others:  # a stopped node's connections close: its peers hear of it
+            self.hint(other, endpoint.name)
+
+    def hint(self, to: str, about: str) -> None:
+        """Tell ``to``'s node that its connection to ``about`` closed (the ZeroMQ transport's
+        socket-monitor hint); tests also call it while ``about`` lives (a connection reset)."""
+        with self._lock:
+            endpoint = self._endpoints.get(to)
+        if endpoint is not None and endpoint._on_node is not None:
+            endpoint._on_node([(about, PeerDisconnected(about))])
 
     def close(self) -> None:
         with self._cond:

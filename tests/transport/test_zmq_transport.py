@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import msgpack
 import pytest
 
+from esnode.core.cluster_messages import PeerDisconnected
 from esnode.core.types import Epoch
 from esnode.transport.internal_codec import InternalCodec
 from esnode.transport.zmq_transport import ZmqTransport
@@ -55,6 +56,24 @@ def test_cluster_message_round_trips_with_nested_types(pair):
         except queue.Empty:
             continue
     assert sender == "a" and got == msg and isinstance(got.epochs[1], Epoch)
+
+
+def test_a_peer_that_goes_away_is_reported_as_disconnected(pair):
+    """The socket monitor's hint: the DEALER's connection to a stopped peer closes."""
+    transports, inboxes, _ = pair
+    while True:  # the connection a -> b is up once a message got through
+        transports["a"].send_node([("b", Hello(term=1, epochs=()))])
+        try:
+            inboxes["b"].get(timeout=0.1)
+            break
+        except queue.Empty:
+            continue
+    transports.pop("b").stop()
+    while True:  # no hint within 10 s: queue.Empty fails the test
+        sender, got = inboxes["a"].get(timeout=10)
+        if type(got) is PeerDisconnected:
+            break
+    assert sender == "b" and got == PeerDisconnected("b")
 
 
 def test_client_frame_on_internal_endpoint_is_refused(pair):
