@@ -249,6 +249,9 @@ class Node:
         self.board = StatusBoard(self.store.commit_position)
         self.users = f.users(self) if f.users is not None else None
         self.transport = f.transport(t, self.config)
+        if self.users is not None and hasattr(self.transport, "enable_logins"):
+            self.transport.enable_logins(self.users.authenticate,
+                                         t.security.allow_plaintext_passwords)
         self.http = None
         if self.config.external_http_port and f.http_face is not None:
             from esnode.httpapi.face import ReplyRouter

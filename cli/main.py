@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import importlib
 import json
+import os
 import socket
 import sys
 import time
@@ -35,6 +36,7 @@ from esnode.client import (
     connect,
     new_event,
 )
+from esnode.client.settings import ConnectionSettings, settings_from
 from rich.console import Console
 from rich.table import Table
 
@@ -145,6 +147,15 @@ def command_input() -> Iterator[None]:
         raise fail(str(exc), 2) from None
 
 
+def with_credentials(settings: ConnectionSettings) -> ConnectionSettings:
+    """``ESNODE_USER``/``ESNODE_PASSWORD`` when the connection string names no user (the
+    environment keeps the password out of the command line and ``ps``)."""
+    user = os.environ.get("ESNODE_USER", "")
+    if settings.user or not user:
+        return settings
+    return settings.with_options(user=user, password=os.environ.get("ESNODE_PASSWORD", ""))
+
+
 def listening(endpoints: list[tuple[str, int]]) -> bool:
     """Whether any of ``endpoints`` accepts a TCP connection (ZeroMQ is TCP underneath)."""
     for host, port in endpoints:
@@ -174,7 +185,8 @@ def checked_default() -> str:
 def session(target: str | None, timeout: float) -> Iterator[Client]:
     """A connected client; every failure inside becomes a one-line error and an exit code."""
     try:
-        with connect(target or checked_default(), timeout=timeout) as client:
+        with connect(with_credentials(settings_from(target or checked_default())),
+                     timeout=timeout) as client:
             yield client
     except (UsageError, InvalidConnectionString) as exc:
         raise fail(str(exc), 2) from None
@@ -587,3 +599,118 @@ for _name in ("run", "bench", "verify", "groups", "certs", "keys", "admin", "ops
             raise
         continue
     _module.register(app)
+
+
+# --- users (docs/security.md): admin-only, as $User events in $user-NAME ---------------------
+user_app = typer.Typer(help="Manage the users of a cluster with `authentication = true` "
+                            "(admins only: connect as an admin).", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+NewPassword = Annotated[str, typer.Option(
+    "--password", prompt=True, hide_input=True, confirmation_prompt=True,
+    help="The password (asked for when not given; a command line is visible to `ps`).")]
+
+
+def _user_record(client: Client, name: str):
+    """The user's current record and its stream version (``UsageError`` when unknown)."""
+    from esnode.client.errors import StreamNotFound
+    from esnode.core.acl import USER_EVENT_TYPE, User
+
+    try:
+        page = client.read_stream(f"$user-{name}", -1, 1, backwards=True)
+    except StreamNotFound:
+        raise UsageError(f"no user {name!r}") from None
+    event = page.events[0]
+    if event.event_type != USER_EVENT_TYPE:
+        raise UsageError(f"$user-{name} does not end with a $User record")
+    return User.from_event_data(event.data), event.version
+
+
+def _write_user(client: Client, user, expected: int, as_json: bool, title: str) -> None:
+    """Append the record. The password is hashed here, by the same ``core.acl`` function the
+    node verifies with (the node never sees the clear password of a new user)."""
+    from esnode.core.acl import USER_EVENT_TYPE
+
+    client.append(user.stream, [new_event(USER_EVENT_TYPE, user.to_event_data(),
+                                          is_json=True)], expected)
+    print_record({"user": user.name, "groups": list(user.groups), "disabled": user.disabled},
+                 as_json, title)
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The login name.")],
+    password: NewPassword,
+    group: Annotated[list[str] | None, typer.Option(
+        "--group", "-g", help="A group (repeat for several), e.g. `$admins`, `$ops`.")] = None,
+    full_name: Annotated[str, typer.Option("--full-name", help="Shown in listings.")] = "",
+    connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0,
+) -> None:
+    """Create a user (refused if it exists).
+
+    **Example**: `ESNODE_USER=admin esnode user add alice --group ops-team`
+    """
+    from esnode.core.acl import User, hash_password
+
+    with command_input():
+        try:
+            user = User(name, hash_password(password), tuple(group or ()), full_name)
+        except Exception as exc:  # noqa: BLE001 - the record's own validation message
+            raise UsageError(str(exc)) from None
+    with session(connect_to, timeout) as client:
+        _write_user(client, user, NO_STREAM, as_json, "added")
+
+
+@user_app.command("list")
+def user_list(connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0) -> None:
+    """Every user, its groups and whether it is disabled (reads `$all`: admins only)."""
+    from esnode.core.acl import USER_EVENT_TYPE, User
+
+    with session(connect_to, timeout) as client:
+        users: dict[str, User] = {}
+        for event in client.iter_all(filter=EventFilter(stream_prefixes=("$user-",),
+                                                        include_system=True)):
+            if event.event_type == USER_EVENT_TYPE:
+                user = User.from_event_data(event.data)
+                if user.stream == event.stream:
+                    users[user.name] = user
+    rows = [{"user": u.name, "full_name": u.full_name, "groups": list(u.groups),
+             "disabled": u.disabled} for _, u in sorted(users.items())]
+    if as_json:
+        for row in rows:
+            print_json(row)
+        return
+    table = Table("user", "full name", "groups", "disabled")
+    for row in rows:
+        table.add_row(row["user"], row["full_name"], ", ".join(row["groups"]),
+                      "yes" if row["disabled"] else "")
+    out.print(table)
+
+
+@user_app.command("disable")
+def user_disable(
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0,
+) -> None:
+    """Disable a user: its logins are refused from the moment the record is committed."""
+    import dataclasses
+
+    with session(connect_to, timeout) as client:
+        user, version = _user_record(client, name)
+        _write_user(client, dataclasses.replace(user, disabled=True), version, as_json,
+                    "disabled")
+
+
+@user_app.command("passwd")
+def user_passwd(
+    name: Annotated[str, typer.Argument(metavar="NAME")], password: NewPassword,
+    connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0,
+) -> None:
+    """Give a user a new password (the old one stops working once this is committed)."""
+    import dataclasses
+
+    from esnode.core.acl import hash_password
+
+    with session(connect_to, timeout) as client:
+        user, version = _user_record(client, name)
+        _write_user(client, dataclasses.replace(user, password_hash=hash_password(password)),
+                    version, as_json, "password changed")

@@ -66,6 +66,9 @@ class SecuritySection:
     allowed by the stream's ACL. Needs the admin password (there is no default)."""
     admin_password_file: str = ""
     """The first admin password (first line), unless ``ESNODE_ADMIN_PASSWORD`` is set."""
+    allow_plaintext_passwords: bool = False
+    """Accept ZeroMQ logins on an external network without CURVE (passwords in clear): for
+    tests and development only."""
 
     @property
     def internal_secured(self) -> bool:

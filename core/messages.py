@@ -8,7 +8,7 @@ travels past the codec. Replies are typed too; the codec maps each to its wire f
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from esnode.core.filters import DEFAULT_CHECKPOINT_INTERVAL, EventFilter
@@ -209,6 +209,19 @@ class ClusterInfo:
 @dataclass(frozen=True, slots=True)
 class Ping:
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticate:
+    """Log this connection in (docs/security.md): answered by the transport, never passed on;
+    the password is kept out of reprs so it never reaches a log line."""
+
+    user: str
+    password: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        _check(type(self.user) is str and type(self.password) is str,
+               "user and password must be strings")
 
 
 # --- persistent subscription groups (docs/subscriptions.md) --------------------------------

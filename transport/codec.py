@@ -100,6 +100,7 @@ CLIENT_OPS: dict[str, Any] = {
                                               _arg(a, "max_count", m.MAX_READ_COUNT)),
     "cluster_info": lambda a: m.ClusterInfo(),
     "ping": lambda a: m.Ping(),
+    "authenticate": lambda a: m.Authenticate(_arg(a, "user"), _arg(a, "password")),
     "admin": lambda a: m.Admin(_arg(a, "action"), _arg(a, "value", None)),
 }
 
