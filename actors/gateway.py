@@ -100,7 +100,8 @@ class GatewayActor(pykka.ThreadingActor):
                  storage: pykka.ActorRef, subscriptions: pykka.ActorRef,
                  board: StatusBoard, cluster_info: Callable[[], dict], node_name: str,
                  forward_timeout: float = 5.0,
-                 on_failure: Callable[[str], None] | None = None) -> None:
+                 on_failure: Callable[[str], None] | None = None,
+                 admin: Callable[[m.Admin], dict] | None = None) -> None:
         super().__init__()
         self._store = store
         self._transport = transport
@@ -112,6 +113,7 @@ class GatewayActor(pykka.ThreadingActor):
         self._name = node_name
         self._forward_timeout = forward_timeout
         self._on_fatal = on_failure
+        self._admin = admin
         self._committed = board.readable_position
         self._accepting = True
         self._forwarded: dict[int, _Forwarded] = {}
@@ -273,6 +275,11 @@ class GatewayActor(pykka.ThreadingActor):
         return m.Reply({"node": info["node"], "state": info["state"],
                         "incarnation": self._board.incarnation})
 
+    def _admin_reply(self, request: m.Admin) -> m.Reply:
+        if self._admin is None:
+            raise NotReady("this node takes no admin requests")
+        return m.Reply(self._admin(request))
+
     # The messages this actor handles, and the requests it answers itself (Event Store's
     # ``IHandle<T>``): one table each, not an if/elif chain.
     _handlers = {
@@ -290,6 +297,7 @@ class GatewayActor(pykka.ThreadingActor):
         m.GetMetadata: _get_metadata,
         m.ClusterInfo: _cluster_info_reply,
         m.Ping: _ping,
+        m.Admin: _admin_reply,
     }
 
     def on_failure(self, exception_type, exception_value, traceback) -> None:

@@ -77,6 +77,14 @@ class Tick:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminCommand:
+    """An operator's request for the cluster core: ``resign`` or ``set_priority``."""
+
+    action: str
+    value: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StatusChanged:
     """The node's state, term or leader changed."""
 

@@ -6,16 +6,21 @@ uses the defaults. Nothing else in the code base constructs actors or sockets.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import pykka
+from prometheus_client import start_http_server
+
 from esnode.actors.gateway import GatewayActor, split_writes
 from esnode.actors.messages import (
+    AdminCommand,
     ClientBatch,
     ClusterInbound,
     Committed,
@@ -27,10 +32,12 @@ from esnode.actors.messages import (
     Tick,
     WriteBatch,
 )
+from esnode.actors.metrics import MeteredStore, Metrics
 from esnode.actors.persistent import GroupRequests, PersistentSubscriptionsActor
 from esnode.actors.status import StatusBoard
 from esnode.actors.storage import StorageActor
 from esnode.actors.subscriptions import SubscriptionsActor
+from esnode.core import messages as m
 from esnode.core.clock import Clock, SystemClock
 from esnode.core.cluster_messages import WIRE_MESSAGES
 from esnode.core.config import NodeSection, Topology
@@ -42,7 +49,9 @@ from esnode.core.forwarding import (
 )
 from esnode.core.messages import GROUP_REQUESTS
 from esnode.core.states import VNodeState
+from esnode.core.types import NotLeader, NotReady
 from esnode.storage.port import EventStore
+from esnode.storage.scavenge import Scavenger
 from esnode.transport.codec import error_body
 from esnode.transport.port import Transport
 
@@ -59,11 +68,63 @@ DNS_REFRESH_S = 2.0
 GATEWAY_TICK_EVERY = 5
 """The gateway's timers (forward timeouts) need only every fifth tick."""
 
+SCAVENGE_PAUSE_S = 0.002
+"""Between scavenge chunks: the writer gets the disk (and LMDB's write lock) first."""
+
+CLIENT_ACTIVE_S = 60.0
+
+POSITION_SAMPLES = 600
+"""The leader's writer position, sampled every 0.1 s for a minute: replication lag in
+seconds (``Node._lag_seconds``)."""
+
+SHUTDOWN_DELAY_S = 0.1
+"""A shutdown asked over the network starts after its answer has gone out."""
+
 ADMIN_BOOTSTRAP_POLL_S = 0.2
 BOOTSTRAP_PEER = b"\x00esnode-bootstrap"
 """The reply address of the admin bootstrap write (no client: its answer is dropped)."""
 
 log = logging.getLogger("esnode.node")
+
+
+def _inbox(ref: pykka.ActorRef) -> int:
+    try:
+        return ref.actor_inbox.qsize()
+    except (AttributeError, NotImplementedError):
+        return 0
+
+
+def _subscriptions(ref: pykka.ActorRef | None) -> list | None:
+    """The subscriptions actor's subscriptions, read from this thread (a snapshot for
+    figures only; never changed from here)."""
+    weak = getattr(ref, "_actor_weakref", None)
+    actor = weak() if weak is not None else None
+    subs = getattr(actor, "_subs", None)
+    if subs is None:
+        return None
+    try:
+        return list(subs.values())
+    except RuntimeError:  # changed size while copied: the next scrape sees it
+        return []
+
+
+def _subscription_count(ref: pykka.ActorRef | None) -> int | None:
+    subs = _subscriptions(ref)
+    return None if subs is None else len(subs)
+
+
+def _all_lag(ref: pykka.ActorRef | None, committed: int) -> int | None:
+    """The most committed records any ``$all`` subscription has yet to be sent."""
+    subs = _subscriptions(ref)
+    if subs is None:
+        return None
+    lags = [max(0, committed - s.next + 1) for s in subs if s.stream == "$all"]
+    return max(lags, default=0)
+
+
+def _count(counter) -> dict:
+    return {sample.labels["outcome"]: sample.value for metric in counter.collect()
+            for sample in metric.samples if sample.name.endswith("_total")}
 
 
 def default_store(node: NodeSection) -> EventStore:
@@ -90,7 +151,9 @@ def default_transport(topology: Topology, node: NodeSection) -> Transport:
         members=[n.name for n in others],
         seeds=gossip_seeds(topology, node) if seeded else (),
         seed_hints={n.internal_advertise: n.name for n in others},
-        internal_codec=InternalCodec(WIRE_MESSAGES + FORWARD_MESSAGES), security=security)
+        internal_codec=InternalCodec(WIRE_MESSAGES + FORWARD_MESSAGES), security=security,
+        internal_also=(node.internal_gossip_port,)
+        if node.internal_gossip_port not in (0, node.internal_port) else ())
 
 
 def default_http_face(node: Node):
@@ -109,7 +172,8 @@ def default_http_face(node: Node):
 
         context = server_context(config.http_cert_file, config.http_key_file)
     return HttpFace(config.external_http_bind, node._on_client,
-                    lambda face: build_app(face, view), ssl_context=context, users=node.users)
+                    lambda face: build_app(face, view, extra_routes=node.metrics.routes),
+                    ssl_context=context, users=node.users)
 
 
 def default_users(node: Node):
@@ -167,6 +231,8 @@ class Node:
         self._stop_lock = threading.Lock()
         self._fatal: str | None = None
         self._refs: list[pykka.ActorRef] = []
+        self._positions: collections.deque = collections.deque(maxlen=POSITION_SAMPLES)
+        self._clients: dict[bytes, float] = {}  # peer -> when it last sent a request
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> Node:
@@ -178,10 +244,14 @@ class Node:
             admin_password = configured_admin_password(t.security.admin_password_file,
                                                        os.environ)
         self.clock = f.clock()
-        self.store = f.store(self.config)
+        self.metrics = Metrics(self.stats)
+        self.store = MeteredStore(f.store(self.config), self.metrics)
         self.board = StatusBoard(self.store.commit_position)
         self.users = f.users(self) if f.users is not None else None
         self.transport = f.transport(t, self.config)
+        if self.users is not None and hasattr(self.transport, "enable_logins"):
+            self.transport.enable_logins(self.users.authenticate,
+                                         t.security.allow_plaintext_passwords)
         self.http = None
         if self.config.external_http_port and f.http_face is not None:
             from esnode.httpapi.face import ReplyRouter
@@ -199,7 +269,7 @@ class Node:
                 self.store, self.transport, self.clock, self.storage, self.subscriptions,
                 self.board, self.cluster_info, self.config.name,
                 forward_timeout=t.timers.write_timeout_ms / 1000 * FORWARD_TIMEOUT_FACTOR,
-                on_failure=self.fail)
+                on_failure=self.fail, admin=self.admin)
             self.persistent = f.persistent_actor.start(
                 self.store, self.transport, self.clock, self.board, self.storage,
                 on_failure=self.fail)
@@ -210,12 +280,21 @@ class Node:
                 self.http.start()
             self._ticker = threading.Thread(target=self._tick, name="ticker", daemon=True)
             self._ticker.start()
+            self.scavenger = Scavenger(
+                self.store, self.clock.now_us, SCAVENGE_PAUSE_S,
+                committed=lambda: self.board.readable_position,
+            ) if hasattr(self.store, "rewrite") else None  # (a test's stand-in store)
+            if self.scavenger is not None:
+                self.scavenger.resume()  # one the node was running when it went down
             if admin_password is not None and self.users is not None:
                 threading.Thread(target=self._bootstrap_admin, args=(admin_password,),
                                  name="admin-bootstrap", daemon=True).start()
             if t.discovery.dns:
                 threading.Thread(target=self._rediscover, name="dns-discovery",
                                  daemon=True).start()
+            if self.config.metrics_port:
+                self._metrics_server, _ = start_http_server(
+                    self.config.metrics_port, self.config.external_host, self.metrics.registry)
         except BaseException:
             self._teardown()
             raise
@@ -253,6 +332,7 @@ class Node:
                 n += 1
                 if n % GATEWAY_TICK_EVERY == 0 and self.gateway is not None:
                     self.gateway.tell(Tick())
+                    self._positions.append((time.monotonic(), self.store.writer_position))
                     self.persistent.tell(Tick())
             except pykka.ActorDeadError:
                 return
@@ -284,6 +364,9 @@ class Node:
             if self._stopped.is_set():
                 return
             log.info("node %s shutting down", self.config.name)
+            scavenger = getattr(self, "scavenger", None)
+            if scavenger is not None:
+                scavenger.stop(resumable=True)
             if self.http is not None:
                 self.http.stop_accepting()
             if self._refs:
@@ -319,7 +402,75 @@ class Node:
             log.critical("fatal: %s", reason, exc_info=exc)
             self._fatal = self._fatal or reason
 
+    def stats(self) -> dict:
+        """This node's figures (``esnode stats``, and the gauges of the metrics)."""
+        board, store = self.board, self.store
+        leader = board.is_leader
+        writer = store.writer_position
+        members = [{"name": m.name, "state": VNodeState(m.state).name, "alive": m.is_alive,
+                    "member_alive": int(m.is_alive),
+                    "member_writer_position": m.writer_position,
+                    "replication_lag_records": max(0, writer - m.writer_position)
+                    if leader and m.name != self.config.name else None,
+                    "replication_lag_seconds": self._lag_seconds(m.writer_position, writer)
+                    if leader and m.name != self.config.name else None}
+                   for m in board.members]
+        refs = {"gateway": getattr(self, "gateway", None),
+                "storage": getattr(self, "storage", None),
+                "subscriptions": getattr(self, "subscriptions", None),
+                "persistent": getattr(self, "persistent", None)}
+        queues = {name: _inbox(ref) for name, ref in refs.items() if ref is not None}
+        progress = self.scavenger.progress if self.scavenger is not None else None
+        path = getattr(store, "path", None)
+        data_file = os.path.join(path, "data.mdb") if path else None
+        return {
+            "node": self.config.name, "state": board.state.name, "term": board.term,
+            "is_leader": int(leader), "leader": board.leader, "writer_position": writer,
+            "commit_position": board.readable_position,
+            "subscriptions": _subscription_count(refs["subscriptions"]),
+            "subscriptions_all_lag_max": _all_lag(refs["subscriptions"],
+                                                  board.readable_position),
+            "clients": self._active_clients(),
+            "storage_live_bytes": store.live_bytes() if hasattr(store, "live_bytes") else None,
+            "storage_file_bytes": os.path.getsize(data_file)
+            if data_file and os.path.exists(data_file) else None,
+            "storage_map_bytes": getattr(store, "map_size", None),
+            "scavenge_running": int(bool(self.scavenger and self.scavenger.running)),
+            "scavenge_percent": round(progress.percent, 1) if progress else None,
+            "scavenge_records": progress.scavenged if progress else None,
+            "scavenge_bytes_reclaimed": progress.bytes_reclaimed if progress else None,
+            "appends": _count(self.metrics.requests),
+            "events_written": self.metrics.events._value.get(),
+            "queues": queues, "members": members,
+        }
+
+    def _active_clients(self) -> int:
+        """Clients (connections) that sent a request in the last ``CLIENT_ACTIVE_S``;
+        ZeroMQ does not tell connections, so activity stands for them."""
+        cutoff = time.monotonic() - CLIENT_ACTIVE_S
+        seen = self._clients
+        for peer in [p for p, t in list(seen.items()) if t < cutoff]:
+            seen.pop(peer, None)
+        return len(seen)
+
+    def _lag_seconds(self, position: int, writer: int) -> float:
+        """How long ago this node (the leader) first held a record that a member at
+        ``position`` still lacks: its replication lag in time, to the sampling period (0.1 s);
+        at most the samples' span (a minute)."""
+        if position >= writer:
+            return 0.0
+        now = time.monotonic()
+        samples = list(self._positions)
+        for sampled_at, held in samples:
+            if held > position:
+                return round(now - sampled_at, 3)
+        return round(now - samples[0][0], 3) if samples else 0.0
+
     def _teardown(self) -> None:
+        server = getattr(self, "_metrics_server", None)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
         for ref in self._refs:
             try:
                 ref.stop(timeout=10)
@@ -346,6 +497,9 @@ class Node:
 
     # --- wiring callbacks (run on the calling thread: keep them tiny) -----------------------
     def _on_client(self, envelopes: list) -> None:
+        seen, now = self._clients, time.monotonic()  # for the clients gauge: one dict store
+        for env in envelopes:                          # per request, no lock, no hop
+            seen[env.peer] = now
         try:
             if self.authorizer is not None:  # one gate for ZeroMQ and HTTP, before any actor
                 envelopes, refused = self.authorizer.screen(envelopes)
@@ -420,14 +574,43 @@ class Node:
         except pykka.ActorDeadError:
             pass
 
+    def admin(self, request: m.Admin) -> dict:
+        """An operator's request (docs/operations.md), answered at once: resign and priority
+        go to the writer's cluster core, a shutdown starts after the answer is sent, scavenge
+        runs on its own thread (its progress is the answer)."""
+        action = request.action
+        if action in ("resign", "set_priority"):
+            if action == "resign" and not self.board.is_leader:
+                raise NotLeader(self.board.leader_external,
+                                f"only the leader resigns; the leader is {self.board.leader}")
+            self.storage.tell(AdminCommand(action, request.value))
+            return {"node": self.config.name, "action": action, "accepted": True}
+        if action == "shutdown":
+            log.info("shutdown requested by an operator")
+            threading.Timer(SHUTDOWN_DELAY_S, self.stop).start()
+            return {"node": self.config.name, "action": action, "accepted": True}
+        if action == "stats":
+            return self.stats()
+        if self.scavenger is None:
+            raise NotReady("this node's store cannot scavenge")
+        if action == "scavenge":
+            self.scavenger.start()
+        elif action == "scavenge_stop":
+            self.scavenger.stop()
+        progress = self.scavenger.progress
+        return {"node": self.config.name, "action": action,
+                "scavenge": None if progress is None else
+                {**asdict(progress), "percent": round(progress.percent, 1),
+                 "running": self.scavenger.running}}
+
     def cluster_info(self) -> dict:
         board, c = self.board, self.config
         members = [{
             "name": m.name, "state": VNodeState(m.state).name, "alive": m.is_alive,
             "external": [m.external_host, m.external_port], "epoch": m.epoch_number,
             "writer_position": m.writer_position, "commit_position": m.commit_position,
-            "priority": self.topology.node(m.name).priority
-            if m.name in self._names else 0,
+            "priority": board.priorities.get(m.name, self.topology.node(m.name).priority
+                                             if m.name in self._names else 0),
         } for m in board.members]
         if not members:  # before the first gossip round: at least this node
             members = [{"name": c.name, "state": board.state.name, "alive": True,

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from esnode.actors.messages import (
+    AdminCommand,
     ClusterInbound,
     Committed,
     Flush,
@@ -161,9 +162,28 @@ class Replica:
             return NotReady("this node is becoming the leader; retry shortly")
         leader = core.leader_id
         if leader is not None and leader != self._name:
-            return NotLeader(self._externals.get(leader), f"the leader is {leader}")
+            return NotLeader(self._external_of(leader), f"the leader is {leader}")
         return NoQuorum("no leader: an election is in progress or a majority of the "
                         "cluster cannot be reached; the write was not made")
+
+    def _external_of(self, name: str) -> tuple[str, int] | None:
+        """A member's external endpoint: from the topology, else as it gossiped it."""
+        known = self._externals.get(name)
+        if known is None:
+            for m in self._board.members:
+                if m.name == name and m.external_port:
+                    return (m.external_host, m.external_port)
+        return known
+
+    def admin(self, command: AdminCommand) -> None:
+        """An operator's request for the cluster core (docs/operations.md)."""
+        now = self._clock.monotonic()
+        if command.action == "resign":
+            log.info("resigning leadership on an operator's request")
+            self._run(self.core.resign(now))
+        elif command.action == "set_priority":
+            log.info("election priority set to %d", command.value)
+            self.core.set_priority(command.value, now)
 
     def flush(self) -> None:
         """One transaction and one fsync for every write queued since the last flush."""
@@ -281,6 +301,8 @@ class Replica:
             self._commit_persist_due = now + COMMIT_PERSIST_INTERVAL_S
             self._persist_commit()
         self._board.members = self.core.client_view(now)
+        self._board.priorities = {name: m.priority  # as gossiped: runtime changes included
+                                  for name, m in self.core.gossip.members.items()}
 
     def _expire(self, now: float) -> None:
         expired = [i for i in self._awaiting if i.deadline <= now]
@@ -393,7 +415,7 @@ class Replica:
         log.info("state %s", e.line)
         board = self._board
         board.state, board.term, board.leader = e.new, e.term, e.leader_id
-        board.leader_external = self._externals.get(e.leader_id) if e.leader_id else None
+        board.leader_external = self._external_of(e.leader_id) if e.leader_id else None
         if e.new not in LEADER_ROLES:
             self._fail_awaiting(OutcomeUnknown(
                 f"this node stopped being the leader ({e.new.name}); the write may or may "
@@ -406,5 +428,6 @@ class Replica:
         ClusterInbound: lambda self, m: self.receive(m.messages),
         Tick: lambda self, m: self.tick(),
         Shutdown: lambda self, m: self.shutdown(),
+        AdminCommand: lambda self, m: self.admin(m),
     }
     """Every message the replica's inbox carries, and what it does with it."""

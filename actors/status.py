@@ -24,6 +24,7 @@ class StatusBoard:
         self.leader_external: tuple[str, int] | None = None
         self.readable_position: int = readable_position
         self.members: tuple[ClientMemberInfo, ...] = ()
+        self.priorities: dict[str, int] = {}
 
     @property
     def is_leader(self) -> bool:

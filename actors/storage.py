@@ -68,7 +68,9 @@ class StorageActor(pykka.ThreadingActor):
             self.replica = self.replica_class(
                 store, transport, clock, CoreConfig.from_topology(t, self._name),
                 mailbox=self, board=board, notify=notify,
-                externals={n.name: n.external_advertise for n in t.nodes},
+                # Members known only by their gossip endpoint (a cluster started from command
+                # lines) have no external endpoint here: gossip tells it (Replica._external_of).
+                externals={n.name: n.external_advertise for n in t.nodes if n.external_port},
                 write_timeout=t.timers.write_timeout_ms / 1000, core_class=self._core_class,
                 rng=self._rng)
             self.replica.start()

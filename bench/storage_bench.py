@@ -1,4 +1,4 @@
-"""Storage benchmark on the standard workload (../shared/bench/WORKLOAD.md), store level:
+"""Storage benchmark on the standard workload (docs/performance.md), store level:
 no network, no actors. Durable figures: every ``write`` call is one fsynced transaction.
 
 Phases (each run on a fresh store; medians over ``runs``):

@@ -1,4 +1,4 @@
-"""The standard benchmark workload (shared/bench/WORKLOAD.md), driven through esnode's client.
+"""The standard benchmark workload (docs/performance.md), driven through esnode's client.
 
 Phases: a (one sequential client, single-event appends), b (C concurrent single-event appends,
 C = 32 and 64, asyncio tasks on one connection), c (100-event appends), d (read a 10,000-event

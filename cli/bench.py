@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-bench_app = typer.Typer(help="Benchmarks on the standard workload (shared/bench/WORKLOAD.md).",
+bench_app = typer.Typer(help="Benchmarks on the standard workload (docs/performance.md).",
                         invoke_without_command=True, no_args_is_help=False)
 
 

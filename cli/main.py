@@ -14,6 +14,8 @@ import contextlib
 import datetime as dt
 import importlib
 import json
+import os
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -34,6 +36,7 @@ from esnode.client import (
     connect,
     new_event,
 )
+from esnode.client.settings import ConnectionSettings, settings_from
 from rich.console import Console
 from rich.table import Table
 
@@ -50,8 +53,21 @@ metadata_app = typer.Typer(help="Read or replace a stream's metadata (`$maxCount
                            rich_markup_mode="markdown")
 app.add_typer(metadata_app, name="metadata")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+PIPE_WIDTH = 1000
+"""Columns for output that is not a terminal: a pipe or a file gets whole table cells, not
+rows cut at rich's default 80 columns."""
+
+
+def console(stderr: bool = False) -> Console:
+    """A rich console as wide as the terminal, or unlimited when piped."""
+    terminal = Console(stderr=stderr, soft_wrap=True)
+    if terminal.is_terminal:
+        return terminal
+    return Console(stderr=stderr, soft_wrap=True, width=PIPE_WIDTH)
+
+
+out = console()
+err = console(stderr=True)
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:2113"
 TOPOLOGY_FILE = Path("topology.toml")
@@ -91,9 +107,18 @@ class UsageError(Exception):
     """Bad input from the command line (exit code 2)."""
 
 
+class NothingListens(Exception):
+    """The default endpoints refuse connections: no node runs there (exit code 1)."""
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     err.print(f"esnode: {message}", markup=False, highlight=False)
     return typer.Exit(code)
+
+
+PROBE_TIMEOUT_S = 1.0
+"""How long a command waits for a TCP connection to a default endpoint before saying nothing
+listens there (the client's own retries would take over 10 s to give up)."""
 
 
 def default_connect() -> str:
@@ -122,16 +147,53 @@ def command_input() -> Iterator[None]:
         raise fail(str(exc), 2) from None
 
 
+def with_credentials(settings: ConnectionSettings) -> ConnectionSettings:
+    """``ESNODE_USER``/``ESNODE_PASSWORD`` when the connection string names no user (the
+    environment keeps the password out of the command line and ``ps``)."""
+    user = os.environ.get("ESNODE_USER", "")
+    if settings.user or not user:
+        return settings
+    return settings.with_options(user=user, password=os.environ.get("ESNODE_PASSWORD", ""))
+
+
+def listening(endpoints: list[tuple[str, int]]) -> bool:
+    """Whether any of ``endpoints`` accepts a TCP connection (ZeroMQ is TCP underneath)."""
+    for host, port in endpoints:
+        with contextlib.suppress(OSError), \
+                socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
+            return True
+    return False
+
+
+def checked_default() -> str:
+    """The default --connect, said out loud, and refused at once when nothing listens."""
+    target = default_connect()
+    where = "./topology.toml" if TOPOLOGY_FILE.exists() else "the default"
+    if where == "the default":
+        err.print(f"esnode: no --connect and no ./topology.toml: trying {DEFAULT_ENDPOINT}",
+                  style="dim", highlight=False)
+    endpoints = [(host, int(port)) for host, _, port in (
+        item.rpartition(":") for item in target.split("://", 1)[1].split(","))]
+    if not listening(endpoints):
+        raise NothingListens(
+            f"nothing listens on {', '.join(f'{h}:{p}' for h, p in endpoints)} ({where}); "
+            "start a node (esnode run --mem-db) or give --connect")
+    return target
+
+
 @contextlib.contextmanager
 def session(target: str | None, timeout: float) -> Iterator[Client]:
     """A connected client; every failure inside becomes a one-line error and an exit code."""
     try:
-        with connect(target or default_connect(), timeout=timeout) as client:
+        with connect(with_credentials(settings_from(target or checked_default())),
+                     timeout=timeout) as client:
             yield client
     except (UsageError, InvalidConnectionString) as exc:
         raise fail(str(exc), 2) from None
     except EsError as exc:
         raise fail(f"{exc.code}: {exc}") from None
+    except NothingListens as exc:
+        raise fail(f"unavailable: {exc}") from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 
@@ -433,7 +495,7 @@ def metadata_set(
     """
     with command_input():
         expected = parse_expected(expected_version)
-        value = parse_json("JSON", metadata)
+        value = parse_json("the metadata", metadata)
         if not isinstance(value, dict):
             raise UsageError("the metadata must be a JSON object, e.g. '{\"$maxCount\": 10}'")
     with session(connect_to, timeout) as client:
@@ -443,17 +505,36 @@ def metadata_set(
 
 
 @app.command()
-def status(connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0) -> None:
+def status(connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0,
+           watch: Annotated[bool, typer.Option(
+               "--watch", "-w", help="Refresh every second (lag behind the leader, records/s); "
+                                     "Ctrl-C to stop.")] = False) -> None:
     """Show the cluster as the node sees it: each member's state, epoch, positions and
-    whether it is alive.
+    whether it is alive (and, for a cluster `esnode run` supervises from ./topology.toml,
+    each node's PID).
 
-    **Example:** `esnode status --connect tcp://127.0.0.1:2113`
+    **Examples**
+
+    ```
+    esnode status --connect tcp://127.0.0.1:2113
+    esnode status --watch
+    ```
     """
+    if watch:
+        from esnode.cli.ops import watch as watch_cluster
+
+        try:
+            watch_cluster(connect_to, timeout)
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        return
     with session(connect_to, timeout) as client:
         info = client.cluster_info()
+    pids = local_pids() if connect_to is None else {}
     if as_json:
         for m in info.members:
             print_json({"cluster": info.cluster, "name": m.name, "state": m.state,
+                        "pid": pids.get(m.name),
                         "alive": m.alive, "leader": m.name == info.leader,
                         "external": f"{m.external[0]}:{m.external[1]}" if m.external else None,
                         "epoch": m.epoch, "writer_position": m.writer_position,
@@ -463,16 +544,28 @@ def status(connect_to: Connect = None, as_json: Json = False, timeout: Timeout =
     table = Table(title=f"cluster {info.cluster} (answered by {info.node}; leader: "
                         f"{info.leader or 'none'})", title_justify="left")
     # Names, states and endpoints are what an operator reads and copies: never cut short.
-    for column in ("name", "state", "alive", "epoch", "writer", "commit", "clients on",
-                   "priority"):
+    columns = ["name", "state", "alive", "epoch", "writer", "commit", "clients on",
+               "priority"] + (["pid"] if pids else [])
+    for column in columns:
         keep = column in ("name", "state", "clients on")
         table.add_column(column, no_wrap=keep, overflow="fold" if keep else "ellipsis",
                          min_width={"state": 10, "clients on": 15}.get(column))
     for m in info.members:
         table.add_row(m.name, m.state, "yes" if m.alive else "[red]NO[/]", str(m.epoch),
                       str(m.writer_position), str(m.commit_position),
-                      f"{m.external[0]}:{m.external[1]}" if m.external else "", str(m.priority))
+                      f"{m.external[0]}:{m.external[1]}" if m.external else "", str(m.priority),
+                      *([str(pids.get(m.name, "-"))] if pids else []))
     out.print(table)
+
+
+def local_pids() -> dict[str, int]:
+    """PIDs of the nodes that `esnode run` supervises from ./topology.toml, if it does."""
+    from esnode.cli.supervision import RunState
+
+    if not TOPOLOGY_FILE.exists():
+        return {}
+    state = RunState.for_config(TOPOLOGY_FILE).load()
+    return state["nodes"] if state else {}
 
 
 @app.command()
@@ -498,7 +591,7 @@ def ping(connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5
 # `esnode group`/`consume` (cli/groups.py), `esnode certs` (cli/certs.py)
 # are added here: each module has a `register(app)` function. A module that is not there yet is
 # skipped; any other import error is not hidden.
-for _name in ("run", "bench", "verify", "groups", "certs", "keys"):
+for _name in ("run", "bench", "verify", "groups", "certs", "keys", "admin", "ops"):
     try:
         _module = importlib.import_module(f"esnode.cli.{_name}")
     except ModuleNotFoundError as _exc:
@@ -506,3 +599,118 @@ for _name in ("run", "bench", "verify", "groups", "certs", "keys"):
             raise
         continue
     _module.register(app)
+
+
+# --- users (docs/security.md): admin-only, as $User events in $user-NAME ---------------------
+user_app = typer.Typer(help="Manage the users of a cluster with `authentication = true` "
+                            "(admins only: connect as an admin).", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+NewPassword = Annotated[str, typer.Option(
+    "--password", prompt=True, hide_input=True, confirmation_prompt=True,
+    help="The password (asked for when not given; a command line is visible to `ps`).")]
+
+
+def _user_record(client: Client, name: str):
+    """The user's current record and its stream version (``UsageError`` when unknown)."""
+    from esnode.client.errors import StreamNotFound
+    from esnode.core.acl import USER_EVENT_TYPE, User
+
+    try:
+        page = client.read_stream(f"$user-{name}", -1, 1, backwards=True)
+    except StreamNotFound:
+        raise UsageError(f"no user {name!r}") from None
+    event = page.events[0]
+    if event.event_type != USER_EVENT_TYPE:
+        raise UsageError(f"$user-{name} does not end with a $User record")
+    return User.from_event_data(event.data), event.version
+
+
+def _write_user(client: Client, user, expected: int, as_json: bool, title: str) -> None:
+    """Append the record. The password is hashed here, by the same ``core.acl`` function the
+    node verifies with (the node never sees the clear password of a new user)."""
+    from esnode.core.acl import USER_EVENT_TYPE
+
+    client.append(user.stream, [new_event(USER_EVENT_TYPE, user.to_event_data(),
+                                          is_json=True)], expected)
+    print_record({"user": user.name, "groups": list(user.groups), "disabled": user.disabled},
+                 as_json, title)
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The login name.")],
+    password: NewPassword,
+    group: Annotated[list[str] | None, typer.Option(
+        "--group", "-g", help="A group (repeat for several), e.g. `$admins`, `$ops`.")] = None,
+    full_name: Annotated[str, typer.Option("--full-name", help="Shown in listings.")] = "",
+    connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0,
+) -> None:
+    """Create a user (refused if it exists).
+
+    **Example**: `ESNODE_USER=admin esnode user add alice --group ops-team`
+    """
+    from esnode.core.acl import User, hash_password
+
+    with command_input():
+        try:
+            user = User(name, hash_password(password), tuple(group or ()), full_name)
+        except Exception as exc:  # noqa: BLE001 - the record's own validation message
+            raise UsageError(str(exc)) from None
+    with session(connect_to, timeout) as client:
+        _write_user(client, user, NO_STREAM, as_json, "added")
+
+
+@user_app.command("list")
+def user_list(connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0) -> None:
+    """Every user, its groups and whether it is disabled (reads `$all`: admins only)."""
+    from esnode.core.acl import USER_EVENT_TYPE, User
+
+    with session(connect_to, timeout) as client:
+        users: dict[str, User] = {}
+        for event in client.iter_all(filter=EventFilter(stream_prefixes=("$user-",),
+                                                        include_system=True)):
+            if event.event_type == USER_EVENT_TYPE:
+                user = User.from_event_data(event.data)
+                if user.stream == event.stream:
+                    users[user.name] = user
+    rows = [{"user": u.name, "full_name": u.full_name, "groups": list(u.groups),
+             "disabled": u.disabled} for _, u in sorted(users.items())]
+    if as_json:
+        for row in rows:
+            print_json(row)
+        return
+    table = Table("user", "full name", "groups", "disabled")
+    for row in rows:
+        table.add_row(row["user"], row["full_name"], ", ".join(row["groups"]),
+                      "yes" if row["disabled"] else "")
+    out.print(table)
+
+
+@user_app.command("disable")
+def user_disable(
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0,
+) -> None:
+    """Disable a user: its logins are refused from the moment the record is committed."""
+    import dataclasses
+
+    with session(connect_to, timeout) as client:
+        user, version = _user_record(client, name)
+        _write_user(client, dataclasses.replace(user, disabled=True), version, as_json,
+                    "disabled")
+
+
+@user_app.command("passwd")
+def user_passwd(
+    name: Annotated[str, typer.Argument(metavar="NAME")], password: NewPassword,
+    connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0,
+) -> None:
+    """Give a user a new password (the old one stops working once this is committed)."""
+    import dataclasses
+
+    from esnode.core.acl import hash_password
+
+    with session(connect_to, timeout) as client:
+        user, version = _user_record(client, name)
+        _write_user(client, dataclasses.replace(user, password_hash=hash_password(password)),
+                    version, as_json, "password changed")

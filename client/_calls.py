@@ -151,6 +151,12 @@ def cluster_info() -> Call:
     return Call("cluster_info", {}, ClusterInfo.from_wire, False, "cluster_info")
 
 
+def authenticate(user: str, password: str) -> Call:
+    """Log the connection in (sent first on every connection when credentials are set)."""
+    return Call("authenticate", {"user": user, "password": password}, _ignore, False,
+                f"log in as {user!r}")
+
+
 def ping() -> Call:
     return Call("ping", {}, lambda b: Pong(b["node"], b["state"], b.get("incarnation")),
                 False, "ping")

@@ -9,7 +9,7 @@ import random
 from collections.abc import Callable, Generator
 from typing import Any, NamedTuple
 
-from esnode.client._calls import Call, cluster_info, ping, subscribe
+from esnode.client._calls import Call, authenticate, cluster_info, ping, subscribe
 from esnode.client._cluster import (
     ClusterState,
     DiscoveryFailed,
@@ -24,6 +24,7 @@ from esnode.client.errors import (
     ConnectionLost,
     EsError,
     NoQuorum,
+    NotAuthenticated,
     NotLeader,
     NotReady,
     OperationTimeout,
@@ -128,7 +129,9 @@ REFUSALS = (NotReady, NoQuorum, NotLeader, Unavailable, ConnectionLost)
 """Errors that say the request was not even looked at (nothing about earlier attempts)."""
 
 
-SERVING_STATES = ("Leader", "Follower", "ReadOnlyReplica")
+SERVING_STATES = ("Leader", "Follower")
+"""States (core/states.py names) in which a member serves clients; the server has no
+read-only replicas."""
 
 
 def choose_member(info: ClusterInfo, preference: str,
@@ -219,6 +222,7 @@ def perform(call: Call, timeout: float | None, settings: ConnectionSettings,
     unknown: EsError | None = None
     last: EsError = Unavailable("no attempt yet")
     rediscover: Rediscover | None = None
+    relogged = False
     while True:
         if rediscover is not None:
             try:
@@ -243,6 +247,13 @@ def perform(call: Call, timeout: float | None, settings: ConnectionSettings,
             return (yield Request(call, timeout))
         except EsError as error:
             last = error
+            if isinstance(error, NotAuthenticated) and settings.user and not relogged:
+                # The connection lost its login (a silent ZeroMQ reconnect is a new, anonymous
+                # connection on the node): the request was refused unread; log in on a fresh
+                # connection and send it again, once.
+                relogged = True
+                rediscover = Rediscover(generation, f"{what}: {error.code}")
+                continue
             if call.write and isinstance(error, OutcomeUnknown):
                 unknown = error
             step = retry_step(error, call, timed_out, settings) if call.retry else None
@@ -395,6 +406,8 @@ def reconnect(cluster: ClusterState, settings: ConnectionSettings, generation: i
             cluster.emit(DiscoveryFailed(exc))
         raise
     yield Connect(endpoint)
+    if settings.user:  # a new connection is anonymous on the node: log in before anything
+        yield Request(authenticate(settings.user, settings.password), settings.operation_timeout)
     cluster.connected(endpoint, node, reason)
 
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, fields, replace
-from urllib.parse import parse_qsl
+from dataclasses import dataclass, field, fields, replace
+from urllib.parse import parse_qsl, quote, unquote
 
 DEFAULT_PORT = 2113
 DNS_PORT = 53
@@ -73,6 +73,9 @@ class ConnectionSettings:
     client_key_file: str = ""
     """A ``.key_secret`` file: the client's own CURVE key pair, for nodes that accept only
     listed client keys (default: a fresh key pair per client)."""
+    user: str = ""
+    """Set: the client logs in as this user on every (re)connection before anything else."""
+    password: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         if not self.endpoints:
@@ -120,7 +123,8 @@ class ConnectionSettings:
         opts = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("endpoints", "dns") or value == getattr(default, f.name):
+            if f.name in ("endpoints", "dns", "user", "password") \
+                    or value == getattr(default, f.name):
                 continue
             kind = _OPTIONS[_KEY_OF[f.name].lower()][1]
             text = (str(value).lower() if kind is bool
@@ -130,6 +134,8 @@ class ConnectionSettings:
                     else str(value))
             opts.append(f"{_KEY_OF[f.name]}={text}")
         scheme = "esnode+dns" if self.dns else "esnode"
+        if self.user:
+            hosts = f"{quote(self.user, safe='')}:{quote(self.password, safe='')}@{hosts}"
         return f"{scheme}://{hosts}" + ("?" + "&".join(opts) if opts else "")
 
 
@@ -275,9 +281,13 @@ def parse_connection_string(text: str, **overrides: object) -> ConnectionSetting
     elif scheme in ("esnode", "esnode+dns"):
         hosts, _, query = rest.partition("?")
         hosts = hosts.rstrip("/")
-        if "@" in hosts:
-            raise InvalidConnectionString(f"{whole!r}: user names and passwords are not "
-                                          "supported yet")
+        credentials, at, hosts = hosts.rpartition("@")
+        if at:
+            user, colon, password = credentials.partition(":")
+            if not user or not colon:
+                raise InvalidConnectionString(f"{scheme}://USER:PASSWORD@...: expected a user "
+                                              "and a password before '@'")
+            options["user"], options["password"] = unquote(user), unquote(password)
         if scheme == "esnode+dns":
             if "," in hosts:
                 raise InvalidConnectionString(f"{whole!r}: esnode+dns:// takes one DNS name "

@@ -66,6 +66,9 @@ class SecuritySection:
     allowed by the stream's ACL. Needs the admin password (there is no default)."""
     admin_password_file: str = ""
     """The first admin password (first line), unless ``ESNODE_ADMIN_PASSWORD`` is set."""
+    allow_plaintext_passwords: bool = False
+    """Accept ZeroMQ logins on an external network without CURVE (passwords in clear): for
+    tests and development only."""
 
     @property
     def internal_secured(self) -> bool:
@@ -98,6 +101,17 @@ class NodeSection:
     """PEM certificate (chain) and key: the HTTP API speaks only HTTPS (docs/http.md, TLS)."""
     public_key: str = ""
     """This member's internal public key (Z85), instead of ``security.key_dir``/NAME.key."""
+    internal_gossip_port: int = 0
+    """A second port on ``internal_host`` where the internal endpoint also listens: Event
+    Store's ``--int-http-port``, where gossip seeds and ``--cluster-gossip-port`` point."""
+    metrics_port: int = 0
+    """Prometheus metrics over HTTP on ``external_host`` (0: none); with the HTTP API they
+    are also at its ``/metrics``."""
+
+    @property
+    def gossip_port(self) -> int:
+        """Where other nodes' gossip seeds point: the gossip port if set, else the internal one."""
+        return self.internal_gossip_port or self.internal_port
 
     @property
     def internal_bind(self) -> tuple[str, int]:
@@ -232,10 +246,15 @@ def parse_topology(raw: dict, source: str = "") -> Topology:
         seen_names.add(node.name)
         if node.mem_db == bool(node.data_dir):
             raise TopologyError(f"{where}: set exactly one of data_dir or mem_db = true")
-        for key in ("internal_port", "external_port"):
-            _check_port(getattr(node, key), f"{where}.{key}")
-        if node.external_http_port:
-            _check_port(node.external_http_port, f"{where}.external_http_port")
+        for key in ("internal_port", "external_port", "internal_gossip_port",
+                    "external_http_port", "metrics_port"):
+            if key in ("internal_port", "external_port") or getattr(node, key):
+                _check_port(getattr(node, key), f"{where}.{key}")
+        if node.internal_gossip_port and node.internal_host == node.external_host and \
+                node.internal_gossip_port in (node.external_port, node.external_http_port):
+            raise TopologyError(f"{where}.internal_gossip_port: same address as an external "
+                                "port; the internal and external networks need separate "
+                                "endpoints")
         if bool(node.http_cert_file) != bool(node.http_key_file):
             raise TopologyError(f"{where}: set both http_cert_file and http_key_file (TLS on "
                                 "the HTTP API), or neither")
@@ -269,21 +288,23 @@ def parse_topology(raw: dict, source: str = "") -> Topology:
     return Topology(cluster, discovery, timers, nodes, source, security)
 
 
-def loads_topology(text: str, source: str = "") -> Topology:
-    """Parse and validate topology TOML text; every problem is a ``TopologyError``."""
+def _toml(text: str, source: str) -> dict:
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise TopologyError(f"{source}: not valid TOML ({exc})") from None
     except RecursionError:  # tomllib recurses per nesting level (found by fuzzing)
         raise TopologyError(f"{source}: nested too deeply to be a topology") from None
-    return parse_topology(raw, source)
 
 
-def load_topology(path: str | Path) -> Topology:
-    """Load and validate a topology file. Relative ``data_dir``/``log_dir`` and certificate
-    paths are resolved against the file's folder, so a topology works from any working
-    directory."""
+def loads_topology(text: str, source: str = "") -> Topology:
+    """Parse and validate topology TOML text; every problem is a ``TopologyError``."""
+    return parse_topology(_toml(text, source), source)
+
+
+def read_topology_file(path: str | Path) -> dict:
+    """The file's TOML as a plain dict (not validated yet): command-line options edit it
+    before ``load_topology`` validates it."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -291,7 +312,17 @@ def load_topology(path: str | Path) -> Topology:
         raise TopologyError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise TopologyError(f"{path}: cannot read ({exc})") from None
-    topology = loads_topology(text, str(path))
+    return _toml(text, str(path))
+
+
+def load_topology(path: str | Path, raw: dict | None = None) -> Topology:
+    """Load and validate a topology file (or ``raw``, its edited content). Relative
+    ``data_dir``/``log_dir``, certificate and key paths are resolved against the file's
+    folder, so a topology works from any working directory."""
+    path = Path(path)
+    if raw is None:
+        raw = read_topology_file(path)
+    topology = parse_topology(raw, str(path))
     base = path.resolve().parent
     paths = ("data_dir", "log_dir", "http_cert_file", "http_key_file")
     nodes = tuple(

@@ -65,6 +65,7 @@ class ElectionCore:
         self.hinted: dict[str, float] = {}
         """Peer -> when its last disconnect hint was acted on (rate limit)."""
         self.deadline = now
+        self.hold_until = float("-inf")
         self.reset_timer(now)
 
     # --- queries ------------------------------------------------------------------------------
@@ -91,7 +92,18 @@ class ElectionCore:
     def reset_timer(self, now: float) -> None:
         base = self.config.election_timeout
         spread = self.rng.random() * base / (1 + max(0, self.config.priority))
-        self.deadline = now + base + spread
+        self.deadline = max(now, self.hold_until) + base + spread
+
+    def resign(self, now: float) -> bool:
+        """An operator asks the leader to step down: it becomes a follower of nobody and
+        stands for no election for two election timeouts, so another node (which, elected
+        by a majority, holds every committed record) takes over. False if not the leader."""
+        if self.role is not Role.LEADER:
+            return False
+        self.hold_until = now + 2 * self.config.election_timeout
+        self.become_follower(self.term, None, now)
+        self.last_leader_contact = float("-inf")  # no lease: grant the others' pre-votes
+        return True
 
     def tick(self, now: float) -> list[Effect]:
         if self.role is Role.LEADER:

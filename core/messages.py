@@ -8,7 +8,7 @@ travels past the codec. Replies are typed too; the codec maps each to its wire f
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from esnode.core.filters import DEFAULT_CHECKPOINT_INTERVAL, EventFilter
@@ -211,6 +211,19 @@ class Ping:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class Authenticate:
+    """Log this connection in (docs/security.md): answered by the transport, never passed on;
+    the password is kept out of reprs so it never reaches a log line."""
+
+    user: str
+    password: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        _check(type(self.user) is str and type(self.password) is str,
+               "user and password must be strings")
+
+
 # --- persistent subscription groups (docs/subscriptions.md) --------------------------------
 def _check_group(stream: Any, group: Any) -> None:
     _check_stream(stream, allow_all=True)
@@ -342,10 +355,30 @@ GROUP_REQUESTS = (CreateGroup, UpdateGroup, DeleteGroup, ListGroups, GroupInfo, 
                   GroupAck, GroupNack, LeaveGroup, ReplayParked)
 """Handled by the persistent subscriptions actor."""
 
+ADMIN_ACTIONS = ("resign", "set_priority", "shutdown", "scavenge", "scavenge_stop",
+                 "scavenge_status", "stats")
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    """An operator's request to the node that receives it (docs/operations.md); ``value``:
+    the priority of ``set_priority``."""
+
+    action: str
+    value: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.action not in ADMIN_ACTIONS:
+            raise BadRequest(f"unknown admin action {self.action!r} (known: "
+                             f"{', '.join(ADMIN_ACTIONS)})")
+        if self.action == "set_priority" and type(self.value) is not int:
+            raise BadRequest("set_priority needs an integer value")
+
+
 ClientRequest = (Append | Delete | SetMetadata | ReadStream | ReadAll | GetMetadata | Subscribe
                  | Credit | Unsubscribe | ClusterInfo | Ping | CreateGroup | UpdateGroup
                  | DeleteGroup | ListGroups | GroupInfo | ConnectGroup | GroupAck | GroupNack
-                 | LeaveGroup | ReplayParked)
+                 | LeaveGroup | ReplayParked | Admin)
 WRITE_REQUESTS = (Append, Delete, SetMetadata)
 
 

@@ -17,6 +17,7 @@ catch a broken core, without any switch in this code.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 
@@ -135,6 +136,19 @@ class NodeCore:
         if self.config.cluster_size == 1:
             effects = self.election.campaign(now)
         return self._settle(effects, now)
+
+    def resign(self, now: float) -> list[Effect]:
+        """Leadership handed over on an operator's request (``ElectionCore.resign``)."""
+        if self.stopped or not self.election.resign(now):
+            return []
+        return self._settle([], now)
+
+    def set_priority(self, priority: int, now: float) -> None:
+        """A new election priority, effective from the next timer and gossiped."""
+        self.config = dataclasses.replace(self.config, priority=priority)
+        self.election.config = self.config
+        self.gossip.config = self.config
+        self.gossip.update_self(now, priority=priority)
 
     def shutdown(self, now: float) -> list[Effect]:
         if self.stopped:

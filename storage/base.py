@@ -397,6 +397,8 @@ class StoreBase:
         cutoff = age_cutoff(head.meta, now_us)
         if cutoff is not None:
             events = [e for e in events if e.created >= cutoff]
+        events = [e for e in events if e.data is not None]  # scavenged (only when the
+        # metadata was relaxed afterwards: scavenge takes only what reads hide)
         return StreamSlice(stream, events, next_version, last, is_end)
 
     def read_all(self, from_position: int, max_count: int, backwards: bool = False,
@@ -426,6 +428,7 @@ class StoreBase:
             i = bisect.bisect_left(epochs, low, key=_epoch_position)
             if i < len(epochs) and epochs[i].start_position < high:
                 records = [r for r in records if r.stream != EPOCH_STREAM]
+        records = [r for r in records if r.data is not None]  # scavenged: gone, as in Event Store
         return AllSlice(records, next_position, is_end)
 
     def get_metadata(self, stream: str, up_to_position: int | None = None) -> StreamMetadata:

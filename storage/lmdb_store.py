@@ -451,6 +451,43 @@ class LmdbEventStore(StoreBase):
         self._merging_ids, self._merge_queue = {}, []
         self._ids_through = min(self._ids_through, position)
 
+    def rewrite(self, values: list[tuple[int, bytes]], checkpoint: bytes) -> None:
+        """Replace committed records in place and save scavenge's checkpoint, in one short
+        durable transaction (storage/scavenge.py). It runs on scavenge's thread between the
+        writer's commits; a map resize waits for it (the read gate), never inside it."""
+        def work(txn: lmdb.Transaction) -> None:
+            for position, value in values:
+                txn.put(Q.pack(position), value, db=self._log)
+            txn.put(b"scavenge", checkpoint, db=self._checkpoints)
+
+        while True:
+            with self._gate.reading():
+                txn = self._env.begin(write=True)
+                try:
+                    work(txn)
+                    txn.commit()
+                    return
+                except lmdb.MapFullError:
+                    txn.abort()
+                except BaseException:
+                    txn.abort()
+                    raise
+            self._grow()
+
+    def scavenge_checkpoint(self) -> bytes | None:
+        with self._gate.reading(), self._env.begin() as txn:
+            return txn.get(b"scavenge", db=self._checkpoints)
+
+    def live_bytes(self) -> int:
+        """Bytes of the pages that hold the log and its indexes (what scavenge frees for
+        reuse; the file itself shrinks only in a compacting backup)."""
+        with self._gate.reading(), self._env.begin() as txn:
+            total = 0
+            for db in (self._log, self._streams, self._ids):
+                s = txn.stat(db)
+                total += (s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"]) * s["psize"]
+            return total
+
     def _save_commit_position(self, position: int) -> None:
         self._write_txn(lambda txn: txn.put(b"commit", Q.pack(position), db=self._checkpoints))
 

@@ -12,7 +12,7 @@ from contextlib import contextmanager, nullcontext
 
 from esnode.core.types import RecordedEvent, StorageLimits, Vote
 from esnode.storage.base import StoreBase
-from esnode.storage.rules import TOMBSTONE_VERSION, encode_record
+from esnode.storage.rules import TOMBSTONE_VERSION, decode_record, encode_record
 
 
 class MemoryEventStore(StoreBase):
@@ -84,6 +84,20 @@ class MemoryEventStore(StoreBase):
                 if self._ids.get(key, (0, -1))[1] == rec.position:
                     del self._ids[key]
             del self._log[position + 1:]
+
+    def rewrite(self, values: list[tuple[int, bytes]], checkpoint: bytes) -> None:
+        """Replace committed records in place (storage/scavenge.py)."""
+        with self._lock:
+            for position, value in values:
+                self._log[position] = decode_record(value)
+            self._scavenge_checkpoint = checkpoint
+
+    def scavenge_checkpoint(self) -> bytes | None:
+        return getattr(self, "_scavenge_checkpoint", None)
+
+    def live_bytes(self) -> int:
+        with self._lock:
+            return sum(len(encode_record(rec)) for rec in self._log)
 
     def _save_commit_position(self, position: int) -> None:
         pass

@@ -240,6 +240,13 @@ def encode_record(rec: RecordedEvent) -> bytes:
     return _packb(rec)
 
 
+def is_scavenged(rec: RecordedEvent) -> bool:
+    """A record whose data scavenge reclaimed (storage/scavenge.py): it keeps its position,
+    stream, version and id, so indexes and replication stay as they were, but no read shows
+    it. Its data is nil, which no client can send."""
+    return rec.data is None
+
+
 def decode_record(raw: bytes) -> RecordedEvent:
     """Decode and check one record (used on replicated input, not in read loops)."""
     try:
@@ -250,7 +257,7 @@ def decode_record(raw: bytes) -> RecordedEvent:
         raise ValueError("a record must be an array of the RecordedEvent fields")
     rec = _new(RecordedEvent, fields)
     ok = (type(rec.event_id) is str and type(rec.stream) is str and type(rec.version) is int
-          and type(rec.event_type) is str and type(rec.data) is bytes
+          and type(rec.event_type) is str and (type(rec.data) is bytes or rec.data is None)
           and type(rec.metadata) is bytes and type(rec.is_json) is bool
           and type(rec.created) is int and type(rec.position) is int)
     if not ok:

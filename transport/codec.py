@@ -17,10 +17,10 @@ from esnode.core.persistent import GroupSettings
 from esnode.core.types import BadRequest, EsError, EventData
 
 DEFAULT_MAX_MESSAGE_SIZE = 80 * 1024 * 1024
+"""Largest frame accepted on the external socket (an append of up to 64 MiB plus framing)."""
 CLUSTER_MAGIC = "esnode-cluster"
 """First item of every internal (cluster) message (``transport/internal_codec.py``): a frame
 starting with it on the external endpoint is refused as cluster traffic by name."""
-"""Largest frame accepted on the external socket (an append of up to 64 MiB plus framing)."""
 
 _packb = msgpack.Packer(use_bin_type=True).pack
 
@@ -100,6 +100,8 @@ CLIENT_OPS: dict[str, Any] = {
                                               _arg(a, "max_count", m.MAX_READ_COUNT)),
     "cluster_info": lambda a: m.ClusterInfo(),
     "ping": lambda a: m.Ping(),
+    "authenticate": lambda a: m.Authenticate(_arg(a, "user"), _arg(a, "password")),
+    "admin": lambda a: m.Admin(_arg(a, "action"), _arg(a, "value", None)),
 }
 
 

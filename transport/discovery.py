@@ -48,7 +48,8 @@ def gossip_seeds(topology: Topology, me: NodeSection) -> list[tuple[str, int]]:
     Empty when discovery is by the topology's own endpoints, or DNS failed for now (the
     caller retries)."""
     d = topology.discovery
-    own = {me.internal_advertise, me.internal_bind}
+    own = {me.internal_advertise, me.internal_bind, (me.internal_host, me.gossip_port),
+           (me.internal_advertise[0], me.gossip_port)}
     if d.dns:
         try:
             seeds = [(address, d.gossip_port) for address in resolve_a(d.dns, d.dns_server)]

@@ -20,8 +20,15 @@ import zmq
 
 from esnode.core.cluster_messages import PeerDisconnected
 from esnode.core.forwarding import claimed_sender
-from esnode.core.messages import ClientEnvelope, Credit, ErrorReply, RelayedReply, Reply
-from esnode.core.types import BadRequest, TooBusy
+from esnode.core.messages import (
+    Authenticate,
+    ClientEnvelope,
+    Credit,
+    ErrorReply,
+    RelayedReply,
+    Reply,
+)
+from esnode.core.types import BadRequest, EsError, NotAuthenticated, TooBusy
 from esnode.transport.codec import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DecodeError,
@@ -84,14 +91,21 @@ ANSWERS = (Reply, ErrorReply, RelayedReply)
 """The one final answer each request (but ``credit``) gets; events pushed are not answers."""
 
 
-def recv_bounded(sock: zmq.Socket, max_frames: int) -> list[bytes]:
+def recv_bounded(sock: zmq.Socket, max_frames: int, fds: list[int] | None = None
+                 ) -> list[bytes]:
     """One message's frames, at most ``max_frames`` + 1 of them (the extra one says "too
-    many"); the rest are received and dropped without keeping them."""
+    many"); the rest are received and dropped without keeping them. With ``fds``, appends
+    the descriptor of the connection the body came from (-1 when there is no body)."""
     frames = [sock.recv(zmq.NOBLOCK)]
+    fd = -1
     while sock.getsockopt(zmq.RCVMORE):
         frame = sock.recv(zmq.NOBLOCK, copy=False)
+        if fd == -1 and fds is not None:
+            fd = frame.get(zmq.SRCFD)
         if len(frames) <= max_frames:
             frames.append(frame.bytes)
+    if fds is not None:
+        fds.append(fd)
     return frames
 
 
@@ -148,8 +162,10 @@ class ZmqTransport:
                  members: Iterable[str] = (),
                  seeds: Iterable[tuple[str, int]] = (),
                  security: NodeSecurity | None = None,
-                 seed_hints: dict[tuple[str, int], str] | None = None) -> None:
+                 seed_hints: dict[tuple[str, int], str] | None = None,
+                 internal_also: Iterable[int] = ()) -> None:
         self._bind = external_bind
+        self._internal_also = tuple(internal_also)
         self._max_message_size = max_message_size
         self._ctx = context or zmq.Context.instance()
         self._security = security or NodeSecurity()
@@ -192,6 +208,20 @@ class ZmqTransport:
         self._router_peers: set[str] = set()
         self._in_flight: dict[bytes, int] = {}
         """Unanswered requests per client connection (poller thread only)."""
+        self._login: Any = None
+        """``authenticate(user, password) -> Principal`` when ZeroMQ logins are on."""
+        self._login_refusal = ""
+        self._sessions: dict[bytes, tuple[int, Any]] = {}
+        """Routing id -> (descriptor of its connection, principal): who is logged in where."""
+
+    def enable_logins(self, authenticate: Any, plaintext_ok: bool = False) -> None:
+        """Accept ``authenticate`` requests (before ``start``). A password is accepted only
+        over CURVE (encrypted), unless ``plaintext_ok`` (tests and development only)."""
+        self._login = authenticate
+        if self._security.external is None and not plaintext_ok:
+            self._login_refusal = (
+                "not authenticated: this node accepts passwords only over CURVE (set the "
+                "external key), or with [security] allow_plaintext_passwords = true")
 
     @property
     def external_endpoint(self) -> str:
@@ -249,8 +279,13 @@ class ZmqTransport:
         if net is not None:
             secure_router(sock, net)
             self._monitors[sock.get_monitor_socket(ROUTER_EVENTS)] = which
+        elif which == "external" and self._login is not None:
+            # Sessions are cleared when their connection is accepted or closed (by descriptor).
+            self._monitors[sock.get_monitor_socket(ROUTER_EVENTS)] = which
         if which == "internal":
             sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted peer takes its name back
+        # External: no handover (libzmq's default), so a client that sets its ROUTING_ID to a
+        # connected client's is ignored, never given that connection's replies or session.
         sock.setsockopt(zmq.MAXMSGSIZE, self._max_message_size)
         sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
         if which == "external":
@@ -266,6 +301,14 @@ class ZmqTransport:
             sock.close()
             raise OSError(f"cannot bind the {which} endpoint {host}:{port}: {exc}") from None
         return sock
+
+    @staticmethod
+    def _bind_also(sock: zmq.Socket, bind: tuple[str, int]) -> None:
+        try:
+            sock.bind(f"tcp://{bind[0]}:{bind[1]}")
+        except zmq.ZMQError as exc:
+            raise OSError(f"cannot bind the internal (gossip) endpoint {bind[0]}:{bind[1]}: "
+                          f"{exc}") from None
 
     def _dealer(self, host: str, port: int, member: str = "") -> zmq.Socket:
         """A DEALER to a peer's internal endpoint; when secured, a CURVE client that accepts
@@ -298,6 +341,8 @@ class ZmqTransport:
             if self._internal_bind is not None:
                 internal = self._router(self._internal_bind, "internal")
                 sockets.append(internal)
+                for port in self._internal_also:  # the gossip port: same socket, same rules
+                    self._bind_also(internal, (self._internal_bind[0], port))
                 self.internal_endpoint = internal.getsockopt_string(zmq.LAST_ENDPOINT)
             self._dealers = {name: self._dealer(*addr, member=name)
                              for name, addr in self._peers.items()}
@@ -360,9 +405,11 @@ class ZmqTransport:
         errors: list[tuple[bytes, int, Any]] = []
         max_size = self._max_message_size
         in_flight = self._in_flight
+        fds: list[int] | None = [] if self._login is not None else None
+        batch_fds: list[int] = []
         for _ in range(MAX_BURST):
             try:
-                frames = recv_bounded(sock, MAX_FRAMES)
+                frames = recv_bounded(sock, MAX_FRAMES, fds)
             except zmq.Again:
                 break
             peer = frames[0]
@@ -386,6 +433,15 @@ class ZmqTransport:
                     continue
                 in_flight[peer] = n + 1
             batch.append(ClientEnvelope(peer, corr, request))
+            if fds is not None:
+                batch_fds.append(fds[-1])
+        if fds is not None:
+            batch = self._logged_in(batch, batch_fds, errors)
+        elif any(type(e.request) is Authenticate for e in batch):
+            errors.extend((e.peer, e.corr, ErrorReply(BadRequest(
+                "authentication is not enabled on this node"))) for e in batch
+                if type(e.request) is Authenticate)
+            batch = [e for e in batch if type(e.request) is not Authenticate]
         if errors:
             self._outbox.extend(errors)
         if batch:
@@ -396,6 +452,41 @@ class ZmqTransport:
                 self._outbox.extend((e.peer, e.corr, ErrorReply(BadRequest(
                     f"the node failed to take this request ({type(exc).__name__})")))
                     for e in batch)
+
+    def _logged_in(self, batch: list[ClientEnvelope], fds: list[int],
+                   answers: list[tuple[bytes, int, Any]]) -> list[ClientEnvelope]:
+        """Answers the logins of ``batch`` and gives each other request the principal its
+        connection logged in as. The external monitor is drained first: a message read here
+        was queued after its connection's ACCEPTED event, so a session of an earlier
+        connection on the same descriptor is gone before the message is looked at."""
+        for monitor, which in list(self._monitors.items()):
+            if which == "external":
+                self._monitor_event(monitor)
+        sessions = self._sessions
+        passed = []
+        for env, fd in zip(batch, fds):
+            if type(env.request) is not Authenticate:
+                session = sessions.get(env.peer)
+                principal = session[1] if session is not None and session[0] == fd else None
+                passed.append(env if principal is None else ClientEnvelope(
+                    env.peer, env.corr, env.request, principal))
+                continue
+            sessions.pop(env.peer, None)  # a failed login leaves the connection anonymous
+            try:
+                if self._login_refusal:
+                    raise NotAuthenticated(self._login_refusal)
+                principal = self._login(env.request.user, env.request.password)
+            except EsError as exc:
+                answers.append((env.peer, env.corr, ErrorReply(exc)))
+                continue
+            sessions[env.peer] = (fd, principal)
+            answers.append((env.peer, env.corr, Reply({"user": principal.name})))
+        return passed
+
+    def _forget_connection(self, fd: int) -> None:
+        """A connection on ``fd`` opened or closed: no session survives it."""
+        for peer in [p for p, (f, _) in self._sessions.items() if f == fd]:
+            del self._sessions[peer]
 
     def _flush(self, sock: zmq.Socket) -> None:
         outbox = self._outbox
@@ -418,6 +509,7 @@ class ZmqTransport:
                 if exc.errno in (zmq.EHOSTUNREACH, zmq.EAGAIN):
                     # The client vanished or stopped reading: drop the reply, keep serving.
                     in_flight.pop(peer, None)
+                    self._sessions.pop(peer, None)
                     self._on_peer_gone(peer)
                 else:
                     raise
@@ -529,6 +621,8 @@ class ZmqTransport:
             except zmq.Again:
                 return
             kind, value = event["event"], event["value"]
+            if which == "external" and kind in (zmq.EVENT_ACCEPTED, zmq.EVENT_DISCONNECTED):
+                self._forget_connection(value)
             if kind == zmq.EVENT_ACCEPTED:
                 accepted[value] = peer_address(value)
             elif kind & HANDSHAKE_FAILURES:

@@ -92,6 +92,7 @@ def test_delete_metadata_status_and_ping(run):
     (["append", "s", "--type", "T", "--id", "nope"], "not a UUID"),
     (["append", "s", "--type", "T", "-e", "sometimes"], "--expected-version"),
     (["metadata", "set", "s", "[1]"], "JSON object"),
+    (["metadata", "set", "s", "{x"], "the metadata is not valid JSON"),
     (["subscribe", "s", "--from", "later"], "--from"),
     (["ping", "--connect", "esnode://host:99999"], "bad port '99999'"),
 ])
@@ -134,6 +135,29 @@ def test_help_teaches_with_examples():
     for command in (["append"], ["read"], ["subscribe"], ["delete"], ["metadata", "set"]):
         text = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "120"}).stdout
         assert "Examples" in text and f"esnode {' '.join(command)}" in text and "--connect" in text
+
+
+def test_the_default_endpoint_is_said_and_refused_at_once(tmp_path, monkeypatch):
+    """No --connect and no ./topology.toml: the command names the default it tried and
+    gives up in about a second when nothing listens (not after the client's 11 s)."""
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ESNODE_CONNECT", raising=False)
+    monkeypatch.setattr(cli, "DEFAULT_ENDPOINT", f"tcp://127.0.0.1:{free_port()}")
+    started = time.monotonic()
+    result = CliRunner().invoke(app, ["status"])
+    assert result.exit_code == 1 and time.monotonic() - started < 3
+    assert f"trying {cli.DEFAULT_ENDPOINT}" in result.stderr
+    assert "nothing listens on 127.0.0.1:" in result.stderr and "(the default)" in result.stderr
+
+
+def test_piped_tables_keep_whole_cells(run):
+    """Not a terminal (a pipe, CliRunner): no 80-column cut, whatever COLUMNS says."""
+    stream = "a-rather-long-stream-name-" + "x" * 90
+    run("append", stream, "--type", "SomethingHappenedWithALongName")
+    table = CliRunner().invoke(app, ["read", stream], env={"COLUMNS": "80"}).stdout
+    assert stream in table and "SomethingHappenedWithALongName" in table
 
 
 def test_prefix_options_filter_all_on_the_node(real_node_endpoint, monkeypatch):  # noqa: F811

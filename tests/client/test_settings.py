@@ -60,7 +60,7 @@ def test_options_are_case_insensitive_and_in_milliseconds():
     ("esnode://a?maxDiscoverAttempts=0", "maxDiscoverAttempts"),
     ("esnode://a?maxRetries=1&maxRetries=2", "twice"),
     ("esnode://a:1,a:1", "twice"),
-    ("esnode://u:p@a", "passwords"),
+    ("esnode://u@a", "a user and a password"),
     ("esnode+dns://a,b", "one DNS name"),
     ("esnode+dns://a?dnsServer=localhost", "IP address"),
     ("esnode+dns://a?dnsServer=1.2.3.4:0", "bad port '0'"),

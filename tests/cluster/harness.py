@@ -250,11 +250,14 @@ class Cluster:
                           .encode())
                 err.flush()
                 self.procs[name] = subprocess.Popen(
-                    [*prefix, sys.executable, "-m", "esnode.cli", "run", "--config",
-                     str(self.config), "--node", name],
+                    [*prefix, sys.executable, "-m", "esnode.cli", *self.arguments(name)],
                     cwd=self.dir, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
             self.paused.discard(name)
+
+    def arguments(self, name: str) -> list[str]:
+        """``esnode``'s arguments that start ``name``: its node of the topology file."""
+        return ["run", "--config", str(self.config), "--node", name]
 
     def launcher(self, name: str) -> tuple[list[str], str]:
         """What ``name``'s command line starts with, and where it runs (for the stderr

@@ -48,6 +48,24 @@ def our_node(pid: int, config: Path) -> bool:
     return b"esnode.cli" in cmdline and str(config).encode() in cmdline
 
 
+def end_supervisor(supervisor: subprocess.Popen, nodes, config: Path) -> None:
+    """Kill only processes that are provably ours: the supervisor's children while it lives
+    (their pids cannot be reused before it reaps them), else node processes (of ``nodes``)
+    that still run this test's topology; then the supervisor."""
+    if supervisor.poll() is None:
+        leftovers = children_of(supervisor.pid)
+    else:
+        leftovers = [pid for pid in nodes if our_node(pid, config)]
+    for pid in leftovers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if supervisor.poll() is None:
+        supervisor.kill()
+        supervisor.wait(timeout=10)
+
+
 def shipped_topology_copy(directory: Path) -> Path:
     """The shipped topology.toml with every port replaced by a free one."""
     text = (REPO / "topology.toml").read_text()
@@ -101,18 +119,4 @@ def test_esnode_run_starts_the_topology_serves_and_stops_cleanly_on_sigterm(tmp_
         raise
     finally:
         stderr.close()
-        # Only processes that are provably ours: the supervisor's children while it lives
-        # (their pids cannot be reused before it reaps them), else node processes that still
-        # run this test's topology.
-        if supervisor.poll() is None:
-            leftovers = children_of(supervisor.pid)
-        else:
-            leftovers = [pid for pid in nodes if our_node(pid, config)]
-        for pid in leftovers:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if supervisor.poll() is None:
-            supervisor.kill()
-            supervisor.wait(timeout=10)
+        end_supervisor(supervisor, nodes, config)

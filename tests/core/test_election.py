@@ -165,3 +165,30 @@ def test_higher_priority_means_shorter_timeouts_on_average():
     assert mean_timeout(5) < mean_timeout(0)
     assert all(1.0 <= ElectionCore(config(), random.Random(s), log(), None, 0.0).deadline < 2.0
                for s in range(20))
+
+
+class TestWhenAnOperatorAsksTheLeaderToResign:
+    def leader(self):
+        core = node()
+        campaign(core)
+        core.step(VoteResponse(1, "n2", True, pre_vote=True), 5.0)
+        core.step(VoteResponse(1, "n2", True), 5.0)
+        assert core.election.role is Role.LEADER
+        return core
+
+    def test_it_steps_down_grants_the_others_pre_votes_and_stands_back(self):
+        core = self.leader()
+        effects = core.resign(5.1)
+        assert [e.new for e in effects if isinstance(e, StateChanged)] == [VNodeState.Unknown]
+        assert core.leader_id is None and not core.accepts_writes
+        (_, answer), = sent(core.step(VoteRequest(2, "n2", 1, 0, True), 5.2), VoteResponse)
+        assert answer.granted
+        # It stands for no election for two election timeouts.
+        timeout = core.config.election_timeout
+        assert not sent(core.tick(5.1 + 2 * timeout), VoteRequest)
+        assert core.resign(5.3) == []  # only a leader resigns
+
+    def test_a_new_priority_is_used_and_gossiped(self):
+        core = node()
+        core.set_priority(7, 1.0)
+        assert core.election.config.priority == 7 and core.gossip.me.priority == 7

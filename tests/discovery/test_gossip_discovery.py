@@ -3,6 +3,7 @@ not through the topology's internal endpoints: those are made unreachable on pur
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 
 import pytest
@@ -105,3 +106,12 @@ def test_dns_discovery_against_a_real_dns_server():
 def test_seed_list_discovery():
     internal, external = free_port(), free_port()
     run_cluster(topology({"seeds": [f"{a}:{internal}" for a in ADDRESSES]}, internal, external))
+
+
+def test_seeds_at_the_gossip_port_of_each_node():
+    """Event Store's layout: seeds name each node's gossip port (``internal_gossip_port``,
+    its ``--int-http-port``), a second port of the same internal socket."""
+    internal, gossip, external = free_port(), free_port(), free_port()
+    topo = topology({"seeds": [f"{a}:{gossip}" for a in ADDRESSES]}, internal, external)
+    run_cluster(dataclasses.replace(topo, nodes=tuple(
+        dataclasses.replace(n, internal_gossip_port=gossip) for n in topo.nodes)))
