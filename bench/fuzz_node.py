@@ -18,7 +18,6 @@ import dataclasses
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,14 +32,9 @@ import zmq
 from esnode.core.cluster_messages import WIRE_MESSAGES
 from esnode.core.forwarding import FORWARD_MESSAGES
 from esnode.transport.codec import CLIENT_OPS, CLUSTER_MAGIC, encode_request
+from esnode.transport.ports import free_port
 
 CHECK_EVERY = 50_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _event() -> list:

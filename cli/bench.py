@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,14 +17,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from esnode.transport.ports import free_port
+
 bench_app = typer.Typer(help="Benchmarks on the standard workload (docs/performance.md).",
                         invoke_without_command=True, no_args_is_help=False)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_serving(target: str, proc: subprocess.Popen, timeout: float = 30) -> None:
@@ -68,7 +63,7 @@ def fresh_node(size: int = 1, secure: bool = False) -> Iterator[str]:
 def fresh_cluster(size: int = 1, secure: bool = False) -> Iterator[tuple[str, str]]:
     """``fresh_node``, yielding also the first node's HTTP URL."""
     with tempfile.TemporaryDirectory(prefix="esnode-bench-") as tmp:
-        ports = [(_free_port(), _free_port(), _free_port()) for _ in range(size)]
+        ports = [(free_port(), free_port(), free_port()) for _ in range(size)]
         nodes = "".join(f"""
 [[nodes]]
 name = "bench{i + 1}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -11,12 +10,7 @@ import pykka
 import pytest
 
 from esnode.core.config import Topology, parse_topology
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from esnode.transport.ports import free_port  # noqa: F401  (the tests import it from here)
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.01,

@@ -119,6 +119,17 @@ def peer_address(fd: int) -> str:
         return f"a peer whose connection closed before its address was read (fd {fd})"
 
 
+def close_all(sockets: Iterable[zmq.Socket], monitors: Iterable[zmq.Socket]) -> None:
+    """Close ``sockets`` and their ``monitors``, each monitor stopped first: a socket closed
+    while its monitor runs is never reaped by a shared context, whose later connections then
+    silently stop (seen in long test runs as nodes that never answer)."""
+    for sock in sockets:
+        if not sock.closed:
+            sock.disable_monitor()  # a no-op for a socket without one
+    for sock in [*monitors, *sockets]:
+        sock.close(linger=0)
+
+
 class Waker:
     """A self-pipe that lets any thread wake a zmq poller; at most one byte is pending."""
 
@@ -351,8 +362,7 @@ class ZmqTransport:
                 self._watch(name, dealer)
             sockets.extend(m for m in self._monitors if m not in sockets)
         except BaseException as exc:  # reported to start()'s caller
-            for s in [*sockets, *self._monitors]:
-                s.close(linger=0)
+            close_all(sockets, self._monitors)
             self._error = exc
             self._ready.set()
             return
@@ -396,9 +406,8 @@ class ZmqTransport:
             log.exception("transport thread failed")
             raise
         finally:
-            for s in [*sockets, *self._seed_dealers, *self._monitors, *self._probe_monitors,
-                      *self._peer_monitors]:
-                s.close(linger=0)
+            close_all([*sockets, *self._seed_dealers],
+                      [*self._monitors, *self._probe_monitors, *self._peer_monitors])
 
     def _receive(self, sock: zmq.Socket) -> None:
         batch: list[ClientEnvelope] = []

@@ -29,6 +29,7 @@ import msgpack
 import zmq
 
 from esnode.transport.codec import encode_request
+from esnode.transport.ports import free_port
 from tests.conftest import free_port, wait_for
 
 DEFAULT_STOP_TIMEOUT = 10.0
@@ -122,9 +123,7 @@ class Raw:
 
 
 def free_port_on(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    return free_port(host)
 
 
 def common_free_port(hosts: Iterable[str], tries: int = 20) -> int:
