@@ -458,18 +458,10 @@ class HttpApi:
 
     async def get_meta_page(self, request: web.Request) -> web.Response:
         """The same pages of a stream's metastream (``/streams/{s}/metadata/...``)."""
-        stream = request.match_info["stream"]
-        if stream == ALL_STREAM:
-            raise HttpError(404, "Not Found", "$all has no metadata stream here",
-                            "stream_not_found")
-        return await self._page(request, metadata_stream_of(stream))
+        return await self._page(request, _metastream_in(request))
 
     async def get_meta_event(self, request: web.Request) -> web.Response:
-        stream = request.match_info["stream"]
-        if stream == ALL_STREAM:
-            raise HttpError(404, "Not Found", "$all has no metadata stream here",
-                            "stream_not_found")
-        return await self._event(request, metadata_stream_of(stream))
+        return await self._event(request, _metastream_in(request))
 
     async def _page(self, request: web.Request, stream: str) -> web.Response:
         info = request.match_info
@@ -799,3 +791,12 @@ def build_app(face: HttpFace, node: NodeView, request_timeout: float = REQUEST_T
     if extra_routes is not None:
         extra_routes(app, api)
     return app
+
+
+def _metastream_in(request: web.Request) -> str:
+    """The metastream of the route's stream (``$all`` has none)."""
+    stream = request.match_info["stream"]
+    if stream == ALL_STREAM:
+        raise HttpError(404, "Not Found", "$all has no metadata stream here",
+                        "stream_not_found")
+    return metadata_stream_of(stream)

@@ -61,6 +61,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from esnode.cli.supervision import alive
 from tests.cluster.harness import Cluster, wait_until
 
 INTERNAL_PORT = 2114
@@ -86,15 +87,6 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def available() -> str | None:
     """None when network namespaces work here; else why not (the reason to skip)."""
@@ -118,7 +110,7 @@ def sweep_stale() -> list[str]:
     for line in ip("netns", "list", check=False).stdout.splitlines():
         name = line.split()[0] if line.split() else ""
         m = NAME.match(name) or (re.match(r"^esn-(\d+)-probe$", name))
-        if m and not _pid_alive(int(m.group(1))):
+        if m and not alive(int(m.group(1))):
             _kill_pids_in(name)
             ip("netns", "del", name, check=False)
             removed.append(name)
@@ -128,12 +120,12 @@ def sweep_stale() -> list[str]:
             continue
         link = parts[1].strip().split("@")[0]
         m = ROOT_LINK.match(link)
-        if m and not _pid_alive(int(m.group(1))):
+        if m and not alive(int(m.group(1))):
             ip("link", "del", link, check=False)
             removed.append(link)
     for line in ip("-4", "route", "show", "type", "unreachable", check=False).stdout.splitlines():
         m = re.match(r"unreachable (198\.18\.\d+\.0/24) .*metric (\d+)", line)
-        if m and int(m.group(2)) >= 1_000_000 and not _pid_alive(int(m.group(2)) - 1_000_000):
+        if m and int(m.group(2)) >= 1_000_000 and not alive(int(m.group(2)) - 1_000_000):
             ip("route", "del", "unreachable", m.group(1), "metric", m.group(2), check=False)
             removed.append(f"route {m.group(1)}")
     return removed
