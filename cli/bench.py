@@ -128,6 +128,10 @@ def bench(
     secure: bool = typer.Option(False, "--secure",
                                 help="Each run twice, plaintext then CURVE on both networks "
                                      "(fresh keys), and the secure/plain ratio per phase."),
+    ceiling: bool = typer.Option(False, "--ceiling",
+                                 help="Also run the bare-stack ceiling (bench/ceiling/), "
+                                      "interleaved with esnode's runs, and print esnode's "
+                                      "figures as ratios of it."),
 ) -> None:
     """Run the standard workload and print appends/s, events/s and latency p50/p99 per phase.
 
@@ -136,6 +140,7 @@ def bench(
       esnode bench --nodes 3            # a fresh 3-node cluster
       esnode bench --seconds 2 --runs 1 --phases ab
       esnode bench --secure --nodes 3 --phases bc   # the cost of CURVE
+      esnode bench --ceiling --phases abcd          # as ratios of the bare stack
       esnode bench storage              # the storage engine alone, no network
     """
     if ctx.invoked_subcommand is not None:
@@ -146,7 +151,13 @@ def bench(
         raise typer.BadParameter("--secure starts its own clusters; leave out --connect")
     modes = (False, True) if secure else (False,)
     all_runs: dict[bool, list] = {mode: [] for mode in modes}
+    ceiling_runs: list[dict] = []
     for i in range(runs):
+        if ceiling:
+            from esnode.bench.ceiling_run import run_ceiling
+
+            typer.echo(f"run {i + 1}/{runs} of the stack ceiling", err=True)
+            ceiling_runs.append(run_ceiling(seconds))
         for mode in modes:  # interleaved, so that both see the same machine load
             with contextlib.ExitStack() as stack:
                 target, http_url = (connect, http) if connect else \
@@ -161,6 +172,8 @@ def bench(
         ratio = http_ratio(medians[mode])
         if ratio is not None and not as_json:
             typer.echo(f"HTTP single-event appends at C=64 / ZeroMQ phase b C=64: {ratio:.2f}")
+    if ceiling:
+        _print_ceiling(medians[False], ceiling_runs, runs, as_json)
     if secure:
         ratios = [{"phase": p["phase"], "secure_over_plain": s["events_per_s"]
                    / max(p["events_per_s"], 1e-9)} for p, s in zip(medians[False], medians[True])]
@@ -170,6 +183,27 @@ def bench(
         else:
             for row in ratios:
                 typer.echo(f"{row['phase']}: CURVE / plaintext = {row['secure_over_plain']:.2f}")
+
+
+def _print_ceiling(esnode: list[dict], ceiling_runs: list[dict], runs: int,
+                   as_json: bool) -> None:
+    from esnode.bench.ceiling_run import ratios
+
+    rows = ratios(esnode, ceiling_runs)
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps({"ceiling": row}))
+        return
+    table = Table(title=f"esnode / the bare-stack ceiling, same run: medians of {runs}")
+    for col in ("phase", "esnode events/s", "ceiling events/s", "ratio", "esnode p50 ms",
+                "ceiling p50 ms"):
+        table.add_column(col, justify="right" if col != "phase" else "left")
+    for r in rows:
+        table.add_row(r["phase"], f"{r['esnode_events_per_s']:,.0f}",
+                      f"{r['ceiling_events_per_s']:,.0f}", f"{r['ratio']:.2f}",
+                      *(f"{r[k]:.3f}" if r[k] is not None else "-"
+                        for k in ("esnode_p50_ms", "ceiling_p50_ms")))
+    Console().print(table)
 
 
 def http_ratio(summaries: list[dict]) -> float | None:
