@@ -12,6 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from esnode.transport.ports import free_port
+
 SCRIPT = Path(__file__).parent / "ceiling" / "stack_ceiling.py"
 
 PHASES = {"a single": "a_single", "b C=32": "b_conc32", "b C=64": "b_conc64",
@@ -25,7 +27,8 @@ def run_ceiling(seconds: float) -> dict[str, dict[str, float]]:
     the append phases, ``p50_ms`` and ``p99_ms``."""
     with tempfile.TemporaryDirectory(prefix="esnode-ceiling-") as data:
         done = subprocess.run([sys.executable, str(SCRIPT), str(seconds)], cwd=SCRIPT.parent,
-                              env={**os.environ, "BENCH_DATA": data}, capture_output=True,
+                              env={**os.environ, "BENCH_DATA": data,
+                                   "STACK_CEILING_ENDPOINT": f"tcp://127.0.0.1:{free_port()}"}, capture_output=True,
                               text=True, timeout=60 + 20 * seconds)
     if done.returncode != 0:
         raise RuntimeError(f"the stack ceiling failed (exit {done.returncode}): "
