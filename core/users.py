@@ -71,11 +71,14 @@ def user_append(user: User, expected_version: int) -> AppendRequest:
 
 
 class UserTable:
-    """name -> ``User``, the last ``$User`` event of each ``$user-*`` stream."""
+    """name -> ``User``, the last ``$User`` event of each ``$user-*`` stream (a user whose
+    last record says ``deleted`` is absent: unknown, as if never added)."""
 
     def __init__(self, ttl_s: float = VERIFIED_TTL_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._users: dict[str, User] = {}
+        self._deleted: set[str] = set()
+        """Names whose stream ends with a deletion: never bootstrapped again."""
         self._ttl = ttl_s
         self._clock = clock
         self._verified: dict[tuple[str, str, bytes], float] = {}
@@ -95,7 +98,12 @@ class UserTable:
             log.warning("ignored user record at %d: %s names user %r", event.position,
                         event.stream, user.name)
             return
-        self._users[user.name] = user
+        if user.deleted:
+            self._users.pop(user.name, None)
+            self._deleted.add(user.name)
+        else:
+            self._users[user.name] = user
+            self._deleted.discard(user.name)
 
     def load(self, read_all: Callable[[int, int], AllSlice]) -> UserTable:
         """Scan the whole log with ``read_all(position, count)`` (a store's ``read_all``
@@ -126,8 +134,8 @@ class UserTable:
     def bootstrap(self, password: str) -> AppendRequest | None:
         """The write creating ``admin`` (group ``$admins``) when the log has no such user yet:
         at first start of a secured cluster. ``NO_STREAM`` makes it happen once even if two
-        nodes try."""
-        if ADMIN in self._users:
+        nodes try; an ``admin`` an administrator deleted stays deleted."""
+        if ADMIN in self._users or ADMIN in self._deleted:
             return None
         return user_append(User(ADMIN, hash_password(password), (ADMINS,), "Administrator"),
                            NO_STREAM)
