@@ -10,8 +10,10 @@ keyed by the stored hash too, so a password change or a disabled user takes effe
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
+import math
 import threading
 import time
 import uuid
@@ -44,6 +46,9 @@ ADMIN_PASSWORD_ENV = "ESNODE_ADMIN_PASSWORD"
 VERIFIED_TTL_S = 60.0
 """How long a verified password is trusted without running scrypt again."""
 SCAN_PAGE = 4096
+MAX_FAILED_LOGINS, FAILED_LOGIN_WINDOW_S = 5, 10.0
+"""Failed logins one address may make within the window before its logins are refused
+unchecked (no scrypt) until the oldest of them is that old."""
 
 
 class AdminPasswordMissing(ValueError):
@@ -169,18 +174,88 @@ class UserTable:
 
 
 
+class LoginThrottled(NotAuthenticated):
+    """Too many failed logins from one address: refused before any password is checked."""
+
+    def __init__(self, host: str, retry_in_s: int) -> None:
+        super().__init__(f"not authenticated: too many failed logins from {host}, retry in "
+                         f"{retry_in_s} s")
+        self.retry_in_s = retry_in_s
+
+
+class LoginThrottle:
+    """Failed logins per peer address: after ``max_failures`` within ``window_s`` (logins
+    still being checked count as failures until decided, so a pipelined burst cannot slip
+    through), further logins from that address are refused without running scrypt. A
+    success does not reset the count (one valid account must not launder guesses). One per
+    node, shared by the ZeroMQ and HTTP faces; thread-safe."""
+
+    def __init__(self, max_failures: int = MAX_FAILED_LOGINS,
+                 window_s: float = FAILED_LOGIN_WINDOW_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_failures, self.window_s, self._clock = max_failures, window_s, clock
+        self._failures: dict[str, collections.deque[float]] = {}
+        self._checking: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, host: str) -> None:
+        """Count a login from ``host`` as being checked, or raise ``LoginThrottled``; every
+        admitted login must be followed by ``decided``."""
+        with self._lock:
+            now = self._clock()
+            failures = self._recent(host, now)
+            checking = self._checking.get(host, 0)
+            if len(failures) + checking >= self.max_failures:
+                wait = failures[0] + self.window_s - now if failures else 1.0
+                raise LoginThrottled(host, max(1, math.ceil(wait)))
+            self._checking[host] = checking + 1
+
+    def decided(self, host: str, ok: bool) -> None:
+        with self._lock:
+            n = self._checking.pop(host, 1) - 1
+            if n:
+                self._checking[host] = n
+            if not ok:
+                if len(self._failures) > 10_000:  # bound the memory: quiet addresses go
+                    now = self._clock()
+                    self._failures = {h: q for h, q in self._failures.items()
+                                      if q and q[-1] > now - self.window_s}
+                self._failures.setdefault(host, collections.deque()).append(self._clock())
+
+    def _recent(self, host: str, now: float) -> collections.deque[float]:
+        failures = self._failures.get(host, collections.deque())
+        while failures and failures[0] <= now - self.window_s:
+            failures.popleft()
+        return failures
+
+    def authenticate(self, authenticate: Callable[[str, str], Principal], host: str,
+                     name: str, password: str) -> Principal:
+        """``authenticate(name, password)`` behind the throttle of ``host`` (the check
+        itself runs on the caller's thread: call it off any event loop or poller)."""
+        self.admit(host)
+        ok = False
+        try:
+            principal = authenticate(name, password)
+            ok = True
+            return principal
+        finally:
+            self.decided(host, ok)
+
+
 class LiveUsers:
     """A ``UserTable`` kept current from the committed log: before each authentication it
     applies what was committed since the last one (a user added, disabled or given a new
     password on any node counts on every node as soon as it is committed there)."""
 
     def __init__(self, read_all: Callable[..., AllSlice], committed: Callable[[], int],
-                 table: UserTable | None = None) -> None:
+                 table: UserTable | None = None, throttle: LoginThrottle | None = None) -> None:
         self.table = table or UserTable()
         self._read_all = read_all
         self._committed = committed
         self._position = 0
         self._lock = threading.Lock()
+        self.throttle = throttle or LoginThrottle()
+        """Failed logins per address, for every face of the node."""
 
     def refresh(self) -> UserTable:
         """The table with everything committed so far applied."""
