@@ -184,62 +184,50 @@ class LoginThrottled(NotAuthenticated):
 
 
 class LoginThrottle:
-    """Failed logins per peer address: after ``max_failures`` within ``window_s`` (logins
-    still being checked count as failures until decided, so a pipelined burst cannot slip
-    through), further logins from that address are refused without running scrypt. A
-    success does not reset the count (one valid account must not launder guesses). One per
-    node, shared by the ZeroMQ and HTTP faces; thread-safe."""
+    """Failed logins per peer address: after ``max_failures`` within ``window_s``, further
+    logins from that address are refused before any password is checked (right or wrong:
+    a remembered password must not become a free oracle), until the oldest of them is
+    ``window_s`` old. The check happens where scrypt would run, on a bounded pool of threads,
+    so a burst gets at most as many extra checks as that pool has threads. A success does not
+    reset the count (one valid account must not launder guesses). One per node, shared by the
+    ZeroMQ and HTTP faces; thread-safe."""
 
     def __init__(self, max_failures: int = MAX_FAILED_LOGINS,
                  window_s: float = FAILED_LOGIN_WINDOW_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.max_failures, self.window_s, self._clock = max_failures, window_s, clock
         self._failures: dict[str, collections.deque[float]] = {}
-        self._checking: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def admit(self, host: str) -> None:
-        """Count a login from ``host`` as being checked, or raise ``LoginThrottled``; every
-        admitted login must be followed by ``decided``."""
+    def check(self, host: str) -> None:
+        """``LoginThrottled`` when ``host`` has used up its failures in the window."""
         with self._lock:
             now = self._clock()
-            failures = self._recent(host, now)
-            checking = self._checking.get(host, 0)
-            if len(failures) + checking >= self.max_failures:
-                wait = failures[0] + self.window_s - now if failures else 1.0
+            failures = self._failures.get(host)
+            while failures and failures[0] <= now - self.window_s:
+                failures.popleft()
+            if failures and len(failures) >= self.max_failures:
+                wait = failures[-self.max_failures] + self.window_s - now
                 raise LoginThrottled(host, max(1, math.ceil(wait)))
-            self._checking[host] = checking + 1
 
-    def decided(self, host: str, ok: bool) -> None:
+    def failed(self, host: str) -> None:
         with self._lock:
-            n = self._checking.pop(host, 1) - 1
-            if n:
-                self._checking[host] = n
-            if not ok:
-                if len(self._failures) > 10_000:  # bound the memory: quiet addresses go
-                    now = self._clock()
-                    self._failures = {h: q for h, q in self._failures.items()
-                                      if q and q[-1] > now - self.window_s}
-                self._failures.setdefault(host, collections.deque()).append(self._clock())
-
-    def _recent(self, host: str, now: float) -> collections.deque[float]:
-        failures = self._failures.get(host, collections.deque())
-        while failures and failures[0] <= now - self.window_s:
-            failures.popleft()
-        return failures
+            now = self._clock()
+            if len(self._failures) > 10_000:  # bound the memory: quiet addresses go first
+                self._failures = {h: q for h, q in self._failures.items()
+                                  if q and q[-1] > now - self.window_s}
+            self._failures.setdefault(host, collections.deque()).append(now)
 
     def authenticate(self, authenticate: Callable[[str, str], Principal], host: str,
                      name: str, password: str) -> Principal:
-        """``authenticate(name, password)`` behind the throttle of ``host`` (the check
-        itself runs on the caller's thread: call it off any event loop or poller)."""
-        self.admit(host)
-        ok = False
+        """``authenticate(name, password)`` behind the throttle of ``host``; runs on the
+        caller's thread (call it off any event loop or poller: it may run scrypt)."""
+        self.check(host)
         try:
-            principal = authenticate(name, password)
-            ok = True
-            return principal
-        finally:
-            self.decided(host, ok)
+            return authenticate(name, password)
+        except NotAuthenticated:
+            self.failed(host)
+            raise
 
 
 class LiveUsers:

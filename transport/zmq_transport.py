@@ -175,7 +175,6 @@ class PendingLogin:
     connection sent meanwhile (held back, in order, until the login is decided)."""
 
     fd: int
-    host: str
     queued: collections.deque = field(default_factory=collections.deque)
     closed: bool = False
     """Its connection closed (or its descriptor was reused): no session comes of it."""
@@ -504,7 +503,8 @@ class ZmqTransport:
 
     def _logged_in(self, batch: list[ClientEnvelope], fds: list[int],
                    answers: list[tuple[bytes, int, Any]]) -> list[ClientEnvelope]:
-        """Starts checking the logins of ``batch`` and gives each other request the principal
+        """Starts checking the logins of ``batch`` (on the login threads, behind the failed
+        login throttle of the client's address) and gives each other request the principal
         its connection logged in as; a request arriving on a connection whose login is being
         checked waits for the verdict. The external monitor is drained first: a message read
         here was queued after its connection's ACCEPTED event, so a session of an earlier
@@ -532,19 +532,19 @@ class ZmqTransport:
                 env.peer, env.corr, env.request, principal))
             return
         self._sessions.pop(env.peer, None)  # a failed login leaves the connection anonymous
-        host = self._client_host(fd)
         try:
             if self._login_refusal:
                 raise NotAuthenticated(self._login_refusal)
             if len(self._checking) >= MAX_LOGINS_CHECKING:
                 raise TooBusy(f"{len(self._checking)} logins are being checked (the limit); "
                               "retry later")
-            self._throttle.admit(host)
         except EsError as exc:
             answers.append((env.peer, env.corr, ErrorReply(exc)))
             return
-        self._checking[env.peer] = PendingLogin(fd, host)
-        future = self._login_pool.submit(self._login, env.request.user, env.request.password)
+        self._checking[env.peer] = PendingLogin(fd)
+        future = self._login_pool.submit(self._throttle.authenticate, self._login,
+                                         self._client_host(fd),
+                                         env.request.user, env.request.password)
         future.add_done_callback(lambda done: self._login_checked(env, done))
 
     def _login_checked(self, env: ClientEnvelope, done: Future) -> None:
@@ -564,7 +564,6 @@ class ZmqTransport:
         while self._decided:
             env, verdict = self._decided.popleft()
             pending = self._checking.pop(env.peer)
-            self._throttle.decided(pending.host, not isinstance(verdict, BaseException))
             if isinstance(verdict, BaseException):
                 if not isinstance(verdict, EsError):
                     self._handler_failed("login", verdict)

@@ -172,33 +172,32 @@ def test_the_throttle_refuses_an_address_without_scrypt_and_lifts(node_with):
     assert attacker.code("append", **_append_args("orders")) == "ok"
 
 
-def test_throttle_counts_logins_being_checked_and_keeps_the_oldest_failure_window():
+def test_throttle_window_per_address_and_what_counts():
     now = [100.0]
     throttle = LoginThrottle(max_failures=3, window_s=10.0, clock=lambda: now[0])
-    throttle.admit("a")
-    throttle.admit("a")
-    throttle.admit("a")  # three being checked: a fourth would exceed the budget
-    with pytest.raises(LoginThrottled):
-        throttle.admit("a")
-    throttle.admit("b")  # another address is not affected
-    for _ in range(3):
-        throttle.decided("a", ok=False)
-    now[0] = 104.2
-    with pytest.raises(LoginThrottled, match="retry in 6 s"):
-        throttle.admit("a")
-    throttle.decided("b", ok=True)
-    throttle.admit("b")  # successes do not count
-    now[0] = 110.01
-    throttle.admit("a")
+    checks = []
 
-    def wrong(name: str, password: str):
-        raise NotAuthenticated("wrong")
+    def check(name: str, password: str):
+        checks.append(name)
+        if password != "right":
+            raise NotAuthenticated("wrong")
+        return name
 
-    for _ in range(3):  # a wrong password counts once it is decided
+    for t in (100.0, 101.0, 104.0):
+        now[0] = t
         with pytest.raises(NotAuthenticated, match="wrong"):
-            throttle.authenticate(wrong, "c", "u", "p")
-    with pytest.raises(LoginThrottled):
-        throttle.authenticate(wrong, "c", "u", "p")
+            throttle.authenticate(check, "a", "u", "guess")
+    assert throttle.authenticate(check, "b", "u", "right") == "u"  # another address
+    now[0] = 104.2
+    with pytest.raises(LoginThrottled, match="from a, retry in 6 s"):
+        throttle.authenticate(check, "a", "u", "right")  # right or wrong: not checked
+    assert len(checks) == 4
+    now[0] = 110.01  # the first failure left the window: one more attempt
+    assert throttle.authenticate(check, "a", "u", "right") == "u"
+    with pytest.raises(NotAuthenticated, match="wrong"):
+        throttle.authenticate(check, "a", "u", "guess")  # a success reset nothing
+    with pytest.raises(LoginThrottled, match="retry in 1 s"):
+        throttle.authenticate(check, "a", "u", "right")
 
 
 def test_http_basic_goes_through_the_same_throttle():
