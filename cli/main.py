@@ -714,32 +714,24 @@ def _change_user(connect_to: str | None, timeout: float, name: str, as_json: boo
         _write_user(client, dataclasses.replace(user, **changes), version, as_json, title)
 
 
-@user_app.command("disable")
-def user_disable(
-    name: Annotated[str, typer.Argument(metavar="NAME")],
-    connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0,
-) -> None:
-    """Disable a user: its logins are refused from the moment the record is committed."""
-    _change_user(connect_to, timeout, name, as_json, "disabled", disabled=True)
+def _record_command(command: str, title: str, doc: str, **changes: bool) -> None:
+    """Register ``esnode user COMMAND NAME``: one change of the user's record."""
+    def change(name: Annotated[str, typer.Argument(metavar="NAME")],
+               connect_to: Connect = None, as_json: Json = False,
+               timeout: Timeout = 5.0) -> None:
+        _change_user(connect_to, timeout, name, as_json, title, **changes)
+
+    change.__doc__ = doc
+    user_app.command(command)(change)
 
 
-@user_app.command("enable")
-def user_enable(
-    name: Annotated[str, typer.Argument(metavar="NAME")],
-    connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0,
-) -> None:
-    """Enable a disabled user: it may log in again once the record is committed."""
-    _change_user(connect_to, timeout, name, as_json, "enabled", disabled=False)
-
-
-@user_app.command("delete")
-def user_delete(
-    name: Annotated[str, typer.Argument(metavar="NAME")],
-    connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0,
-) -> None:
-    """Delete a user: its logins are refused once the record is committed; `$user-NAME` keeps
-    its history (a later `user add NAME` starts a new record there)."""
-    _change_user(connect_to, timeout, name, as_json, "deleted", deleted=True)
+_record_command("disable", "disabled", "Disable a user: its logins are refused from the moment "
+                "the record is committed.", disabled=True)
+_record_command("enable", "enabled", "Enable a disabled user: it may log in again once the "
+                "record is committed.", disabled=False)
+_record_command("delete", "deleted", "Delete a user: its logins are refused once the record "
+                "is committed; `$user-NAME` keeps its history (a later `user add NAME` starts "
+                "a new record there).", deleted=True)
 
 
 @user_app.command("passwd")

@@ -12,6 +12,7 @@ from esnode.client.errors import AccessDenied, NotAuthenticated
 from esnode.core.acl import USER_EVENT_TYPE, User, hash_password
 from esnode.core.types import NO_STREAM
 from tests.cluster.conftest import FAST
+from tests.client.test_real_cluster import real_cluster
 from tests.cluster.harness import Cluster
 from tests.conftest import wait_for
 
@@ -34,14 +35,8 @@ class AuthCluster(Cluster):
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = AuthCluster(tmp_path / "cluster", name="auth-failover", **FAST)
-    try:
-        c.start()
-        c.wait_for_leader(timeout=30, settled=True)
+    with real_cluster(tmp_path, AuthCluster, **FAST) as c:
         yield c
-    finally:
-        c.stop_all(graceful=False)
-        print(c.logs(40))
 
 
 RIDE_OUT = {"maxDiscoverAttempts": 25, "operationTimeout": 3000}
