@@ -94,7 +94,8 @@ LOGIN_WORKERS = 2
 """Threads checking passwords (scrypt releases the GIL): the poller never runs scrypt."""
 
 MAX_LOGINS_CHECKING = 64
-"""Logins queued or being checked, node-wide; more are answered ``too_busy`` at once."""
+"""Connections with a login waiting for or in a login thread, node-wide; a login beyond
+that is answered ``too_busy`` at once."""
 
 
 ANSWERS = (Reply, ErrorReply, RelayedReply)

@@ -60,11 +60,11 @@ def node_with():
         started.append(node)
         endpoint = node.transport.external_endpoint
 
-        def connect(source: str = "") -> Conn:
+        def connect(source: str = "", routing_id: bytes = b"", ping: bool = True) -> Conn:
             # "tcp://SOURCE:0;HOST:PORT": connect from another loopback address.
             target = endpoint.replace("tcp://", f"tcp://{source}:0;") if source else endpoint
-            conns.append(Conn(ctx, target))
-            assert conns[-1].code("ping") == "ok"
+            conns.append(Conn(ctx, target, routing_id=routing_id))
+            assert not ping or conns[-1].code("ping") == "ok"
             return conns[-1]
 
         return node, connect
@@ -146,6 +146,27 @@ def test_requests_after_a_login_wait_for_its_verdict_in_order(node_with):
         "ok"]
     for i in (1, 4, 6):  # each login answered before what was sent after it
         assert all(order.index(corrs[i]) < order.index(later) for later in corrs[i + 1:])
+
+
+def test_a_login_whose_connection_closes_while_it_is_checked_opens_no_session(node_with):
+    """The right password for the full-cost user, then the connection closes at once; a new
+    connection taking the same routing id (and, likely, the same descriptor) is anonymous
+    whenever the verdict comes."""
+    node, connect = node_with(LoginThrottle())
+    first = connect(routing_id=b"chosen-id")
+    _send_login(first, "slow", "slow-pw")
+    first.close()
+    deadline = time.monotonic() + 10
+    while True:  # ignored by libzmq until the node has seen the old connection close
+        again = connect(routing_id=b"chosen-id", ping=False)
+        corr = next(_corr)
+        again.sock.send(encode_request("append", corr, _append_args("orders")))
+        while again.sock.poll(500):
+            got_corr, kind, body = msgpack.unpackb(again.sock.recv(), raw=False)
+            if got_corr == corr:  # (the old login's answer may come here first)
+                assert (kind, body["code"]) == ("error", "not_authenticated")
+                return
+        assert time.monotonic() < deadline, "the node never took the reconnection"
 
 
 def test_the_throttle_refuses_an_address_without_scrypt_and_lifts(node_with):
