@@ -251,7 +251,8 @@ class Node:
         self.transport = f.transport(t, self.config)
         if self.users is not None and hasattr(self.transport, "enable_logins"):
             self.transport.enable_logins(self.users.authenticate,
-                                         t.security.allow_plaintext_passwords)
+                                         t.security.allow_plaintext_passwords,
+                                         getattr(self.users, "throttle", None))
         self.http = None
         if self.config.external_http_port and f.http_face is not None:
             from esnode.httpapi.face import ReplyRouter

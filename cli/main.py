@@ -610,19 +610,27 @@ NewPassword = Annotated[str, typer.Option(
     help="The password (asked for when not given; a command line is visible to `ps`).")]
 
 
-def _user_record(client: Client, name: str):
-    """The user's current record and its stream version (``UsageError`` when unknown)."""
+def _last_record(client: Client, name: str):
+    """The user's last record and its stream version; ``None`` when it has no stream."""
     from esnode.client.errors import StreamNotFound
     from esnode.core.acl import USER_EVENT_TYPE, User
 
     try:
         page = client.read_stream(f"$user-{name}", -1, 1, backwards=True)
     except StreamNotFound:
-        raise UsageError(f"no user {name!r}") from None
+        return None
     event = page.events[0]
     if event.event_type != USER_EVENT_TYPE:
         raise UsageError(f"$user-{name} does not end with a $User record")
     return User.from_event_data(event.data), event.version
+
+
+def _user_record(client: Client, name: str):
+    """The record of a user that exists (not deleted) and its version, else ``UsageError``."""
+    found = _last_record(client, name)
+    if found is None or found[0].deleted:
+        raise UsageError(f"no user {name!r}" + (" (it was deleted)" if found else ""))
+    return found
 
 
 def _write_user(client: Client, user, expected: int, as_json: bool, title: str) -> None:
@@ -657,7 +665,14 @@ def user_add(
         except Exception as exc:  # noqa: BLE001 - the record's own validation message
             raise UsageError(str(exc)) from None
     with session(connect_to, timeout) as client:
-        _write_user(client, user, NO_STREAM, as_json, "added")
+        _write_user(client, user, _deleted_version(client, name), as_json, "added")
+
+
+def _deleted_version(client: Client, name: str) -> int:
+    """Where a new record of ``name`` goes: after the deletion for a deleted user (its stream
+    keeps the history), else ``no_stream`` (which the node refuses for a user that exists)."""
+    found = _last_record(client, name)
+    return found[1] if found is not None and found[0].deleted else NO_STREAM
 
 
 @user_app.command("list")
@@ -673,6 +688,8 @@ def user_list(connect_to: Connect = None, as_json: Json = False, timeout: Timeou
                 user = User.from_event_data(event.data)
                 if user.stream == event.stream:
                     users[user.name] = user
+                    if user.deleted:  # its history stays in the stream; it is no user now
+                        del users[user.name]
     rows = [{"user": u.name, "full_name": u.full_name, "groups": list(u.groups),
              "disabled": u.disabled} for _, u in sorted(users.items())]
     if as_json:
@@ -686,18 +703,35 @@ def user_list(connect_to: Connect = None, as_json: Json = False, timeout: Timeou
     out.print(table)
 
 
-@user_app.command("disable")
-def user_disable(
-    name: Annotated[str, typer.Argument(metavar="NAME")],
-    connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0,
-) -> None:
-    """Disable a user: its logins are refused from the moment the record is committed."""
+def _change_user(connect_to: str | None, timeout: float, name: str, as_json: bool,
+                 title: str, **changes) -> None:
+    """Append ``name``'s record with ``changes``, expecting the version it was read at (two
+    concurrent changes cannot silently overwrite each other); a deleted user is unknown."""
     import dataclasses
 
     with session(connect_to, timeout) as client:
         user, version = _user_record(client, name)
-        _write_user(client, dataclasses.replace(user, disabled=True), version, as_json,
-                    "disabled")
+        _write_user(client, dataclasses.replace(user, **changes), version, as_json, title)
+
+
+def _record_command(command: str, title: str, doc: str, **changes: bool) -> None:
+    """Register ``esnode user COMMAND NAME``: one change of the user's record."""
+    def change(name: Annotated[str, typer.Argument(metavar="NAME")],
+               connect_to: Connect = None, as_json: Json = False,
+               timeout: Timeout = 5.0) -> None:
+        _change_user(connect_to, timeout, name, as_json, title, **changes)
+
+    change.__doc__ = doc
+    user_app.command(command)(change)
+
+
+_record_command("disable", "disabled", "Disable a user: its logins are refused from the moment "
+                "the record is committed.", disabled=True)
+_record_command("enable", "enabled", "Enable a disabled user: it may log in again once the "
+                "record is committed.", disabled=False)
+_record_command("delete", "deleted", "Delete a user: its logins are refused once the record "
+                "is committed; `$user-NAME` keeps its history (a later `user add NAME` starts "
+                "a new record there).", deleted=True)
 
 
 @user_app.command("passwd")
@@ -706,11 +740,7 @@ def user_passwd(
     connect_to: Connect = None, as_json: Json = False, timeout: Timeout = 5.0,
 ) -> None:
     """Give a user a new password (the old one stops working once this is committed)."""
-    import dataclasses
-
     from esnode.core.acl import hash_password
 
-    with session(connect_to, timeout) as client:
-        user, version = _user_record(client, name)
-        _write_user(client, dataclasses.replace(user, password_hash=hash_password(password)),
-                    version, as_json, "password changed")
+    _change_user(connect_to, timeout, name, as_json, "password changed",
+                 password_hash=hash_password(password))

@@ -68,6 +68,9 @@ class User:
     groups: tuple[str, ...] = ()
     full_name: str = ""
     disabled: bool = False
+    deleted: bool = False
+    """A deleted user cannot log in and is not listed; its stream keeps the history (and a
+    later ``user add`` of the same name continues it)."""
 
     def __post_init__(self) -> None:
         if not self.name or self.name.startswith("$") or any(c in self.name for c in " \t\n:"):
@@ -82,14 +85,17 @@ class User:
     def to_event_data(self) -> bytes:
         return json.dumps({"loginName": self.name, "fullName": self.full_name,
                            "groups": list(self.groups), "disabled": self.disabled,
-                           "passwordHash": self.password_hash}, separators=(",", ":")).encode()
+                           "passwordHash": self.password_hash,
+                           **({"deleted": True} if self.deleted else {})},
+                          separators=(",", ":")).encode()
 
     @classmethod
     def from_event_data(cls, data: bytes) -> User:
         try:
             raw = json.loads(data)
             return cls(raw["loginName"], raw["passwordHash"], tuple(raw.get("groups", ())),
-                       raw.get("fullName", ""), bool(raw.get("disabled", False)))
+                       raw.get("fullName", ""), bool(raw.get("disabled", False)),
+                       bool(raw.get("deleted", False)))
         except (ValueError, KeyError, TypeError) as exc:
             raise BadRequest(f"not a user record ({exc})") from None
 

@@ -10,8 +10,10 @@ keyed by the stored hash too, so a password change or a disabled user takes effe
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
+import math
 import threading
 import time
 import uuid
@@ -44,6 +46,9 @@ ADMIN_PASSWORD_ENV = "ESNODE_ADMIN_PASSWORD"
 VERIFIED_TTL_S = 60.0
 """How long a verified password is trusted without running scrypt again."""
 SCAN_PAGE = 4096
+MAX_FAILED_LOGINS, FAILED_LOGIN_WINDOW_S = 5, 10.0
+"""Failed logins one address may make within the window before its logins are refused
+unchecked (no scrypt) until the oldest of them is that old."""
 
 
 class AdminPasswordMissing(ValueError):
@@ -71,11 +76,14 @@ def user_append(user: User, expected_version: int) -> AppendRequest:
 
 
 class UserTable:
-    """name -> ``User``, the last ``$User`` event of each ``$user-*`` stream."""
+    """name -> ``User``, the last ``$User`` event of each ``$user-*`` stream (a user whose
+    last record says ``deleted`` is absent: unknown, as if never added)."""
 
     def __init__(self, ttl_s: float = VERIFIED_TTL_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._users: dict[str, User] = {}
+        self._deleted: set[str] = set()
+        """Names whose stream ends with a deletion: never bootstrapped again."""
         self._ttl = ttl_s
         self._clock = clock
         self._verified: dict[tuple[str, str, bytes], float] = {}
@@ -95,7 +103,12 @@ class UserTable:
             log.warning("ignored user record at %d: %s names user %r", event.position,
                         event.stream, user.name)
             return
-        self._users[user.name] = user
+        if user.deleted:
+            self._users.pop(user.name, None)
+            self._deleted.add(user.name)
+        else:
+            self._users[user.name] = user
+            self._deleted.discard(user.name)
 
     def load(self, read_all: Callable[[int, int], AllSlice]) -> UserTable:
         """Scan the whole log with ``read_all(position, count)`` (a store's ``read_all``
@@ -126,8 +139,8 @@ class UserTable:
     def bootstrap(self, password: str) -> AppendRequest | None:
         """The write creating ``admin`` (group ``$admins``) when the log has no such user yet:
         at first start of a secured cluster. ``NO_STREAM`` makes it happen once even if two
-        nodes try."""
-        if ADMIN in self._users:
+        nodes try; an ``admin`` an administrator deleted stays deleted."""
+        if ADMIN in self._users or ADMIN in self._deleted:
             return None
         return user_append(User(ADMIN, hash_password(password), (ADMINS,), "Administrator"),
                            NO_STREAM)
@@ -161,18 +174,76 @@ class UserTable:
 
 
 
+class LoginThrottled(NotAuthenticated):
+    """Too many failed logins from one address: refused before any password is checked."""
+
+    def __init__(self, host: str, retry_in_s: int) -> None:
+        super().__init__(f"not authenticated: too many failed logins from {host}, retry in "
+                         f"{retry_in_s} s")
+        self.retry_in_s = retry_in_s
+
+
+class LoginThrottle:
+    """Failed logins per peer address: after ``max_failures`` within ``window_s``, further
+    logins from that address are refused before any password is checked (right or wrong:
+    a remembered password must not become a free oracle), until the oldest of them is
+    ``window_s`` old. The check happens where scrypt would run, on a bounded pool of threads,
+    so a burst gets at most as many extra checks as that pool has threads. A success does not
+    reset the count (one valid account must not launder guesses). One per node, shared by the
+    ZeroMQ and HTTP faces; thread-safe."""
+
+    def __init__(self, max_failures: int = MAX_FAILED_LOGINS,
+                 window_s: float = FAILED_LOGIN_WINDOW_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_failures, self.window_s, self._clock = max_failures, window_s, clock
+        self._failures: dict[str, collections.deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, host: str) -> None:
+        """``LoginThrottled`` when ``host`` has used up its failures in the window."""
+        with self._lock:
+            now = self._clock()
+            failures = self._failures.get(host)
+            while failures and failures[0] <= now - self.window_s:
+                failures.popleft()
+            if failures and len(failures) >= self.max_failures:
+                wait = failures[-self.max_failures] + self.window_s - now
+                raise LoginThrottled(host, max(1, math.ceil(wait)))
+
+    def failed(self, host: str) -> None:
+        with self._lock:
+            now = self._clock()
+            if len(self._failures) > 10_000:  # bound the memory: quiet addresses go first
+                self._failures = {h: q for h, q in self._failures.items()
+                                  if q and q[-1] > now - self.window_s}
+            self._failures.setdefault(host, collections.deque()).append(now)
+
+    def authenticate(self, authenticate: Callable[[str, str], Principal], host: str,
+                     name: str, password: str) -> Principal:
+        """``authenticate(name, password)`` behind the throttle of ``host``; runs on the
+        caller's thread (call it off any event loop or poller: it may run scrypt)."""
+        self.check(host)
+        try:
+            return authenticate(name, password)
+        except NotAuthenticated:
+            self.failed(host)
+            raise
+
+
 class LiveUsers:
     """A ``UserTable`` kept current from the committed log: before each authentication it
     applies what was committed since the last one (a user added, disabled or given a new
     password on any node counts on every node as soon as it is committed there)."""
 
     def __init__(self, read_all: Callable[..., AllSlice], committed: Callable[[], int],
-                 table: UserTable | None = None) -> None:
+                 table: UserTable | None = None, throttle: LoginThrottle | None = None) -> None:
         self.table = table or UserTable()
         self._read_all = read_all
         self._committed = committed
         self._position = 0
         self._lock = threading.Lock()
+        self.throttle = throttle or LoginThrottle()
+        """Failed logins per address, for every face of the node."""
 
     def refresh(self) -> UserTable:
         """The table with everything committed so far applied."""

@@ -37,6 +37,7 @@ from esnode.core.types import (
     StreamNotFound,
     metadata_stream_of,
 )
+from esnode.core.users import LoginThrottled
 from esnode.httpapi import atom, dashboard
 from esnode.httpapi.face import PRINCIPAL, HttpFace
 from esnode.httpapi.openapi import openapi_document
@@ -290,6 +291,8 @@ class HttpApi:
             headers = {"ES-CurrentVersion": current, "Kurrent-CurrentVersion": current}
         elif code == "not_authenticated":
             headers = {"WWW-Authenticate": 'Basic realm="esnode"'}
+            if isinstance(exc, LoginThrottled):
+                headers["Retry-After"] = str(exc.retry_in_s)
         elif code == "stream_deleted" and reading:
             reason = "Deleted"
         return error_response(status, reason, str(exc), code, headers)
@@ -328,7 +331,8 @@ class HttpApi:
 
     async def _principal(self, request: web.Request):
         """HTTP Basic: the user of ``Authorization``, or None without one (the access gate
-        then answers 401). scrypt runs off the loop; verified pairs are cached."""
+        then answers 401). scrypt runs off the loop, behind the node's failed-login throttle
+        (per address, shared with ZeroMQ); verified pairs are cached."""
         header = request.headers.get("Authorization")
         if header is None:
             return None
@@ -341,8 +345,10 @@ class HttpApi:
         if scheme.lower() != "basic" or not sep:
             raise NotAuthenticated("not authenticated: the Authorization header must be "
                                    "Basic base64(user:password)")
+        users = self.face.users
         return await asyncio.get_running_loop().run_in_executor(
-            None, self.face.users.authenticate, name, password)
+            None, users.throttle.authenticate, users.authenticate, request.remote or
+            "an unknown address", name, password)
 
     async def _body(self, request: web.Request) -> bytes:
         try:

@@ -14,6 +14,8 @@ import os
 import socket
 import threading
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
@@ -29,6 +31,7 @@ from esnode.core.messages import (
     Reply,
 )
 from esnode.core.types import BadRequest, EsError, NotAuthenticated, TooBusy
+from esnode.core.users import LoginThrottle, LoginThrottled
 from esnode.transport.codec import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DecodeError,
@@ -85,6 +88,14 @@ not in the node's memory."""
 
 PEER_HWM = 10_000
 """Queued messages to one cluster peer before new ones are dropped (and retried above)."""
+
+
+LOGIN_WORKERS = 2
+"""Threads checking passwords (scrypt releases the GIL): the poller never runs scrypt."""
+
+MAX_LOGINS_CHECKING = 64
+"""Connections with a login waiting for or in a login thread, node-wide; a login beyond
+that is answered ``too_busy`` at once."""
 
 
 ANSWERS = (Reply, ErrorReply, RelayedReply)
@@ -159,6 +170,17 @@ class Waker:
         os.close(self._write_fd)
 
 
+@dataclass(slots=True)
+class PendingLogin:
+    """A login of one connection being checked off the poller thread, and what that
+    connection sent meanwhile (held back, in order, until the login is decided)."""
+
+    fd: int
+    queued: collections.deque = field(default_factory=collections.deque)
+    closed: bool = False
+    """Its connection closed (or its descriptor was reused): no session comes of it."""
+
+
 class ZmqTransport:
     """External ROUTER for clients; optionally an internal ROUTER (cluster traffic in) and one
     DEALER per peer node (cluster traffic out, identified by this node's name)."""
@@ -224,11 +246,21 @@ class ZmqTransport:
         self._login_refusal = ""
         self._sessions: dict[bytes, tuple[int, Any]] = {}
         """Routing id -> (descriptor of its connection, principal): who is logged in where."""
+        self._throttle = LoginThrottle()
+        self._checking: dict[bytes, PendingLogin] = {}
+        """Routing id -> its login being checked (poller thread only)."""
+        self._decided: collections.deque = collections.deque()
+        """(envelope, principal or error) of checked logins, from the workers to the poller."""
+        self._login_pool: ThreadPoolExecutor | None = None
 
-    def enable_logins(self, authenticate: Any, plaintext_ok: bool = False) -> None:
-        """Accept ``authenticate`` requests (before ``start``). A password is accepted only
-        over CURVE (encrypted), unless ``plaintext_ok`` (tests and development only)."""
+    def enable_logins(self, authenticate: Any, plaintext_ok: bool = False,
+                      throttle: LoginThrottle | None = None) -> None:
+        """Accept ``authenticate`` requests (before ``start``), checked on worker threads
+        behind ``throttle`` (failed logins per address). A password is accepted only over
+        CURVE (encrypted), unless ``plaintext_ok`` (tests and development only)."""
         self._login = authenticate
+        self._throttle = throttle or self._throttle
+        self._login_pool = ThreadPoolExecutor(LOGIN_WORKERS, thread_name_prefix="login")
         if self._security.external is None and not plaintext_ok:
             self._login_refusal = (
                 "not authenticated: this node accepts passwords only over CURVE (set the "
@@ -275,6 +307,8 @@ class ZmqTransport:
         self._waker.wake()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self._login_pool is not None:
+            self._login_pool.shutdown(wait=True, cancel_futures=True)
         self._waker.close()
         self.refusals.flush()
         for zap in self._zap:
@@ -398,6 +432,8 @@ class ZmqTransport:
                     self._peer_event(monitor)
                 if self._waker.read_fd in events:
                     self._waker.clear()
+                if self._decided:
+                    self._hand_over(self._logins_decided())
                 self._flush(sock)
                 self._flush_nodes()
             self._flush(sock)
@@ -453,6 +489,10 @@ class ZmqTransport:
             batch = [e for e in batch if type(e.request) is not Authenticate]
         if errors:
             self._outbox.extend(errors)
+        self._hand_over(batch)
+
+    def _hand_over(self, batch: list[ClientEnvelope]) -> None:
+        """Give decoded (and, with logins, attributed) requests to the node."""
         if batch:
             try:
                 self._on_client(batch)
@@ -464,38 +504,101 @@ class ZmqTransport:
 
     def _logged_in(self, batch: list[ClientEnvelope], fds: list[int],
                    answers: list[tuple[bytes, int, Any]]) -> list[ClientEnvelope]:
-        """Answers the logins of ``batch`` and gives each other request the principal its
-        connection logged in as. The external monitor is drained first: a message read here
-        was queued after its connection's ACCEPTED event, so a session of an earlier
+        """Starts checking the logins of ``batch`` (on the login threads, behind the failed
+        login throttle of the client's address) and gives each other request the principal
+        its connection logged in as; a request arriving on a connection whose login is being
+        checked waits for the verdict. The external monitor is drained first: a message read
+        here was queued after its connection's ACCEPTED event, so a session of an earlier
         connection on the same descriptor is gone before the message is looked at."""
         for monitor, which in list(self._monitors.items()):
             if which == "external":
                 self._monitor_event(monitor)
-        sessions = self._sessions
-        passed = []
+        passed: list[ClientEnvelope] = []
         for env, fd in zip(batch, fds):
-            if type(env.request) is not Authenticate:
-                session = sessions.get(env.peer)
-                principal = session[1] if session is not None and session[0] == fd else None
-                passed.append(env if principal is None else ClientEnvelope(
-                    env.peer, env.corr, env.request, principal))
-                continue
-            sessions.pop(env.peer, None)  # a failed login leaves the connection anonymous
-            try:
-                if self._login_refusal:
-                    raise NotAuthenticated(self._login_refusal)
-                principal = self._login(env.request.user, env.request.password)
-            except EsError as exc:
-                answers.append((env.peer, env.corr, ErrorReply(exc)))
-                continue
-            sessions[env.peer] = (fd, principal)
-            answers.append((env.peer, env.corr, Reply({"user": principal.name})))
+            self._attribute(env, fd, passed, answers)
         return passed
 
+    def _attribute(self, env: ClientEnvelope, fd: int, passed: list[ClientEnvelope],
+                   answers: list[tuple[bytes, int, Any]]) -> None:
+        """One request of a connection (on ``fd``), in the order it sent them: held back
+        behind a login being checked, started as a login, or passed on with its principal."""
+        pending = self._checking.get(env.peer)
+        if pending is not None:
+            pending.queued.append((env, fd))
+            return
+        if type(env.request) is not Authenticate:
+            session = self._sessions.get(env.peer)
+            principal = session[1] if session is not None and session[0] == fd else None
+            passed.append(env if principal is None else ClientEnvelope(
+                env.peer, env.corr, env.request, principal))
+            return
+        self._sessions.pop(env.peer, None)  # a failed login leaves the connection anonymous
+        try:
+            if self._login_refusal:
+                raise NotAuthenticated(self._login_refusal)
+            if len(self._checking) >= MAX_LOGINS_CHECKING:
+                raise TooBusy(f"{len(self._checking)} logins are being checked (the limit); "
+                              "retry later")
+        except EsError as exc:
+            answers.append((env.peer, env.corr, ErrorReply(exc)))
+            return
+        self._checking[env.peer] = PendingLogin(fd)
+        future = self._login_pool.submit(self._throttle.authenticate, self._login,
+                                         self._client_host(fd),
+                                         env.request.user, env.request.password)
+        future.add_done_callback(lambda done: self._login_checked(env, done))
+
+    def _login_checked(self, env: ClientEnvelope, done: Future) -> None:
+        """On a worker thread: post the verdict to the poller thread."""
+        try:
+            verdict = done.result()
+        except BaseException as exc:  # noqa: BLE001 - an error answer, whatever it was
+            verdict = exc
+        self._decided.append((env, verdict))
+        self._waker.wake()
+
+    def _logins_decided(self) -> list[ClientEnvelope]:
+        """On the poller thread: answer each checked login, open its session (unless its
+        connection closed meanwhile), then attribute what its connection sent meanwhile."""
+        passed: list[ClientEnvelope] = []
+        answers: list[tuple[bytes, int, Any]] = []
+        while self._decided:
+            env, verdict = self._decided.popleft()
+            pending = self._checking.pop(env.peer)
+            if isinstance(verdict, BaseException):
+                if not isinstance(verdict, EsError):
+                    self._handler_failed("login", verdict)
+                    verdict = NotAuthenticated(f"not authenticated: the node failed to check "
+                                               f"the password ({type(verdict).__name__})")
+                answers.append((env.peer, env.corr, ErrorReply(verdict)))
+            elif pending.closed:
+                answers.append((env.peer, env.corr, ErrorReply(NotAuthenticated(
+                    "not authenticated: the connection closed during the login"))))
+            else:
+                self._sessions[env.peer] = (pending.fd, verdict)
+                answers.append((env.peer, env.corr, Reply({"user": verdict.name})))
+            for queued, fd in pending.queued:
+                self._attribute(queued, fd, passed, answers)
+        self._outbox.extend(answers)
+        return passed
+
+    def _client_host(self, fd: int) -> str:
+        """The address (without port) of the client connection on ``fd``: what the failed
+        login throttle counts by."""
+        for monitor, which in self._monitors.items():
+            address = self._accepted.get(monitor, {}).get(fd) if which == "external" else None
+            if address is not None and not address.startswith("a peer"):
+                return address.rpartition(":")[0] or address
+        return "an unknown address"
+
     def _forget_connection(self, fd: int) -> None:
-        """A connection on ``fd`` opened or closed: no session survives it."""
+        """A connection on ``fd`` opened or closed: no session survives it, none of a login
+        being checked on it is opened."""
         for peer in [p for p, (f, _) in self._sessions.items() if f == fd]:
             del self._sessions[peer]
+        for pending in self._checking.values():
+            if pending.fd == fd:
+                pending.closed = True
 
     def _flush(self, sock: zmq.Socket) -> None:
         outbox = self._outbox
@@ -509,7 +612,9 @@ class ZmqTransport:
                 else:
                     in_flight.pop(peer, None)
             if type(message) is ErrorReply and not isinstance(message.error, DecodeError):
-                self.refusals.refuse(f"client:{peer.hex()}", message.error.code,
+                self.refusals.refuse(f"client:{peer.hex()}", "login_throttled"
+                                     if type(message.error) is LoginThrottled
+                                     else message.error.code,
                                      "client %s request %d: %s: %s", peer.hex(), corr,
                                      message.error.code, message.error, level=logging.INFO)
             try:

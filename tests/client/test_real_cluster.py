@@ -37,11 +37,12 @@ LOOPBACK_HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 
 
 @contextmanager
-def real_cluster(tmp_path, **options) -> Iterator[Cluster]:
-    """A started 3-node cluster (the server's default timers) whose live nodes agree on a
-    leader; every process ends after the test and the nodes' stderr tails are printed
-    (pytest shows them when the test fails)."""
-    c = Cluster(tmp_path / "cluster", name="client-test", **options)
+def real_cluster(tmp_path, cluster_class: type[Cluster] = Cluster,
+                 **options) -> Iterator[Cluster]:
+    """A started 3-node cluster (the server's default timers unless ``options`` has some)
+    whose live nodes agree on a leader; every process ends after the test and the nodes'
+    stderr tails are printed (pytest shows them when the test fails)."""
+    c = cluster_class(tmp_path / "cluster", name="client-test", **options)
     try:
         c.start()
         c.wait_for_leader(timeout=20, settled=True)

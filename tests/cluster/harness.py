@@ -355,12 +355,17 @@ class Cluster:
         self._clients.append(c)
         return c
 
-    def cluster_client(self, names: Iterable[str] | None = None, **options):
-        """The client library with ``names`` (default all) as gossip seeds, fast failover."""
+    def cluster_client(self, names: Iterable[str] | None = None, credentials: str = "",
+                       **options):
+        """The client library with ``names`` (default all) as gossip seeds, fast failover;
+        logged in with ``credentials`` (``user:password``) when given."""
         from esnode.client import connect
         from tests.client.cluster_support import seeds
 
-        c = connect(seeds([self.external(n) for n in (names or self.names)], **options))
+        uri = seeds([self.external(n) for n in (names or self.names)], **options)
+        if credentials:
+            uri = uri.replace("esnode://", f"esnode://{credentials}@", 1)
+        c = connect(uri)
         self._clients.append(c)
         return c
 

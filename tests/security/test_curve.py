@@ -232,3 +232,41 @@ def test_without_its_zap_handler_a_secured_socket_refuses_everyone():
             s.close(linger=0)
     finally:
         ctx.term()
+
+
+def test_zap_sees_the_server_sockets_routing_id_not_the_name_the_peer_claims():
+    """Why impersonation is refused at the first message, not at the handshake
+    (docs/security.md): the identity frame of a ZAP request is the ROUTER's own routing id;
+    the name the DEALER claims only comes with its messages."""
+    ctx = zmq.Context()
+    server_public, server_secret = zmq.curve_keypair()
+    client_public, client_secret = zmq.curve_keypair()
+    zap = ctx.socket(zmq.REP)
+    router = ctx.socket(zmq.ROUTER)
+    dealer = ctx.socket(zmq.DEALER)
+    try:
+        zap.bind("inproc://zeromq.zap.01")
+        router.setsockopt(zmq.CURVE_SERVER, 1)
+        router.setsockopt(zmq.CURVE_SECRETKEY, server_secret)
+        router.setsockopt(zmq.ROUTING_ID, b"SERVERID")
+        router.setsockopt(zmq.ZAP_DOMAIN, b"internal")
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        dealer.setsockopt(zmq.ROUTING_ID, b"CLAIMED")
+        dealer.setsockopt(zmq.CURVE_SERVERKEY, server_public)
+        dealer.setsockopt(zmq.CURVE_PUBLICKEY, client_public)
+        dealer.setsockopt(zmq.CURVE_SECRETKEY, client_secret)
+        dealer.connect(f"tcp://127.0.0.1:{port}")
+        assert zap.poll(10_000), "no ZAP request within 10 s"
+        version, request_id, domain, address, identity, mechanism, *_ = zap.recv_multipart()
+        assert (domain, address, identity, mechanism) == (
+            b"internal", b"127.0.0.1", b"SERVERID", b"CURVE")
+        zap.send_multipart([version, request_id, b"200", b"OK", b"n1", b""])
+        dealer.send(b"hello")
+        assert router.poll(10_000), "no message within 10 s"
+        frames = router.recv_multipart(copy=False)
+        assert [f.bytes for f in frames] == [b"CLAIMED", b"hello"]
+        assert frames[-1].get("User-Id") == "n1"  # what the transport compares the name with
+    finally:
+        for sock in (dealer, router, zap):
+            sock.close(linger=0)
+        ctx.term()

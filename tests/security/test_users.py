@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 
 import pytest
 
@@ -109,6 +110,27 @@ def test_password_change_invalidates_the_verified_cache():
     with pytest.raises(NotAuthenticated):
         table.authenticate("bob", "old")
     assert table.authenticate("bob", "new").name == "bob"
+
+
+def test_a_deleted_user_is_unknown_keeps_its_history_and_admin_is_not_recreated():
+    store = MemoryEventStore()
+    alice = User("alice", hash_password("pw", **FAST))
+    admin = User(ADMIN, hash_password("root", **FAST), (ADMINS,))
+    for i, record in enumerate([alice, replace(alice, deleted=True)]):
+        store.write([user_append(record, NO_STREAM if i == 0 else i - 1)], now_us=0)
+    store.write([user_append(admin, NO_STREAM), user_append(replace(admin, deleted=True), 0)],
+                now_us=0)
+    table = _table(store)
+    with pytest.raises(NotAuthenticated, match="unknown user or wrong password"):
+        table.authenticate("alice", "pw")
+    assert table.users() == [] and "alice" not in table
+    assert len(store.read_stream("$user-alice", 0, 10).events) == 2  # the history stays
+    assert table.bootstrap("root") is None  # a deleted admin stays deleted
+    # added again after the deletion: a new record in the same stream
+    store.write([user_append(replace(alice, password_hash=hash_password("pw2", **FAST)), 1)],
+                now_us=0)
+    table.apply(store.read_stream("$user-alice", -1, 1, backwards=True).events[0])
+    assert table.authenticate("alice", "pw2").name == "alice"
 
 
 def test_user_records_outside_their_own_stream_or_malformed_are_ignored():

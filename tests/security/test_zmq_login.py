@@ -311,8 +311,9 @@ def test_the_cli_logs_in_with_esnode_user_and_password(plain, monkeypatch):
 
 
 def test_cli_user_commands_end_to_end(plain, monkeypatch):
-    """add, list, passwd, disable as admin over ZeroMQ; each change counts for the next
-    login; an ordinary user may not manage users."""
+    """add, list, passwd, disable, enable, delete as admin over ZeroMQ; each change counts
+    for the next login; a deleted user's stream keeps its history and the name can be added
+    again; an ordinary user may not manage users."""
     from typer.testing import CliRunner
 
     from esnode.cli.main import app
@@ -346,6 +347,22 @@ def test_cli_user_commands_end_to_end(plain, monkeypatch):
     assert (login("carol-1"), login("carol-2")) == ("not_authenticated", "ok")
     run("user", "disable", "carol")
     assert login("carol-2") == "not_authenticated"
+    run("user", "enable", "carol")
+    assert login("carol-2") == "ok"
+    run("user", "delete", "carol")
+    assert login("carol-2") == "not_authenticated"
+    assert "carol" not in run("user", "list").stdout
+    for command in ("enable", "disable", "delete"):
+        assert "deleted" in run("user", command, "carol", code=2).stderr
+    admin = connect()
+    assert admin.code("authenticate", user="admin", password="admin-pw") == "ok"
+    kind, history = admin.call("read_stream", stream="$user-carol")
+    assert kind == "ok" and len(history["events"]) == 5  # add, passwd, disable, enable, delete
+    run("user", "add", "carol", "--password", "carol-3")  # continues the same stream
+    assert (login("carol-2"), login("carol-3")) == ("not_authenticated", "ok")
+    for command in ("enable", "delete"):
+        denied = run("user", command, "carol", user="alice", password="alice-pw", code=1)
+        assert "access_denied" in denied.stderr
     denied = run("user", "add", "dave", "--password", "x", user="alice", password="alice-pw",
                  code=1)
     assert "access_denied" in denied.stderr
