@@ -151,7 +151,7 @@ class Waker:
         self._pending = False
 
     def wake(self) -> None:
-        if not self._pending:
+        if not self._pending and self._write_fd >= 0:
             self._pending = True
             try:
                 os.write(self._write_fd, b"w")
@@ -166,8 +166,11 @@ class Waker:
         self._pending = False
 
     def close(self) -> None:
+        """Close the pipe; later wakes (a late reply after a stop) do nothing, and never
+        write into whatever file reuses the descriptor's number."""
+        write_fd, self._write_fd = self._write_fd, -1
         os.close(self.read_fd)
-        os.close(self._write_fd)
+        os.close(write_fd)
 
 
 @dataclass(slots=True)
