@@ -4,7 +4,8 @@ Writes go to the storage actor in one batch per burst when this node leads (grou
 starts here), or are forwarded to the leader over the internal network and its answer relayed
 back. Reads are served on this thread from the store (LMDB readers run beside the writer) and
 never past the commit position, as the stored bytes when no rule needs to look inside the
-records (the codec splices them into the reply: ``EncodedEvents``); subscription traffic goes to the subscriptions actor.
+records (the codec splices them into the reply: ``EncodedEvents``); subscription traffic
+goes to the subscriptions actor.
 """
 
 from __future__ import annotations
