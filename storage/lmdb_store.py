@@ -29,7 +29,7 @@ import hashlib
 import os
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import islice
 
@@ -156,10 +156,20 @@ class _LmdbView:
         return decode_records(self.stream_values(stream, first, count)[1])
 
     def stream_values(self, stream: str, first: int, count: int
-                      ) -> tuple[tuple[int, ...], list[bytes]]:
+                      ) -> tuple[Sequence[int], list[bytes]]:
+        key = self.key(stream)
         cursor = self.txn.cursor(db=self.streams)
-        if not cursor.set_range(self.key(stream) + Q.pack(first)):
+        if not cursor.set_range(key + Q.pack(first)):
             return (), []
+        if count >= _MIN_RUN:  # positions grow with versions: when the last is count - 1
+            # after the first, the page is one run of the log (a stream written in batches)
+            # and the index entries between need not be read
+            low = Q.unpack(cursor.value())[0]
+            high = self.txn.get(key + Q.pack(first + count - 1), db=self.streams)
+            if high is not None and Q.unpack(high)[0] - low == count - 1:
+                log = self.txn.cursor(db=self.log)
+                log.set_key(cursor.value())
+                return range(low, low + count), list(islice(log.iternext(keys=False), count))
         keys = list(islice(cursor.iternext(keys=False), count))  # log keys (positions)
         positions = struct.unpack(f">{len(keys)}Q", b"".join(keys))
         return positions, self._log_values(keys, positions)
@@ -170,13 +180,8 @@ class _LmdbView:
         much less than a B-tree search per record; scattered positions by one ``getmulti``."""
         n = len(keys)
         log = self.txn.cursor(db=self.log)
-        if n >= _MIN_RUN:
-            span = positions[-1] - positions[0] + 1
-            if span == n:  # one run: the whole page is contiguous in the log
-                log.set_key(keys[0])
-                return list(islice(log.iternext(keys=False), n))
-            if span <= 4 * n:  # maybe runs: split them
-                return self._runs(log, keys, positions)
+        if n >= _MIN_RUN and positions[-1] - positions[0] + 1 <= 4 * n:  # maybe runs
+            return self._runs(log, keys, positions)
         return [v for _, v in log.getmulti(keys)]
 
     @staticmethod
