@@ -45,6 +45,7 @@ class Call(NamedTuple):
     connection: on another node it means nothing)."""
 
 
+_event = RecordedEvent._make
 _new = tuple.__new__
 
 
