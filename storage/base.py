@@ -159,6 +159,19 @@ def _epoch_position(epoch: Epoch) -> int:
     return epoch.start_position
 
 
+def _without_epochs(values: list[bytes], positions: range, epochs: list[Epoch], i: int,
+                    high: int) -> tuple[list[bytes], list[int]]:
+    """A stored page of the log (``positions`` from ``low``) without the records of
+    ``epochs[i:]`` below ``high``, found by their positions: nothing is decoded."""
+    hidden = set()
+    for epoch in epochs[i:]:
+        if epoch.start_position >= high:
+            break
+        hidden.add(epoch.start_position)
+    kept = [k for k, p in enumerate(positions) if p not in hidden]
+    return [values[k] for k in kept], [positions[k] for k in kept]
+
+
 class _Batch:
     """The records one ``write`` call adds, and the state they lead to (an overlay)."""
 
@@ -446,14 +459,17 @@ class StoreBase:
         i = bisect.bisect_left(epochs, low, key=_epoch_position) if epochs else 0
         has_epoch = i < len(epochs) and epochs[i].start_position < high
         with self._read_view() as view:
-            if encoded and not has_epoch and low > self._scavenged_through:
+            if encoded and low > self._scavenged_through:  # nothing scavenged: as stored
                 values = view.log_values(low, high - low) if high > low else []
-                positions = range(low, low + len(values))
-                if backwards:  # nothing to hide: the records as stored
+                n = len(values)
+                positions: Sequence[int] = range(low, low + n)
+                if has_epoch:  # hidden: the epochs know their records' positions
+                    values, positions = _without_epochs(values, positions, epochs, i, high)
+                if backwards:
                     values.reverse()
                     positions = positions[::-1]
-                if not backwards:
-                    next_position = low + len(values)
+                else:
+                    next_position = low + n
                     is_end = next_position > end
                 return AllSlice(EncodedEvents(values, positions), next_position, is_end)
             records = view.log_records(low, high - low) if high > low else []
