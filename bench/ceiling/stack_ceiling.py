@@ -23,6 +23,7 @@ max_group=1 turns group commit off (one commit per append) for comparison.
 
 import asyncio
 import multiprocessing as mp
+import os
 import struct
 import sys
 
@@ -47,7 +48,7 @@ def fresh_dir(name):
     return d
 
 Q = struct.Struct(">Q")
-ENDPOINT = "tcp://127.0.0.1:25900"
+ENDPOINT = os.environ.get("BENCH_ENDPOINT", "tcp://127.0.0.1:25900")  # own port: runs beside others
 
 
 def _array_header(n):
