@@ -130,6 +130,9 @@ class EncodedEvents(Sequence):
     def __iter__(self):
         return iter(self.decoded())
 
+    def __reversed__(self):
+        return reversed(self.decoded())
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, EncodedEvents):
             return self.values == other.values

@@ -161,7 +161,7 @@ def _epoch_position(epoch: Epoch) -> int:
 
 def _without_epochs(values: list[bytes], positions: range, epochs: list[Epoch], i: int,
                     high: int) -> tuple[list[bytes], list[int]]:
-    """A stored page of the log (``positions`` from ``low``) without the records of
+    """A stored page of the log (``values`` at ``positions``) without the records of
     ``epochs[i:]`` below ``high``, found by their positions: nothing is decoded."""
     hidden = set()
     for epoch in epochs[i:]:

@@ -145,4 +145,5 @@ def test_encoded_events_act_as_a_sequence_of_records():
     backwards = page[::-1]
     assert type(backwards) is EncodedEvents and list(backwards.positions) == [13, 12, 11, 10]
     assert backwards == recs[::-1] and list(page) == recs and page != recs[:3]
+    assert list(reversed(page)) == recs[::-1] and recs[1] in page
     assert bool(EncodedEvents([], ())) is False
