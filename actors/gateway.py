@@ -3,7 +3,9 @@
 Writes go to the storage actor in one batch per burst when this node leads (group commit
 starts here), or are forwarded to the leader over the internal network and its answer relayed
 back. Reads are served on this thread from the store (LMDB readers run beside the writer) and
-never past the commit position; subscription traffic goes to the subscriptions actor.
+never past the commit position, as the stored bytes when no rule needs to look inside the
+records (the codec splices them into the reply: ``EncodedEvents``); subscription traffic
+goes to the subscriptions actor.
 """
 
 from __future__ import annotations
@@ -251,7 +253,7 @@ class GatewayActor(pykka.ThreadingActor):
     def _read_stream(self, request: m.ReadStream) -> m.Reply | m.ErrorReply:
         return reply_for(self._store.read_stream(
             request.stream, request.from_version, request.max_count, request.backwards,
-            up_to_position=self._committed, now_us=self._clock.now_us()))
+            up_to_position=self._committed, now_us=self._clock.now_us(), encoded=True))
 
     def _read_all(self, request: m.ReadAll) -> m.Reply | m.ErrorReply:
         if request.filter is not None:
@@ -261,7 +263,7 @@ class GatewayActor(pykka.ThreadingActor):
                 request.from_position, request.max_count, request.backwards, request.filter))
         return reply_for(self._store.read_all(
             request.from_position, request.max_count, request.backwards,
-            up_to_position=self._committed))
+            up_to_position=self._committed, encoded=True))
 
     def _get_metadata(self, request: m.GetMetadata) -> m.Reply | m.ErrorReply:
         return reply_for(self._store.get_metadata(request.stream,

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json as _json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+
+import msgpack
 
 # --- expected versions (Event Store's numeric codes, so they travel as plain ints) -----------
 ANY = -2
@@ -82,6 +85,63 @@ class RecordedEvent(NamedTuple):
     def created_at(self) -> _dt.datetime:
         """``created`` as an aware UTC ``datetime``."""
         return _EPOCH + _dt.timedelta(microseconds=self.created)
+
+
+_new = tuple.__new__
+_unpackb = msgpack.unpackb
+
+
+def decode_records(values: Iterable[bytes]) -> list[RecordedEvent]:
+    """The read hot loop: stored values (msgpack arrays of the fields) to RecordedEvents."""
+    unpackb = _unpackb
+    return [_new(RecordedEvent, unpackb(v, use_list=False)) for v in values]
+
+
+class EncodedEvents(Sequence):
+    """A read page's records as stored: ``values[i]`` is the msgpack encoding of a
+    RecordedEvent (an array of its nine fields), ``positions[i]`` its log position.
+
+    The wire codec splices ``values`` into a reply as they are (no decode, no re-encode:
+    the stored value already is the wire encoding); everything else sees a sequence of
+    RecordedEvents, decoded once, on first use."""
+
+    __slots__ = ("values", "positions", "_decoded")
+
+    def __init__(self, values: list[bytes], positions: Sequence[int]) -> None:
+        self.values = values
+        self.positions = positions
+        self._decoded: list[RecordedEvent] | None = None
+
+    def decoded(self) -> list[RecordedEvent]:
+        if self._decoded is None:
+            self._decoded = decode_records(self.values)
+        return self._decoded
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, index):
+        if type(index) is slice:  # still as stored: a reversed page is spliced as well
+            return EncodedEvents(self.values[index], self.positions[index])
+        if self._decoded is not None:
+            return self._decoded[index]
+        return _new(RecordedEvent, _unpackb(self.values[index], use_list=False))
+
+    def __iter__(self):
+        return iter(self.decoded())
+
+    def __reversed__(self):
+        return reversed(self.decoded())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, EncodedEvents):
+            return self.values == other.values
+        return isinstance(other, (list, tuple)) and self.decoded() == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"EncodedEvents({self.decoded()!r})"
 
 
 # --- requests handed to storage (one group commit takes many of them) ----------------------
@@ -280,7 +340,7 @@ class StreamSlice:
     ``last_version`` is the stream's current last version."""
 
     stream: str
-    events: list[RecordedEvent]
+    events: list[RecordedEvent] | EncodedEvents
     next_version: int
     last_version: int
     is_end: bool
@@ -291,7 +351,7 @@ class AllSlice:
     """A page of the global log. ``next_position`` is where to continue (forwards: inclusive,
     backwards: exclusive, as Event Store's $all reads)."""
 
-    events: list[RecordedEvent]
+    events: list[RecordedEvent] | EncodedEvents
     next_position: int
     is_end: bool
 

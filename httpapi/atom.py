@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import orjson
 
-from esnode.core.types import ALL_STREAM, METADATA_PREFIX, RecordedEvent
+from esnode.core.types import ALL_STREAM, METADATA_PREFIX, EncodedEvents, RecordedEvent
 
 FEED_PAGE_SIZE = 20
 """Event Store's ``AtomSpecs.FeedPageSize``: the page of ``GET /streams/{s}``."""
@@ -180,13 +180,15 @@ class EntryCache:
 
     It is a pure memo: an entry is looked up by log position, link base and embed level,
     and used only when the stored event equals the one just read (a truncated and rewritten
-    position, a different host in the links, never get a stale entry). Bounded by the bytes
+    position, a different host in the links, never get a stale entry). A page read as stored
+    (``EncodedEvents``) is checked by comparing the stored bytes, and decoded only for the
+    entries it misses. Bounded by the bytes
     it holds (oldest first out); entries over ``max_entry`` bytes are not kept. One per HTTP
     face, used only on its loop's thread."""
 
     def __init__(self, max_bytes: int = 16 << 20, max_entry: int = 64 << 10) -> None:
         self.max_bytes, self.max_entry = max_bytes, max_entry
-        self._items: OrderedDict[tuple, tuple[RecordedEvent, bytes]] = OrderedDict()
+        self._items: OrderedDict[tuple, tuple[RecordedEvent | bytes, bytes]] = OrderedDict()
         self._bytes = 0
 
     def __len__(self) -> int:
@@ -197,11 +199,28 @@ class EntryCache:
         hit = self._items.get(key)
         if hit is not None and hit[0] == e:
             return hit[1]
-        data = orjson.dumps(entry(base, e, embed, position_stream))
+        return self._keep(key, hit, e, orjson.dumps(entry(base, e, embed, position_stream)))
+
+    def render_encoded(self, base: str, events: EncodedEvents, embed: str,
+                       position_stream: str) -> list[bytes]:
+        """The entries of a page read as stored: a hit costs a bytes comparison."""
+        items, out = self._items, []
+        for i, (value, position) in enumerate(zip(events.values, events.positions)):
+            key = (position, base, embed, position_stream)
+            hit = items.get(key)
+            if hit is not None and hit[0] == value:
+                out.append(hit[1])
+            else:
+                data = orjson.dumps(entry(base, events[i], embed, position_stream))
+                out.append(self._keep(key, hit, value, data))
+        return out
+
+    def _keep(self, key: tuple, hit: tuple | None, stamp: RecordedEvent | bytes,
+              data: bytes) -> bytes:
         if len(data) <= self.max_entry:
             if hit is not None:
                 self._bytes -= len(hit[1])
-            self._items[key] = (e, data)
+            self._items[key] = (stamp, data)
             self._bytes += len(data)
             while self._bytes > self.max_bytes:
                 self._bytes -= len(self._items.popitem(last=False)[1][1])
@@ -211,6 +230,8 @@ class EntryCache:
 def _entries(base: str, events: list[RecordedEvent], embed: str, position_stream: str,
              cache: EntryCache | None) -> list[bytes]:
     if cache is not None:
+        if type(events) is EncodedEvents:
+            return cache.render_encoded(base, events, embed, position_stream)
         render = cache.render
         return [render(base, e, embed, position_stream) for e in events]
     dumps = orjson.dumps

@@ -36,6 +36,7 @@ from esnode.core.types import (
     DeleteRequest,
     DeleteSuccess,
     Epoch,
+    EncodedEvents,
     EsError,
     EventData,
     IdempotencyConflict,
@@ -96,6 +97,13 @@ class View(Protocol):
     def log_records(self, first: int, count: int) -> list[RecordedEvent]:
         """Up to ``count`` records from position ``first`` up."""
 
+    def log_values(self, first: int, count: int) -> list[bytes]:
+        """``log_records``, as stored (undecoded)."""
+
+    def stream_values(self, stream: str, first: int, count: int
+                      ) -> tuple[Sequence[int], list[bytes]]:
+        """``stream_records`` as stored (undecoded), with their positions."""
+
 
 def load_head(view: View, stream: str, up_to: int | None = None) -> Head:
     """A stream's head derived from the indexes alone (so truncation needs no undo log).
@@ -149,6 +157,19 @@ def last_at_or_before(view: View, stream: str, last: int, position: int) -> int:
 
 def _epoch_position(epoch: Epoch) -> int:
     return epoch.start_position
+
+
+def _without_epochs(values: list[bytes], positions: range, epochs: list[Epoch], i: int,
+                    high: int) -> tuple[list[bytes], list[int]]:
+    """A stored page of the log (``values`` at ``positions``) without the records of
+    ``epochs[i:]`` below ``high``, found by their positions: nothing is decoded."""
+    hidden = set()
+    for epoch in epochs[i:]:
+        if epoch.start_position >= high:
+            break
+        hidden.add(epoch.start_position)
+    kept = [k for k, p in enumerate(positions) if p not in hidden]
+    return [values[k] for k in kept], [positions[k] for k in kept]
 
 
 class _Batch:
@@ -213,6 +234,9 @@ class StoreBase:
         self._writer_position = -1
         self._commit_position = -1
         self._vote: Vote | None = None
+        # Every scavenged record is at or below this position: reads above it may send the
+        # stored values as they are (nothing to hide); reads that reach it decode.
+        self._scavenged_through = -1
 
     # --- backend hooks -----------------------------------------------------------------------
     def _read_view(self) -> AbstractContextManager[View]:
@@ -233,6 +257,11 @@ class StoreBase:
 
     def _save_vote(self, vote: Vote) -> None:
         raise NotImplementedError
+
+    def _save_scavenged(self, position: int) -> None:
+        """Raise the scavenged mark to ``position`` (durably, in a durable backend), before
+        any scavenged record at or below it can be read."""
+        self._scavenged_through = max(self._scavenged_through, position)
 
     def _read_raw(self, after_position: int, max_count: int,
                   max_bytes: int) -> list[tuple[int, bytes]]:
@@ -365,7 +394,7 @@ class StoreBase:
     # --- reads -----------------------------------------------------------------------------
     def read_stream(self, stream: str, from_version: int, max_count: int,
                     backwards: bool = False, up_to_position: int | None = None,
-                    now_us: int | None = None) -> StreamSlice:
+                    now_us: int | None = None, encoded: bool = False) -> StreamSlice:
         if type(stream) is not str or not stream or stream == ALL_STREAM:
             raise BadRequest(f"cannot read stream {stream!r} (use read_all for $all)")
         if type(max_count) is not int or max_count < 0:
@@ -384,17 +413,25 @@ class StoreBase:
                 start = last if from_version < 0 or from_version > last else from_version
                 count = max(0, min(max_count, start - max(first, 0) + 1))
                 low = start - count + 1
-                events = view.stream_records(stream, low, count) if count else []
-                events.reverse()
                 next_version = low - 1
                 is_end = next_version < first
             else:
-                start = max(from_version, first)
+                low = start = max(from_version, first)
                 count = max(0, min(max_count, last - start + 1))
-                events = view.stream_records(stream, start, count) if count else []
                 next_version = start + count
                 is_end = next_version > last
-        cutoff = age_cutoff(head.meta, now_us)
+            cutoff = age_cutoff(head.meta, now_us)
+            if encoded and cutoff is None and count:
+                positions, values = view.stream_values(stream, low, count)
+                if positions[0] > self._scavenged_through:  # nothing to hide: as stored
+                    if backwards:
+                        values.reverse()
+                        positions = positions[::-1]
+                    return StreamSlice(stream, EncodedEvents(values, positions), next_version,
+                                       last, is_end)
+            events = view.stream_records(stream, low, count) if count else []
+            if backwards:
+                events.reverse()
         if cutoff is not None:
             events = [e for e in events if e.created >= cutoff]
         events = [e for e in events if e.data is not None]  # scavenged (only when the
@@ -402,7 +439,7 @@ class StoreBase:
         return StreamSlice(stream, events, next_version, last, is_end)
 
     def read_all(self, from_position: int, max_count: int, backwards: bool = False,
-                 up_to_position: int | None = None) -> AllSlice:
+                 up_to_position: int | None = None, encoded: bool = False) -> AllSlice:
         if type(max_count) is not int or max_count < 0:
             raise BadRequest(f"max_count must be an integer >= 0, got {max_count!r}")
         if type(from_position) is not int or from_position < (-1 if backwards else 0):
@@ -410,24 +447,39 @@ class StoreBase:
         end = self._writer_position  # read before the view: the view holds at least this much
         if up_to_position is not None and up_to_position < end:
             end = up_to_position
-        with self._read_view() as view:
-            if backwards:
-                high = end + 1 if from_position < 0 or from_position > end else from_position
-                low = max(0, high - max_count)
-                records = view.log_records(low, high - low) if high > low else []
-                records.reverse()
-                next_position, is_end = low, low == 0
-            else:
-                low = from_position
-                count = max(0, min(max_count, end - low + 1))
-                records = view.log_records(low, count) if count else []
-                high = next_position = low + len(records)
-                is_end = next_position > end
+        if backwards:
+            high = end + 1 if from_position < 0 or from_position > end else from_position
+            low = max(0, high - max_count)
+            next_position, is_end = low, low == 0
+        else:
+            low = from_position
+            high = low + max(0, min(max_count, end - low + 1))
+            next_position, is_end = high, high > end
         epochs = self._epochs
-        if epochs:  # $all reads hide epoch records, as Event Store's do
-            i = bisect.bisect_left(epochs, low, key=_epoch_position)
-            if i < len(epochs) and epochs[i].start_position < high:
-                records = [r for r in records if r.stream != EPOCH_STREAM]
+        i = bisect.bisect_left(epochs, low, key=_epoch_position) if epochs else 0
+        has_epoch = i < len(epochs) and epochs[i].start_position < high
+        with self._read_view() as view:
+            if encoded and low > self._scavenged_through:  # nothing scavenged: as stored
+                values = view.log_values(low, high - low) if high > low else []
+                n = len(values)
+                positions: Sequence[int] = range(low, low + n)
+                if has_epoch:  # hidden: the epochs know their records' positions
+                    values, positions = _without_epochs(values, positions, epochs, i, high)
+                if backwards:
+                    values.reverse()
+                    positions = positions[::-1]
+                else:
+                    next_position = low + n
+                    is_end = next_position > end
+                return AllSlice(EncodedEvents(values, positions), next_position, is_end)
+            records = view.log_records(low, high - low) if high > low else []
+        if backwards:
+            records.reverse()
+        else:
+            next_position = low + len(records)
+            is_end = next_position > end
+        if has_epoch:  # $all reads hide epoch records, as Event Store's do
+            records = [r for r in records if r.stream != EPOCH_STREAM]
         records = [r for r in records if r.data is not None]  # scavenged: gone, as in Event Store
         return AllSlice(records, next_position, is_end)
 
@@ -473,11 +525,14 @@ class StoreBase:
                 self.set_commit_position(commit)
             return
         expected = self._writer_position + 1
+        scavenged = -1
         with self._writer_view() as view:
             batch = _Batch(self, view)
             heads, ids, out = batch.heads, batch.ids, batch.records
             for position, raw in records:
                 rec = decode_record(raw)
+                if rec.data is None:  # a record the leader scavenged
+                    scavenged = position
                 if position != expected or rec.position != position:
                     raise ValueError(f"record at position {position} (encoded {rec.position}) "
                                      f"does not continue the log at {expected}")
@@ -496,6 +551,8 @@ class StoreBase:
                 ids[(rec.event_id, stream)] = (version, position)
                 out.append(rec)
                 batch.next_position = expected
+        if scavenged > self._scavenged_through:
+            self._save_scavenged(scavenged)
         self._commit(batch.records, [raw for _, raw in records], commit)
         self._apply(batch)
         if commit is not None:

@@ -5,7 +5,7 @@
 | ``log`` | position (8 bytes big-endian) | the record: msgpack array of the RecordedEvent fields |
 | ``streams`` | stream key + version (8 bytes BE) | position (8 bytes BE) |
 | ``event_ids`` | stream key + event id (36 ASCII bytes) | version, position (2 x 8 bytes BE) |
-| ``checkpoints`` | ``commit`` / ``vote`` / ``ids`` | commit position / msgpack [term, candidate] / first position whose ids are not merged (8 bytes BE) |
+| ``checkpoints`` | ``commit`` / ``vote`` / ``ids`` / ``scavenged`` | commit position / msgpack [term, candidate] / first position whose ids are not merged / first position above every scavenged record (8 bytes BE) |
 
 Event ids reach ``event_ids`` in sorted merges spread over commits (see ``_merge_step``); until
 then the log itself is their durable record and dicts hold them (rebuilt from the log tail on
@@ -29,17 +29,17 @@ import hashlib
 import os
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import islice
 
 import lmdb
 import msgpack
 
-from esnode.core.types import RecordedEvent, StorageFull, StorageLimits, Vote
+from esnode.core.types import RecordedEvent, StorageFull, StorageLimits, Vote, decode_records
 from esnode.storage.base import StoreBase
 from esnode.storage.idfilter import MIN_CAPACITY, IdFilter
-from esnode.storage.rules import TOMBSTONE_VERSION, decode_records, encode_record
+from esnode.storage.rules import TOMBSTONE_VERSION, encode_record
 
 Q = struct.Struct(">Q")
 QQ = struct.Struct(">QQ")
@@ -153,26 +153,35 @@ class _LmdbView:
         return -1, -1, tomb
 
     def stream_records(self, stream: str, first: int, count: int) -> list[RecordedEvent]:
-        cursor = self.txn.cursor(db=self.streams)
-        if not cursor.set_range(self.key(stream) + Q.pack(first)):
-            return []
-        keys = list(islice(cursor.iternext(keys=False), count))  # log keys (positions)
-        return decode_records(self._log_values(keys))
+        return decode_records(self.stream_values(stream, first, count)[1])
 
-    def _log_values(self, keys: list[bytes]) -> list[bytes]:
-        """The log values at ``keys`` (increasing positions). Runs of consecutive positions
-        (a stream written in batches) are read by walking a log cursor, which costs much less
-        than a B-tree search per record; scattered positions by one ``getmulti``."""
+    def stream_values(self, stream: str, first: int, count: int
+                      ) -> tuple[Sequence[int], list[bytes]]:
+        key = self.key(stream)
+        cursor = self.txn.cursor(db=self.streams)
+        if not cursor.set_range(key + Q.pack(first)):
+            return (), []
+        if count >= _MIN_RUN:  # positions grow with versions: when the last is count - 1
+            # after the first, the page is one run of the log (a stream written in batches)
+            # and the index entries between need not be read
+            low = Q.unpack(cursor.value())[0]
+            high = self.txn.get(key + Q.pack(first + count - 1), db=self.streams)
+            if high is not None and Q.unpack(high)[0] - low == count - 1:
+                log = self.txn.cursor(db=self.log)
+                log.set_key(cursor.value())
+                return range(low, low + count), list(islice(log.iternext(keys=False), count))
+        keys = list(islice(cursor.iternext(keys=False), count))  # log keys (positions)
+        positions = struct.unpack(f">{len(keys)}Q", b"".join(keys))
+        return positions, self._log_values(keys, positions)
+
+    def _log_values(self, keys: list[bytes], positions: tuple[int, ...]) -> list[bytes]:
+        """The log values at ``keys`` (increasing ``positions``). Runs of consecutive
+        positions (a stream written in batches) are read by walking a log cursor, which costs
+        much less than a B-tree search per record; scattered positions by one ``getmulti``."""
         n = len(keys)
         log = self.txn.cursor(db=self.log)
-        if n >= _MIN_RUN:
-            positions = struct.unpack(f">{n}Q", b"".join(keys))
-            span = positions[-1] - positions[0] + 1
-            if span == n:  # one run: the whole page is contiguous in the log
-                log.set_key(keys[0])
-                return list(islice(log.iternext(keys=False), n))
-            if span <= 4 * n:  # maybe runs: split them
-                return self._runs(log, keys, positions)
+        if n >= _MIN_RUN and positions[-1] - positions[0] + 1 <= 4 * n:  # maybe runs
+            return self._runs(log, keys, positions)
         return [v for _, v in log.getmulti(keys)]
 
     @staticmethod
@@ -220,10 +229,13 @@ class _LmdbView:
         return bool(cursor.getmulti([key + i.encode() for i in event_ids]))
 
     def log_records(self, first: int, count: int) -> list[RecordedEvent]:
+        return decode_records(self.log_values(first, count))
+
+    def log_values(self, first: int, count: int) -> list[bytes]:
         cursor = self.txn.cursor(db=self.log)
         if not cursor.set_range(Q.pack(first)):
             return []
-        return decode_records(islice(cursor.iternext(keys=False), count))
+        return list(islice(cursor.iternext(keys=False), count))
 
 
 class LmdbEventStore(StoreBase):
@@ -268,6 +280,7 @@ class LmdbEventStore(StoreBase):
             self._commit_position = Q.unpack(commit)[0] if commit else -1
             vote = txn.get(b"vote", db=self._checkpoints)
             self._vote = Vote(*msgpack.unpackb(vote)) if vote else None
+            mark = txn.get(b"scavenged", db=self._checkpoints)
             merged = txn.get(b"ids", db=self._checkpoints)
             self._ids_through = Q.unpack(merged)[0] - 1 if merged else -1
             if cursor.set_range(Q.pack(self._ids_through + 1)):
@@ -275,6 +288,10 @@ class LmdbEventStore(StoreBase):
             entries = txn.stat(self._ids)["entries"]
             self._id_filter = IdFilter(max(MIN_CAPACITY, 2 * entries))
             self._filter_from = b"" if entries else None  # filled by later commits
+        if mark is not None:
+            self._scavenged_through = Q.unpack(mark)[0] - 1
+        else:  # a new store, or one from before the mark: anything written may be scavenged
+            self._save_scavenged(self._writer_position)
         self._load_state()
 
     # --- plumbing ------------------------------------------------------------------------------
@@ -455,10 +472,15 @@ class LmdbEventStore(StoreBase):
         """Replace committed records in place and save scavenge's checkpoint, in one short
         durable transaction (storage/scavenge.py). It runs on scavenge's thread between the
         writer's commits; a map resize waits for it (the read gate), never inside it."""
+        mark = max((position for position, _ in values), default=-1)
+        if mark > self._scavenged_through:  # before any reader can see the records
+            self._scavenged_through = mark
+
         def work(txn: lmdb.Transaction) -> None:
             for position, value in values:
                 txn.put(Q.pack(position), value, db=self._log)
             txn.put(b"scavenge", checkpoint, db=self._checkpoints)
+            txn.put(b"scavenged", Q.pack(self._scavenged_through + 1), db=self._checkpoints)
 
         while True:
             with self._gate.reading():
@@ -490,6 +512,11 @@ class LmdbEventStore(StoreBase):
 
     def _save_commit_position(self, position: int) -> None:
         self._write_txn(lambda txn: txn.put(b"commit", Q.pack(position), db=self._checkpoints))
+
+    def _save_scavenged(self, position: int) -> None:
+        self._scavenged_through = max(self._scavenged_through, position)
+        self._write_txn(lambda txn: txn.put(b"scavenged", Q.pack(self._scavenged_through + 1),
+                                            db=self._checkpoints))
 
     def _save_vote(self, vote: Vote) -> None:
         value = msgpack.packb([vote.term, vote.candidate_id])

@@ -49,6 +49,15 @@ class MemoryEventStore(StoreBase):
     def log_records(self, first: int, count: int) -> list[RecordedEvent]:
         return self._log[first:first + count]
 
+    def log_values(self, first: int, count: int) -> list[bytes]:
+        return [encode_record(rec) for rec in self._log[first:first + count]]
+
+    def stream_values(self, stream: str, first: int, count: int
+                      ) -> tuple[list[int], list[bytes]]:
+        positions = self._streams.get(stream, [])[first:first + count]
+        log = self._log
+        return positions, [encode_record(log[p]) for p in positions]
+
     # --- backend hooks -------------------------------------------------------------------------
     @contextmanager
     def _read_view(self) -> Iterator[MemoryEventStore]:
@@ -88,6 +97,7 @@ class MemoryEventStore(StoreBase):
     def rewrite(self, values: list[tuple[int, bytes]], checkpoint: bytes) -> None:
         """Replace committed records in place (storage/scavenge.py)."""
         with self._lock:
+            self._save_scavenged(max((p for p, _ in values), default=-1))
             for position, value in values:
                 self._log[position] = decode_record(value)
             self._scavenge_checkpoint = checkpoint

@@ -49,16 +49,19 @@ class EventStore(Protocol):
     # committed. None: the latest written state (the writer's own view).
     def read_stream(self, stream: str, from_version: int, max_count: int,
                     backwards: bool = False, up_to_position: int | None = None,
-                    now_us: int | None = None) -> StreamSlice:
+                    now_us: int | None = None, encoded: bool = False) -> StreamSlice:
         """Read a stream. ``from_version=-1`` backwards means "from the end".
-        Applies ``$maxCount``, ``$maxAge`` (needs ``now_us``) and ``$tb``.
+        Applies ``$maxCount``, ``$maxAge`` (needs ``now_us``) and ``$tb``. ``encoded``: the
+        events may come as ``EncodedEvents`` (the stored bytes, decoded only when used), when
+        no rule has to look inside them (no ``$maxAge``, nothing scavenged there).
         Raises ``StreamNotFound`` (never written, or soft-deleted with nothing after) or
         ``StreamDeleted`` (tombstoned)."""
 
     def read_all(self, from_position: int, max_count: int, backwards: bool = False,
-                 up_to_position: int | None = None) -> AllSlice:
+                 up_to_position: int | None = None, encoded: bool = False) -> AllSlice:
         """Read the global log. Forwards from ``from_position`` inclusive; backwards from
-        ``from_position`` exclusive (``-1`` = from the end)."""
+        ``from_position`` exclusive (``-1`` = from the end). ``encoded``: as ``read_stream``
+        (when the page holds no epoch record and nothing scavenged)."""
 
     def get_metadata(self, stream: str, up_to_position: int | None = None) -> StreamMetadata:
         """The stream's metadata (empty, version -1, when none was set); ``StreamDeleted``

@@ -265,12 +265,6 @@ def decode_record(raw: bytes) -> RecordedEvent:
     return rec
 
 
-def decode_records(values) -> list[RecordedEvent]:
-    """The read hot loop: stored values to RecordedEvents."""
-    unpackb = _unpackb
-    return [_new(RecordedEvent, unpackb(v, use_list=False)) for v in values]
-
-
 def epoch_fields(rec: RecordedEvent) -> tuple[int, str]:
     """(number, leader_id) of an epoch record; ``ValueError`` if it is not one."""
     try:

@@ -27,11 +27,10 @@ from dataclasses import asdict, dataclass, replace
 
 import msgpack
 
-from esnode.core.types import StreamDeleted
+from esnode.core.types import StreamDeleted, decode_records
 from esnode.storage.rules import (
     TOMBSTONE_VERSION,
     age_cutoff,
-    decode_records,
     encode_record,
     first_visible,
     is_scavenged,

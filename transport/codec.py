@@ -14,7 +14,7 @@ import msgpack
 from esnode.core import messages as m
 from esnode.core.filters import DEFAULT_CHECKPOINT_INTERVAL, EventFilter
 from esnode.core.persistent import GroupSettings
-from esnode.core.types import BadRequest, EsError, EventData
+from esnode.core.types import BadRequest, EncodedEvents, EsError, EventData
 
 DEFAULT_MAX_MESSAGE_SIZE = 80 * 1024 * 1024
 """Largest frame accepted on the external socket (an append of up to 64 MiB plus framing)."""
@@ -22,7 +22,9 @@ CLUSTER_MAGIC = "esnode-cluster"
 """First item of every internal (cluster) message (``transport/internal_codec.py``): a frame
 starting with it on the external endpoint is refused as cluster traffic by name."""
 
-_packb = msgpack.Packer(use_bin_type=True).pack
+_packer = msgpack.Packer(use_bin_type=True)
+_packb = _packer.pack
+_OK_HEAD = _packb("ok")
 
 
 def _events(raw: Any) -> tuple[EventData, ...]:
@@ -160,7 +162,10 @@ def encode_reply(corr: int, message: Any) -> bytes:
     """Encode a server message (``core.messages.ServerMessage``) for the wire."""
     cls = type(message)
     if cls is m.Reply:
-        return _packb([corr, "ok", message.body])
+        body = message.body
+        if type(body) is dict and type(body.get("events")) is EncodedEvents:
+            return _spliced_reply(corr, body)
+        return _packb([corr, "ok", body])
     if cls is m.ErrorReply:
         return _packb([corr, "error", error_body(message.error)])
     if cls is m.EventsPushed:
@@ -176,3 +181,18 @@ def encode_reply(corr: int, message: Any) -> bytes:
     if cls is m.SubscriptionDropped:
         return _packb([corr, "dropped", error_body(message.error)])
     raise TypeError(f"not a server message: {cls.__name__}")
+
+
+def _spliced_reply(corr: int, body: dict) -> bytes:
+    """``[corr, "ok", body]`` whose ``events`` are stored values: an array header and the
+    values joined are the same bytes as packing the decoded events (each stored value was
+    packed by the same msgpack settings), without decoding or re-encoding them."""
+    parts = [b"\x93", _packb(corr), _OK_HEAD, _packer.pack_map_header(len(body))]
+    for key, value in body.items():
+        parts.append(_packb(key))
+        if type(value) is EncodedEvents:
+            parts.append(_packer.pack_array_header(len(value.values)))
+            parts.extend(value.values)
+        else:
+            parts.append(_packb(value))
+    return b"".join(parts)

@@ -3,7 +3,7 @@
 error handling to speak of.  NOT the product: an anchor for what the bare stack can do
 in one Python server process, so that the product's overhead can be read off later.
 
-usage: python stack_ceiling.py [seconds_per_phase] [max_group]
+usage: python stack_ceiling.py [seconds_per_phase] [max_group] [phases, e.g. d]
 
 Server (child process): one thread.  It blocks for one request, then drains every
 request already queued (up to max_group, default 1000) and applies all the appends in
@@ -264,6 +264,7 @@ class StackAdapter:
 def main():
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
     max_group = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
+    phases = sys.argv[3] if len(sys.argv) > 3 else "abcd"
     mp.set_start_method("fork")
     path = fresh_dir("stack-lmdb")
     ready = mp.Event()
@@ -272,7 +273,7 @@ def main():
     ready.wait(10)
     try:
         label = "stack_zmq_lmdb" + ("" if max_group > 1 else "_nogroup")
-        Runner(StackAdapter(), label, seconds=seconds).run()
+        Runner(StackAdapter(), label, seconds=seconds).run(phases)
     finally:
         p.join(10)
         if p.is_alive():

@@ -5,8 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from esnode.core.types import RecordedEvent
+from esnode.core.types import EncodedEvents, RecordedEvent
 from esnode.httpapi import atom
+from esnode.storage.rules import encode_record
 
 
 @pytest.mark.parametrize("accept, fmt, want", [
@@ -90,3 +91,23 @@ def test_the_entry_cache_serves_only_the_same_event_and_stays_bounded():
     big = _event(1, data=b'"' + b"x" * 2_000 + b'"')
     assert len(cache.render("http://h", big, "body", "s")) > 2_000  # served, not kept
     assert all(len(v[1]) <= 1_000 for v in cache._items.values())
+
+
+def test_pages_read_as_stored_render_as_the_decoded_ones_and_hit_by_their_bytes():
+    recs = [_event(p) for p in range(5)]
+    stored = EncodedEvents([encode_record(r) for r in recs], range(5))
+    for page_of in (lambda evs, cache: atom.stream_page("http://h", "s", evs, 4, 0, 5, True,
+                                                        False, "body", cache),
+                    lambda evs, cache: atom.all_page("http://h", evs, 0, 5, True, 5, True, 4,
+                                                     "body", cache)):
+        for cache in (None, atom.EntryCache()):
+            assert page_of(stored, cache).render() == page_of(recs, None).render()
+    cache = atom.EntryCache()
+    first = cache.render_encoded("http://h", stored, "body", "s")
+    assert cache.render_encoded("http://h", stored, "body", "s")[2] is first[2]  # hits
+    other = _event(2, data=b'{"a": 2}')  # the position rewritten: the bytes differ
+    changed = EncodedEvents([encode_record(other)], [2])
+    assert cache.render_encoded("http://h", changed, "body", "s") == [
+        orjson.dumps(atom.entry("http://h", other, "body", "s"))]
+    assert cache.render("http://h", other, "body", "s") == orjson.dumps(
+        atom.entry("http://h", other, "body", "s"))  # a decoded read of the same position

@@ -229,6 +229,9 @@ class StoreMachine(RuleBasedStateMachine):
 
     def _agree(self, model, up_to):
         store = self.store
+        for backwards in (False, True):
+            args = (-1 if backwards else 0, 10_000, backwards, up_to)
+            assert store.read_all(*args, encoded=True) == store.read_all(*args)
         for s in STREAMS:
             expected = model.visible(s)
             try:
@@ -237,6 +240,10 @@ class StoreMachine(RuleBasedStateMachine):
                 back = [e.version for e in store.read_stream(
                     s, -1, 1000, backwards=True, up_to_position=up_to).events]
                 assert back == got[::-1]
+                for backwards in (False, True):  # read as stored: the same page
+                    args = (s, -1 if backwards else 0, 1000, backwards, up_to)
+                    assert (store.read_stream(*args, encoded=True)
+                            == store.read_stream(*args))
             except (StreamNotFound, StreamDeleted) as exc:
                 got = type(exc)
             assert got == expected, (s, up_to, got, expected)
