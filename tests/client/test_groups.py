@@ -79,7 +79,10 @@ def test_competing_consumers_share_the_events_and_acked_ones_never_come_back(cli
         everything = got_a + got_b + rest_a + rest_b
         assert sorted(e.event.json()["n"] for e in everything) == list(range(20))
         assert all(e.retry_count == 0 for e in everything)
-        b.close()
+        b.close()  # posted, not awaited: wait until the node has let b go, or some of the
+        # next events could still go to b and come back to a already retried once
+        wait_for(lambda: client.group_info(stream, "work").consumers == 1, 10,
+                 message="the node to drop the closed consumer")
         # a consumer that never acks: its events time out, come back with a retry count,
         # and park after max_retry_count
         client.append(stream, [new_event("Job", {"n": 20 + i}) for i in range(5)])
