@@ -182,11 +182,15 @@ def checked_default() -> str:
 
 
 @contextlib.contextmanager
-def session(target: str | None, timeout: float) -> Iterator[Client]:
-    """A connected client; every failure inside becomes a one-line error and an exit code."""
+def session(target: str | None, timeout: float, any_node: bool = False) -> Iterator[Client]:
+    """A connected client; every failure inside becomes a one-line error and an exit code.
+    ``any_node``: whichever live node answers first (``nodePreference=random``), for views
+    every node can give (status), so they keep working while the cluster elects a leader."""
     try:
-        with connect(with_credentials(settings_from(target or checked_default())),
-                     timeout=timeout) as client:
+        settings = with_credentials(settings_from(target or checked_default()))
+        if any_node:
+            settings = settings.with_options(node_preference="random")
+        with connect(settings, timeout=timeout) as client:
             yield client
     except (UsageError, InvalidConnectionString) as exc:
         raise fail(str(exc), 2) from None
@@ -509,7 +513,8 @@ def status(connect_to: Connect = None, as_json: Json = False, timeout: Timeout =
            watch: Annotated[bool, typer.Option(
                "--watch", "-w", help="Refresh every second (lag behind the leader, records/s); "
                                      "Ctrl-C to stop.")] = False) -> None:
-    """Show the cluster as the node sees it: each member's state, epoch, positions and
+    """Show the cluster as a live node sees it (whichever answers first, so it works during
+    an election): each member's state, epoch, positions and
     whether it is alive (and, for a cluster `esnode run` supervises from ./topology.toml,
     each node's PID).
 
@@ -528,7 +533,7 @@ def status(connect_to: Connect = None, as_json: Json = False, timeout: Timeout =
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
         return
-    with session(connect_to, timeout) as client:
+    with session(connect_to, timeout, any_node=True) as client:
         info = client.cluster_info()
     pids = local_pids() if connect_to is None else {}
     if as_json:

@@ -72,7 +72,8 @@ def watch(connect_to: str | None, timeout: float, interval: float = WATCH_INTERV
     last: dict[str, tuple[float, int]] = {}
     # On a terminal the table is redrawn in place; into a pipe each refresh is printed.
     screen = Live(console=out, auto_refresh=False) if out.is_terminal else None
-    with session(connect_to, timeout) as client, screen or contextlib.nullcontext():
+    with session(connect_to, timeout, any_node=True) as client, \
+            screen or contextlib.nullcontext():
         n = 0
         while rounds is None or n < rounds:
             info = client.cluster_info()

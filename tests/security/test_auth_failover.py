@@ -1,7 +1,8 @@
 """A logged-in client through a leader change, on a real 3-node cluster (one OS process per
 node, LMDB, 127.0.0.1) with ``authentication = true``: the leader is SIGKILLed; the client's
 next appends and reads succeed with its credentials (it logs in again on the node it moves
-to), and a stream whose ACL excludes it stays closed to it on the new leader."""
+to), a stream whose ACL excludes it stays closed to it on the new leader, and its catch-up
+subscription comes back logged in on another node with every event once."""
 
 from __future__ import annotations
 
@@ -64,6 +65,8 @@ def test_a_logged_in_client_keeps_working_through_a_leader_kill(cluster):
 
     client = cluster.cluster_client(credentials="alice:alice-pw", **RIDE_OUT)
     client.append("orders", [new_event("OrderPlaced", {"n": 1})])
+    subscriber = cluster.cluster_client(credentials="alice:alice-pw", **RIDE_OUT)
+    subscription = subscriber.subscribe("orders", from_="start")
     with pytest.raises(AccessDenied):
         client.read_stream("secret")
 
@@ -80,3 +83,19 @@ def test_a_logged_in_client_keeps_working_through_a_leader_kill(cluster):
     new_leader = cluster.wait_for_leader(timeout=20, exclude=[leader])
     assert new_leader != leader
     assert len(admin.read_stream("secret").events) == 1
+    # Her subscription came back on another node, logged in there: every event once, in order.
+    client.append("orders", [new_event("OrderPlaced", {"n": 3})])
+    seen = []
+    wait_for(lambda: _take(subscription, seen, 3), timeout=30, interval=0,
+             message="alice's subscription to deliver the three orders")
+    assert [e.data for e in seen] == [b'{"n":1}', b'{"n":2}', b'{"n":3}']
+    assert subscription.get(0.5) is None  # nothing twice
+    subscription.close()
+
+
+def _take(subscription, seen: list, n: int) -> bool:
+    """Take what the subscription has within 0.2 s; True once ``n`` events were seen."""
+    event = subscription.get(0.2)
+    if event is not None:
+        seen.append(event)
+    return len(seen) >= n
