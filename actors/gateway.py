@@ -3,9 +3,9 @@
 Writes go to the storage actor in one batch per burst when this node leads (group commit
 starts here), or are forwarded to the leader over the internal network and its answer relayed
 back. Reads are served on this thread from the store (LMDB readers run beside the writer) and
-never past the commit position, as the stored bytes when no rule needs to look inside the
-records (the codec splices them into the reply: ``EncodedEvents``); subscription traffic
-goes to the subscriptions actor.
+never past the commit position (read from the status board at each read), as the stored
+bytes when no rule needs to look inside the records (the codec splices them into the reply:
+``EncodedEvents``); subscription traffic goes to the subscriptions actor.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import pykka
 from esnode.actors.messages import (
     ClientBatch,
     ClusterInbound,
-    Committed,
     PendingWrite,
     Shutdown,
     StatusChanged,
@@ -116,7 +115,6 @@ class GatewayActor(pykka.ThreadingActor):
         self._forward_timeout = forward_timeout
         self._on_fatal = on_failure
         self._admin = admin
-        self._committed = board.readable_position
         self._accepting = True
         self._forwarded: dict[int, _Forwarded] = {}
         # Forward ids start at a random base: after a restart, the leader's late answer to a
@@ -134,8 +132,11 @@ class GatewayActor(pykka.ThreadingActor):
     def _on_client_batch(self, message: ClientBatch) -> None:
         self._route(message.envelopes)
 
-    def _on_committed(self, message: Committed) -> None:
-        self._committed = max(self._committed, message.position)
+    @property
+    def _committed(self) -> int:
+        """Reads never go past this: the writer publishes it on the board before it answers
+        the write that committed it (read-your-writes), so no message needs to carry it."""
+        return self._board.readable_position
 
     def _on_cluster_inbound(self, message: ClusterInbound) -> None:
         self._relay(message.messages)
@@ -286,7 +287,6 @@ class GatewayActor(pykka.ThreadingActor):
     # ``IHandle<T>``): one table each, not an if/elif chain.
     _handlers = {
         ClientBatch: _on_client_batch,
-        Committed: _on_committed,
         ClusterInbound: _on_cluster_inbound,
         Tick: _on_tick,
         StatusChanged: _on_status_changed,

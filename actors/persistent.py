@@ -122,13 +122,23 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
         if handler is None:
             log.error("persistent subscriptions actor got an unknown message %r", message)
             return
+        board = self._board
+        if board.groups_idle:  # not told of commits until now (definitions, activation)
+            board.groups_idle = False
+            self._advance(board.readable_position)
         handler(self, message)
+        # With no group defined nor being created, commits are read on the next message
+        # (a tick at the latest): the writer stops waking us (Node._notify).
+        board.groups_idle = not (self._defs or self._pending)
 
     # --- node events --------------------------------------------------------------------------
     def _on_committed(self, message: Committed) -> None:
-        if message.position <= self._committed:
+        self._advance(message.position)
+
+    def _advance(self, committed: int) -> None:
+        if committed <= self._committed:
             return
-        self._committed = message.position
+        self._committed = committed
         self._apply_definitions()
         self._sync_role()
         for key in list(self._cores):
@@ -141,7 +151,10 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
         """Run the groups while this node leads (once its commit position reached the log
         it had when it became leader); drop their consumers when it stops leading. Checked
         on every status change, commit and tick, so no notice can be missed."""
-        self._committed = max(self._committed, self._board.readable_position)
+        published = self._board.readable_position
+        if published > self._committed:
+            self._advance(published)  # definitions first (it comes back here)
+            return
         if self._board.is_leader:
             if not self._active and self._activate_at is None:
                 self._activate_at = self._store.writer_position

@@ -23,6 +23,13 @@ class StatusBoard:
         self.leader: str | None = None
         self.leader_external: tuple[str, int] | None = None
         self.readable_position: int = readable_position
+        self.subscriptions_idle: bool = False
+        """Set by the subscriptions actor while it serves no subscription: the writer then does
+        not wake it on every commit (``Node._notify``). It clears the flag *before* it reads
+        ``readable_position`` again, and the writer publishes the position *before* it reads
+        the flag, so no commit a subscription needs can be missed."""
+        self.groups_idle: bool = False
+        """The same for the persistent subscriptions actor while no group is defined."""
         self.members: tuple[ClientMemberInfo, ...] = ()
         self.priorities: dict[str, int] = {}
 

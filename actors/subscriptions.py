@@ -68,6 +68,7 @@ class SubscriptionsActor(pykka.ThreadingActor):
         self._transport = transport
         self._clock = clock
         self._on_fatal = on_failure
+        self._board = board
         self._committed = board.readable_position
         self._incarnation = board.incarnation
         self._subs: dict[tuple[bytes, int], Subscription] = {}
@@ -77,7 +78,13 @@ class SubscriptionsActor(pykka.ThreadingActor):
         if handler is None:
             log.error("subscriptions actor got an unknown message %r", message)
             return
+        board = self._board
+        if board.subscriptions_idle:  # not told of commits until now: catch up first
+            board.subscriptions_idle = False
+            self._committed = max(self._committed, board.readable_position)
         handler(self, message)
+        if not self._subs:
+            board.subscriptions_idle = True  # the writer stops waking us (Node._notify)
 
     def _on_committed(self, message: Committed) -> None:
         if message.position > self._committed:
