@@ -152,9 +152,9 @@ class PersistentSubscriptionsActor(pykka.ThreadingActor):
         it had when it became leader); drop their consumers when it stops leading. Checked
         on every status change, commit and tick, so no notice can be missed."""
         published = self._board.readable_position
-        if published > self._committed:
-            self._advance(published)  # definitions first (it comes back here)
-            return
+        if published > self._committed:  # ahead of our notices (or we were idle)
+            self._committed = published
+            self._apply_definitions()  # a leader activates with every definition applied
         if self._board.is_leader:
             if not self._active and self._activate_at is None:
                 self._activate_at = self._store.writer_position
