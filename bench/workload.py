@@ -3,7 +3,9 @@
 Phases: a (one sequential client, single-event appends), b (C concurrent single-event appends,
 C = 32 and 64, asyncio tasks on one connection), c (100-event appends), d (read a 10,000-event
 stream in pages of 500; scan ``$all`` in pages of 1,000). Each phase reports throughput and
-client-side latency (encode + round trip + decode) p50/p99.
+client-side latency (encode + round trip + decode) p50/p99, and the CPU of its timed window:
+cores busy in the client and the machine, and the server's CPU per event when the benchmark
+started the server itself (``bench/cpu.py``).
 """
 
 from __future__ import annotations
@@ -14,14 +16,17 @@ import statistics
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from esnode.bench.cpu import CpuFigures, CpuWindow
 from esnode.core.types import EventData
 
 N_STREAMS = 1000
 READ_STREAM = "read-0"
 READ_STREAM_EVENTS = 10_000
 BATCH = 100
+CPU_KEYS = ("client_cores", "machine_cores", "server_us_per_event")
 
 
 def _pad_json(obj: dict, key: str, size: int) -> bytes:
@@ -56,6 +61,8 @@ class PhaseResult:
     events: int = 0
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list, repr=False)
+    cpu: CpuFigures | None = None
+    """CPU of the timed window (client, server, machine), when measured."""
 
     @property
     def ops_per_s(self) -> float:
@@ -72,9 +79,11 @@ class PhaseResult:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
     def summary(self) -> dict:
-        return {"phase": self.name, "ops_per_s": round(self.ops_per_s),
-                "events_per_s": round(self.events_per_s),
-                "p50_ms": self.percentile_ms(0.50), "p99_ms": self.percentile_ms(0.99)}
+        row = {"phase": self.name, "ops_per_s": round(self.ops_per_s),
+               "events_per_s": round(self.events_per_s),
+               "p50_ms": self.percentile_ms(0.50), "p99_ms": self.percentile_ms(0.99)}
+        return row | (self.cpu.summary(self.events) if self.cpu is not None else
+                      dict.fromkeys(CPU_KEYS))
 
 
 class Workload:
@@ -82,8 +91,9 @@ class Workload:
     carries the right expected version (a conflict would fail the run)."""
 
     def __init__(self, target: str, seconds: float = 5.0, concurrencies=(32, 64),
-                 http: str | None = None):
+                 http: str | None = None, server_pids: Callable[[], list[int]] | None = None):
         self.target = target
+        self.server_pids = server_pids
         self.http = http
         self.seconds = seconds
         self.concurrencies = concurrencies
@@ -125,12 +135,14 @@ class Workload:
         start = time.perf_counter()
         deadline = start + self.seconds
         i = 0
-        while time.perf_counter() < deadline:
-            s = names[i % N_STREAMS]
-            t0 = time.perf_counter()
-            self._append(client, s, [new_event()])
-            res.latencies.append(time.perf_counter() - t0)
-            i += 1
+        with CpuWindow(self.server_pids) as cpu:
+            while time.perf_counter() < deadline:
+                s = names[i % N_STREAMS]
+                t0 = time.perf_counter()
+                self._append(client, s, [new_event()])
+                res.latencies.append(time.perf_counter() - t0)
+                i += 1
+        res.cpu = cpu.figures
         res.seconds = time.perf_counter() - start
         res.ops = res.events = i
         return res
@@ -157,8 +169,10 @@ class Workload:
             warm = time.perf_counter() + 1.0
             await asyncio.gather(*(worker(k, warm, False) for k in range(concurrency)))
             start = time.perf_counter()
-            await asyncio.gather(*(worker(k, start + self.seconds, True)
-                                   for k in range(concurrency)))
+            with CpuWindow(self.server_pids) as cpu:
+                await asyncio.gather(*(worker(k, start + self.seconds, True)
+                                       for k in range(concurrency)))
+            res.cpu = cpu.figures
             res.seconds = time.perf_counter() - start
             res.events = res.ops
         finally:
@@ -170,13 +184,15 @@ class Workload:
         start = time.perf_counter()
         deadline = start + self.seconds
         i = 0
-        while time.perf_counter() < deadline:
-            s = f"stream-{i % N_STREAMS}"
-            events = [new_event() for _ in range(BATCH)]  # made before t0, as WORKLOAD.md's
-            t0 = time.perf_counter()
-            self._append(client, s, events)
-            res.latencies.append(time.perf_counter() - t0)
-            i += 1
+        with CpuWindow(self.server_pids) as cpu:
+            while time.perf_counter() < deadline:
+                s = f"stream-{i % N_STREAMS}"
+                events = [new_event() for _ in range(BATCH)]  # made before t0, as WORKLOAD.md's
+                t0 = time.perf_counter()
+                self._append(client, s, events)
+                res.latencies.append(time.perf_counter() - t0)
+                i += 1
+        res.cpu = cpu.figures
         res.seconds = time.perf_counter() - start
         res.ops, res.events = i, i * BATCH
         return res
@@ -186,30 +202,34 @@ class Workload:
             self._append(client, READ_STREAM, [new_event() for _ in range(BATCH)])
         stream = PhaseResult("d read stream")
         start = time.perf_counter()
-        while time.perf_counter() - start < self.seconds / 2:
-            version = 0
-            while True:
-                t0 = time.perf_counter()
-                page = client.read_stream(READ_STREAM, version, 500)
-                stream.latencies.append(time.perf_counter() - t0)
-                stream.events += len(page.events)
-                stream.ops += 1
-                version = page.next_version
-                if page.is_end:
-                    break
+        with CpuWindow(self.server_pids) as cpu:
+            while time.perf_counter() - start < self.seconds / 2:
+                version = 0
+                while True:
+                    t0 = time.perf_counter()
+                    page = client.read_stream(READ_STREAM, version, 500)
+                    stream.latencies.append(time.perf_counter() - t0)
+                    stream.events += len(page.events)
+                    stream.ops += 1
+                    version = page.next_version
+                    if page.is_end:
+                        break
+        stream.cpu = cpu.figures
         stream.seconds = time.perf_counter() - start
         scan = PhaseResult("d scan $all")
         start = time.perf_counter()
         position = 0
-        while scan.events < 300_000:
-            t0 = time.perf_counter()
-            page = client.read_all(position, 1000)
-            scan.latencies.append(time.perf_counter() - t0)
-            scan.events += len(page.events)
-            scan.ops += 1
-            position = page.next_position
-            if page.is_end:
-                break
+        with CpuWindow(self.server_pids) as cpu:
+            while scan.events < 300_000:
+                t0 = time.perf_counter()
+                page = client.read_all(position, 1000)
+                scan.latencies.append(time.perf_counter() - t0)
+                scan.events += len(page.events)
+                scan.ops += 1
+                position = page.next_position
+                if page.is_end:
+                    break
+        scan.cpu = cpu.figures
         scan.seconds = time.perf_counter() - start
         return [stream, scan]
 
@@ -282,8 +302,8 @@ def median_summaries(runs: list[list[PhaseResult]]) -> list[dict]:
     for phase_runs in zip(*runs):
         rows = [r.summary() for r in phase_runs]
         merged = {"phase": rows[0]["phase"], "runs": len(rows)}
-        for key in ("ops_per_s", "events_per_s", "p50_ms", "p99_ms"):
-            values = [r[key] for r in rows if r[key] is not None]
+        for key in ("ops_per_s", "events_per_s", "p50_ms", "p99_ms", *CPU_KEYS):
+            values = [r[key] for r in rows if r.get(key) is not None]
             merged[key] = statistics.median(values) if values else None
         merged["spread"] = (max(r["events_per_s"] for r in rows)
                             - min(r["events_per_s"] for r in rows)) / max(1, merged["events_per_s"])

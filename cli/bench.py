@@ -10,13 +10,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from esnode.bench.cpu import process_tree
 from esnode.transport.ports import free_port
 
 bench_app = typer.Typer(help="Benchmarks on the standard workload (docs/performance.md).",
@@ -55,13 +56,15 @@ def _secure_section(tmp: str, size: int) -> tuple[str, str]:
 def fresh_node(size: int = 1, secure: bool = False) -> Iterator[str]:
     """Start a fresh cluster of ``size`` nodes (LMDB in a temp dir) as ``esnode run`` does,
     with CURVE on both networks when ``secure``; yield its connection string; stop it."""
-    with fresh_cluster(size, secure) as (target, _):
+    with fresh_cluster(size, secure) as (target, _, _pids):
         yield target
 
 
 @contextlib.contextmanager
-def fresh_cluster(size: int = 1, secure: bool = False) -> Iterator[tuple[str, str]]:
-    """``fresh_node``, yielding also the first node's HTTP URL."""
+def fresh_cluster(size: int = 1, secure: bool = False
+                  ) -> Iterator[tuple[str, str, Callable[[], list[int]]]]:
+    """``fresh_node``, yielding also the first node's HTTP URL and a function listing the
+    cluster's processes (the supervisor and the nodes it runs), for their CPU figures."""
     with tempfile.TemporaryDirectory(prefix="esnode-bench-") as tmp:
         ports = [(free_port(), free_port(), free_port()) for _ in range(size)]
         nodes = "".join(f"""
@@ -82,7 +85,7 @@ external_http_port = {http}
         target = "esnode://" + ",".join(f"127.0.0.1:{e}" for e, _, _ in ports) + option
         try:
             _wait_serving(target, proc)
-            yield target, f"http://127.0.0.1:{ports[0][2]}"
+            yield target, f"http://127.0.0.1:{ports[0][2]}", lambda: process_tree(proc.pid)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -92,20 +95,31 @@ external_http_port = {http}
                 proc.wait()
 
 
+def _console() -> Console:
+    """Wide enough for the tables when the output is a file or a pipe (rich assumes 80)."""
+    return Console() if sys.stdout.isatty() else Console(width=132)
+
+
 def _print(rows: list[dict], title: str, as_json: bool) -> None:
     if as_json:
         for row in rows:
             typer.echo(json.dumps(row))
         return
     table = Table(title=title)
-    for col in ("phase", "appends or reads/s", "events/s", "p50 ms", "p99 ms", "spread"):
+    for col in ("phase", "appends or reads/s", "events/s", "p50 ms", "p99 ms", "spread",
+                "cores client/machine", "server µs CPU/event"):
         table.add_column(col, justify="right" if col != "phase" else "left")
     for r in rows:
+        client, machine = r.get("client_cores"), r.get("machine_cores")
+        server = r.get("server_us_per_event")
         table.add_row(r["phase"], f"{r['ops_per_s']:,.0f}", f"{r['events_per_s']:,.0f}",
                       f"{r['p50_ms']:.3f}" if r["p50_ms"] is not None else "-",
                       f"{r['p99_ms']:.3f}" if r["p99_ms"] is not None else "-",
-                      f"{r['spread']:.0%}")
-    Console().print(table)
+                      f"{r['spread']:.0%}",
+                      "-" if client is None else
+                      f"{client:.2f}/{'-' if machine is None else f'{machine:.2f}'}",
+                      "-" if server is None else f"{server:.1f}")
+    _console().print(table)
 
 
 @bench_app.callback()
@@ -160,10 +174,11 @@ def bench(
             ceiling_runs.append(run_ceiling(seconds))
         for mode in modes:  # interleaved, so that both see the same machine load
             with contextlib.ExitStack() as stack:
-                target, http_url = (connect, http) if connect else \
+                target, http_url, pids = (connect, http, None) if connect else \
                     stack.enter_context(fresh_cluster(nodes, secure=mode))
                 typer.echo(f"run {i + 1}/{runs} against {target}", err=True)
-                all_runs[mode].append(Workload(target, seconds, http=http_url).run(phases))
+                all_runs[mode].append(Workload(target, seconds, http=http_url,
+                                               server_pids=pids).run(phases))
     where = "given cluster" if connect else f"{nodes} node(s)"
     medians = {mode: median_summaries(r) for mode, r in all_runs.items()}
     for mode in modes:
@@ -203,7 +218,7 @@ def _print_ceiling(esnode: list[dict], ceiling_runs: list[dict], runs: int,
                       f"{r['ceiling_events_per_s']:,.0f}", f"{r['ratio']:.2f}",
                       *(f"{r[k]:.3f}" if r[k] is not None else "-"
                         for k in ("esnode_p50_ms", "ceiling_p50_ms")))
-    Console().print(table)
+    _console().print(table)
 
 
 def http_ratio(summaries: list[dict]) -> float | None:
