@@ -181,14 +181,15 @@ class SubscriptionsActor(pykka.ThreadingActor):
                 count = min(sub.credit, PAGE)
                 if sub.filter is not None:
                     page, events = self._scan(sub)
-                elif sub.stream == ALL_STREAM:
-                    page = self._store.read_all(sub.next, count, up_to_position=self._committed)
+                elif sub.stream == ALL_STREAM:  # pushed as stored when no rule looks inside
+                    page = self._store.read_all(sub.next, count, up_to_position=self._committed,
+                                                encoded=True)
                     events, sub.next = page.events, page.next_position
                 else:
                     try:
                         page = self._store.read_stream(
                             sub.stream, sub.next, count, up_to_position=self._committed,
-                            now_us=self._clock.now_us())
+                            now_us=self._clock.now_us(), encoded=True)
                     except StreamNotFound:
                         break  # nothing yet: wait for it to be written
                     events, sub.next = page.events, max(sub.next, page.next_version)

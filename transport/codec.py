@@ -25,6 +25,7 @@ starting with it on the external endpoint is refused as cluster traffic by name.
 _packer = msgpack.Packer(use_bin_type=True)
 _packb = _packer.pack
 _OK_HEAD = _packb("ok")
+_EVENTS_HEAD = _packb("events")
 
 
 def _events(raw: Any) -> tuple[EventData, ...]:
@@ -169,7 +170,11 @@ def encode_reply(corr: int, message: Any) -> bytes:
     if cls is m.ErrorReply:
         return _packb([corr, "error", error_body(message.error)])
     if cls is m.EventsPushed:
-        return _packb([corr, "events", message.events])
+        events = message.events
+        if type(events) is EncodedEvents:  # as stored: spliced, the same bytes as packed
+            return b"".join([b"\x93", _packb(corr), _EVENTS_HEAD,
+                             _packer.pack_array_header(len(events.values)), *events.values])
+        return _packb([corr, "events", events])
     if cls is m.CaughtUp:
         return _packb([corr, "caught_up", {"position": message.position}])
     if cls is m.GroupEventsPushed:

@@ -1,6 +1,6 @@
 """Pages read as stored (``encoded=True``: ``EncodedEvents``) against the decoded pages: the
-same events, the same page fields and, spliced by the wire codec, the same reply bytes (so a
-client decodes them exactly as before). Only a page no rule must look inside comes as stored:
+same events, the same page fields and, spliced by the wire codec, the same reply and
+subscription-push bytes (so a client decodes them exactly as before). Only a page no rule must look inside comes as stored:
 ``$maxAge`` and scavenged records take the decoding path (epoch records are dropped by
 position)."""
 
@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from esnode.actors.replies import reply_for
 from esnode.client._calls import _events as client_events
+from esnode.core.messages import EventsPushed
 from esnode.core.types import AppendRequest, EncodedEvents, EventData, RecordedEvent
 from esnode.storage import LmdbEventStore, MemoryEventStore
 from esnode.storage.rules import encode_record
@@ -36,6 +37,9 @@ def _same(encoded, decoded) -> None:
     assert wire == encode_reply(7, reply_for(decoded))
     corr, kind, body = msgpack.unpackb(wire, raw=False)
     assert (corr, kind) == (7, "ok") and client_events(body["events"]) == decoded.events
+    # A subscription pushes pages the same way (catch-up and live).
+    pushed = encode_reply(9, EventsPushed(encoded.events))
+    assert pushed == encode_reply(9, EventsPushed(decoded.events))
 
 
 _batch = st.tuples(st.sampled_from("abc"),
