@@ -202,8 +202,9 @@ def check_append(req: AppendRequest, limits: StorageLimits) -> None:
         raise TooLarge(f"append of {count} events is over the limit max_append_events="
                        f"{limits.max_append_events}")
     max_event = limits.max_event_bytes
-    ids = _checked_ids(events, max_event, limits.max_append_bytes)
-    if ids is None:  # something is wrong (or close to a limit): find what, event by event
+    ids = _checked_ids(events, max_event, limits.max_append_bytes) if count >= 4 else None
+    if ids is None:  # a few events (the loop costs less), or something is wrong (or close to
+        # a limit): check event by event
         total = 0
         for e in events:
             if not isinstance(e, tuple) or len(e) != 5:
@@ -223,7 +224,7 @@ def check_append(req: AppendRequest, limits: StorageLimits) -> None:
         if total > limits.max_append_bytes:
             raise TooLarge(f"append of {total} bytes is over the limit max_append_bytes="
                            f"{limits.max_append_bytes}")
-        ids = [e[0] for e in events]
+        ids = [e[0] for e in events] if count > 1 else ()
     if count > 1 and len(set(ids)) != count:
         raise BadRequest("an append carries the same event id more than once")
     if metadata_target(stream) is not None:
