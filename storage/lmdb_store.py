@@ -350,11 +350,11 @@ class LmdbEventStore(StoreBase):
 
         def work(txn: lmdb.Transaction) -> None:
             put = txn.put
-            for (_i, stream, version, _t, _d, _m, _j, _c, position), value in zip(
-                    records, values):
-                pkey = pack(position)
-                put(pkey, value, append=True, db=log)
-                put(key_of(stream) + pack(version), pkey, db=streams)
+            # one C loop per database (a put call per record costs about twice as much)
+            pkeys = [pack(rec[8]) for rec in records]  # positions
+            txn.cursor(db=log).putmulti(zip(pkeys, values), append=True)
+            txn.cursor(db=streams).putmulti([(key_of(rec[1]) + pack(rec[2]), pkey)  # stream,
+                                             for rec, pkey in zip(records, pkeys)])  # version
             if step:
                 txn.cursor(db=self._ids).putmulti(step)  # one C loop, in key order
             if taken and taken == len(self._merge_queue):  # the merge's last step

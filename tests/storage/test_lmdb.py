@@ -161,16 +161,27 @@ def test_readers_on_other_threads_while_the_map_grows(tmp_path, opened):
 
 
 class _FailingTxn:
+    """A write transaction, or a cursor of one, whose puts (``fail_on="put"``) or commit fail."""
+
     def __init__(self, txn, fail_on: str):
         self._txn, self._fail_on = txn, fail_on
 
     def __getattr__(self, name):
         return getattr(self._txn, name)
 
-    def put(self, *args, **kwargs):
+    def _put(self, method: str, *args, **kwargs):
         if self._fail_on == "put":
-            raise lmdb.DiskError("mdb_put: No space left on device")
-        return self._txn.put(*args, **kwargs)
+            raise lmdb.DiskError(f"mdb_{method}: No space left on device")
+        return getattr(self._txn, method)(*args, **kwargs)
+
+    def put(self, *args, **kwargs):
+        return self._put("put", *args, **kwargs)
+
+    def putmulti(self, *args, **kwargs):
+        return self._put("putmulti", *args, **kwargs)
+
+    def cursor(self, *args, **kwargs):
+        return _FailingTxn(self._txn.cursor(*args, **kwargs), self._fail_on)
 
     def commit(self):
         if self._fail_on == "commit":

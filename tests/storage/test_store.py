@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 
 import pytest
 
@@ -184,19 +185,41 @@ def test_longest_stream_name_and_long_names_are_kept_apart(store):
     assert store.stream_version(long2) == 0
 
 
-@pytest.mark.parametrize("bad", [
+_UUID = "0b0e1b6e-3c4f-4a7e-9f1d-0e6b7a1c2d3e"
+BAD_EVENTS = [
     EventData("not-a-uuid", "T", b"", b"", True),
-    EventData("0B0E1B6E-3C4F-4A7E-9F1D-0E6B7A1C2D3E", "T", b"", b"", True),  # not lowercase
-    EventData("0b0e1b6e3c4f4a7e9f1d0e6b7a1c2d3e", "T", b"", b"", True),  # not canonical
-    EventData("0b0e1b6e-3c4f-4a7e-9f1d-0e6b7a1c2d3e", "", b"", b"", True),
-    EventData("0b0e1b6e-3c4f-4a7e-9f1d-0e6b7a1c2d3e", "T", "str", b"", True),
-    EventData("0b0e1b6e-3c4f-4a7e-9f1d-0e6b7a1c2d3e", "T", b"", b"", 1),
-])
+    EventData(_UUID.upper(), "T", b"", b"", True),  # not lowercase
+    EventData(_UUID.replace("-", ""), "T", b"", b"", True),  # not canonical
+    EventData(_UUID.replace("-", "") + "----", "T", b"", b"", True),  # dashes misplaced
+    EventData("x" + _UUID[1:], "T", b"", b"", True),
+    EventData(_UUID[:-1] + "\n", "T", b"", b"", True),
+    EventData(_UUID + "\n" + str(uuid.uuid4()), "T", b"", b"", True),  # two ids in one
+    EventData(_UUID[:-1] + "é", "T", b"", b"", True),
+    EventData(_UUID, "", b"", b"", True),
+    EventData(_UUID, 5, b"", b"", True),
+    EventData(_UUID, "T", "str", b"", True),
+    EventData(_UUID, "T", bytearray(b"x"), b"", True),
+    EventData(_UUID, "T", b"", "str", True),
+    EventData(_UUID, "T", b"", b"", 1),
+    (_UUID, "T", b"", b""),
+    [_UUID, "T", b"", b"", True],
+]
+
+
+@pytest.mark.parametrize("bad", BAD_EVENTS)
 def test_bad_events(store, bad):
     out = append(store, "s", ANY, [bad])
     assert isinstance(out, BadRequest)
     assert isinstance(append(store, "s", ANY, []), BadRequest)
     assert isinstance(append(store, "s", -3, events(1)), BadRequest)
+
+
+@pytest.mark.parametrize("bad", BAD_EVENTS)
+def test_a_bad_event_among_good_ones_is_refused_and_nothing_is_written(store, bad):
+    batch = (*events(5), bad, *events(4))  # (a batch's fields are checked a field at a time)
+    out = append(store, "s", ANY, batch)
+    assert isinstance(out, BadRequest), out
+    assert store.writer_position == -1
 
 
 def test_limits_give_clear_errors_naming_the_limit(make_store):
@@ -212,6 +235,10 @@ def test_limits_give_clear_errors_naming_the_limit(make_store):
     assert append(store, "s", ANY, [ev("T", b"x" * 99)]) == AppendSuccess(0, 0, 0)
     out = append(store, "s", ANY, [ev("T", b"x" * 90) for _ in range(3)])
     assert isinstance(out, TooLarge) and "max_append_bytes=250" in str(out)
+    out = append(store, "s", ANY, [ev("T", b"x" * 90), ev("T", b"x" * 100), ev("T", b"x")])
+    assert isinstance(out, TooLarge) and "max_event_bytes=100" in str(out)
+    assert append(store, "s", 0, [ev("T", b"x" * 99) for _ in range(2)]) == AppendSuccess(
+        1, 2, 2)  # together over max_event_bytes, each within it
     assert StorageLimits() == StorageLimits(1000, 10_000, 16 << 20, 64 << 20)
 
 
