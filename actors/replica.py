@@ -124,6 +124,7 @@ class Replica:
         self._pending: list[PendingWrite] = []
         self._flush_posted = False
         self._shipped_early = False
+        self._stopping = False
         self._awaiting: list[_Awaiting] = []
         self._seq = itertools.count()
         self._commit_persisted = store.commit_position
@@ -142,8 +143,11 @@ class Replica:
         self.handlers[type(message)](self, message)
 
     def shutdown(self) -> None:
-        """Commit what is queued, leave the cluster, persist the commit position."""
+        """Commit what is queued, leave the cluster, persist the commit position. Writes that
+        reach the inbox after this (the transport hands over what it read before it paused)
+        are refused as the node shutting down, not as a cluster without a leader."""
         self.flush()
+        self._stopping = True
         self._run(self.core.shutdown(self._clock.monotonic()))
         self._persist_commit(force=True)
 
@@ -157,6 +161,8 @@ class Replica:
             self._mailbox.post_flush()
 
     def _refusal(self) -> EsError:
+        if self._stopping:
+            return NotReady("the node is shutting down")
         core = self.core
         if core.state is VNodeState.PreLeader:
             return NotReady("this node is becoming the leader; retry shortly")
