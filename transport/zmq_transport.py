@@ -232,6 +232,9 @@ class ZmqTransport:
         self._new_seeds: collections.deque = collections.deque(seeds)
         self._internal_codec = internal_codec
         self._node_outbox: collections.deque = collections.deque()
+        self._send_lock = threading.Lock()
+        self._direct: dict[str, zmq.Socket] = {}
+        """The topology's peers' DEALERs, once made, for ``send_node`` (under _send_lock)."""
         self._outbox: collections.deque = collections.deque()
         self._waker = Waker()
         self._stopping = threading.Event()
@@ -300,10 +303,41 @@ class ZmqTransport:
         self._waker.wake()
 
     def send_node(self, messages: Iterable[tuple[str, Any]]) -> None:
-        """Queue ``(peer_name, cluster_message)``; thread-safe. Messages to an unreachable
-        peer are dropped: cluster protocols carry their own acks and retries."""
-        self._node_outbox.extend(messages)
-        self._waker.wake()
+        """Send ``(peer_name, cluster_message)``; thread-safe. Messages to an unreachable
+        peer are dropped: cluster protocols carry their own acks and retries.
+
+        A message to a member of the topology goes out on the caller's thread, on that
+        peer's DEALER (no other thread uses it but under ``_send_lock``, and the poller never
+        polls it), so a replica's shipment or ack does not wake the poller thread; the rest
+        is queued for the poller. Either way each peer gets its messages in order: nothing
+        is sent directly while anything is queued (the poller drains the queue under the
+        same lock)."""
+        codec = self._internal_codec
+        with self._send_lock:
+            direct, outbox = self._direct, self._node_outbox
+            if not direct or outbox or codec is None:
+                outbox.extend(messages)
+                queued = bool(outbox)
+            else:
+                queued = False
+                for name, message in messages:
+                    dealer = direct.get(name)
+                    if dealer is None or queued:
+                        outbox.append((name, message))
+                        queued = True
+                    else:
+                        self._send_to(dealer, codec.encode(message))
+        if queued:
+            self._waker.wake()
+
+    @staticmethod
+    def _send_to(dealer: zmq.Socket, frame: bytes) -> None:
+        try:
+            dealer.send(frame, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            if exc.errno not in (zmq.EAGAIN, zmq.EHOSTUNREACH):
+                raise
+            # peer down or too far behind: the protocol above retries
 
     def stop(self) -> None:
         self._stopping.set()
@@ -398,6 +432,8 @@ class ZmqTransport:
             for name, dealer in self._dealers.items():
                 self._watch(name, dealer)
             sockets.extend(m for m in self._monitors if m not in sockets)
+            with self._send_lock:
+                self._direct = dict(self._dealers)
         except BaseException as exc:  # reported to start()'s caller
             close_all(sockets, self._monitors)
             self._error = exc
@@ -445,6 +481,8 @@ class ZmqTransport:
             log.exception("transport thread failed")
             raise
         finally:
+            with self._send_lock:
+                self._direct = {}
             close_all([*sockets, *self._seed_dealers],
                       [*self._monitors, *self._probe_monitors, *self._peer_monitors])
 
@@ -846,6 +884,11 @@ class ZmqTransport:
             self._on_node(batch)
 
     def _flush_nodes(self) -> None:
+        if self._node_outbox:
+            with self._send_lock:  # no direct send (send_node) overtakes what is queued
+                self._drain_nodes()
+
+    def _drain_nodes(self) -> None:
         outbox = self._node_outbox
         codec = self._internal_codec
         while outbox:

@@ -146,3 +146,43 @@ def test_bind_conflict_is_a_clear_error():
         second.stop()
     finally:
         first.stop()
+
+
+def test_messages_to_a_peer_go_out_on_the_senders_thread_in_order(pair):
+    """A message to a topology peer is sent on the caller's thread (the poller is not woken
+    for it); with several threads sending, and some messages queued for the poller (an
+    unknown name queues everything after it), each thread's messages arrive in its order."""
+    import threading
+
+    transports, inboxes, _ = pair
+    send_until_received(transports, inboxes, Hello(term=1, epochs=()))
+    while not inboxes["b"].empty():  # earlier tries that also arrived
+        inboxes["b"].get_nowait()
+    a = transports["a"]
+    wakes = []
+    real_wake = a._waker.wake
+    a._waker.wake = lambda: (wakes.append(1), real_wake())
+    a.send_node([("b", Hello(term=2, epochs=(), note="direct"))])
+    assert inboxes["b"].get(timeout=10)[1].note == "direct"
+    assert wakes == []  # sent on this thread, not handed to the poller
+
+    senders, count = 4, 200
+
+    def send(k: int) -> None:
+        for i in range(count):
+            batch = [("b", Hello(term=k + 1, epochs=(), note=str(i)))]
+            if i % 17 == 0:
+                batch.insert(0, ("nobody", Hello(term=k + 1, epochs=())))
+            a.send_node(batch)
+
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(senders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got: dict[int, list[int]] = {k + 1: [] for k in range(senders)}
+    for _ in range(senders * count):
+        sender, msg = inboxes["b"].get(timeout=10)
+        got[msg.term].append(int(msg.note))
+    assert all(seq == list(range(count)) for seq in got.values())
+    assert wakes  # the messages behind a queued one went through the poller
