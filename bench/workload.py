@@ -197,38 +197,38 @@ class Workload:
         res.ops, res.events = i, i * BATCH
         return res
 
+    @staticmethod
+    def _read_pages(res: PhaseResult, read: Callable, start: int, after: Callable,
+                    until_events: int | None = None) -> None:
+        """Read page after page from ``start`` to the end (or ``until_events``), timing each
+        read into ``res``; ``after(page)`` is where the next page starts."""
+        where = start
+        while until_events is None or res.events < until_events:
+            t0 = time.perf_counter()
+            page = read(where)
+            res.latencies.append(time.perf_counter() - t0)
+            res.events += len(page.events)
+            res.ops += 1
+            where = after(page)
+            if page.is_end:
+                return
+
     def phase_d(self, client) -> list[PhaseResult]:
         for _ in range(READ_STREAM_EVENTS // BATCH):
             self._append(client, READ_STREAM, [new_event() for _ in range(BATCH)])
         stream = PhaseResult("d read stream")
         start = time.perf_counter()
         with CpuWindow(self.server_pids) as cpu:
-            while time.perf_counter() - start < self.seconds / 2:
-                version = 0
-                while True:
-                    t0 = time.perf_counter()
-                    page = client.read_stream(READ_STREAM, version, 500)
-                    stream.latencies.append(time.perf_counter() - t0)
-                    stream.events += len(page.events)
-                    stream.ops += 1
-                    version = page.next_version
-                    if page.is_end:
-                        break
+            while time.perf_counter() - start < self.seconds / 2:  # the stream, again and again
+                self._read_pages(stream, lambda v: client.read_stream(READ_STREAM, v, 500),
+                                 0, lambda page: page.next_version)
         stream.cpu = cpu.figures
         stream.seconds = time.perf_counter() - start
         scan = PhaseResult("d scan $all")
         start = time.perf_counter()
-        position = 0
         with CpuWindow(self.server_pids) as cpu:
-            while scan.events < 300_000:
-                t0 = time.perf_counter()
-                page = client.read_all(position, 1000)
-                scan.latencies.append(time.perf_counter() - t0)
-                scan.events += len(page.events)
-                scan.ops += 1
-                position = page.next_position
-                if page.is_end:
-                    break
+            self._read_pages(scan, lambda p: client.read_all(p, 1000), 0,
+                             lambda page: page.next_position, until_events=300_000)
         scan.cpu = cpu.figures
         scan.seconds = time.perf_counter() - start
         return [stream, scan]
