@@ -97,6 +97,7 @@ class AsyncClient(Operations):
         self._switch_lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
+        self._look_for_replies = False  # a look at the socket is due this turn of the loop
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -232,8 +233,10 @@ class AsyncClient(Operations):
                 break
             except zmq.Again:
                 await asyncio.sleep(0.001)
-        # A send can consume the socket's edge-triggered readiness: look for replies now.
-        if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        # A send can consume the socket's edge-triggered readiness: look for replies before
+        # the loop waits again (once for all the sends of this turn: a look costs a syscall).
+        if not self._look_for_replies:
+            self._look_for_replies = True
             self._loop.call_soon(self._on_readable)
 
     def _arm(self, when: float) -> None:
@@ -287,13 +290,16 @@ class AsyncClient(Operations):
             _deliver(link_events(self._core, monitor_events(self._monitor)))
 
     def _on_readable(self) -> None:
-        """Drain every reply the socket holds (its descriptor is edge-triggered)."""
+        """Drain every reply the socket holds (its descriptor is edge-triggered: a
+        non-blocking ``recv`` that finds nothing has processed the socket's commands, as
+        ``getsockopt(EVENTS)`` would, so receiving until ``Again`` leaves nothing unseen)."""
+        self._look_for_replies = False
         sock = self._sock
         if sock is None:
             return
         receive, ok, err = self._core.receive, core.OK, core.ERROR
         try:
-            while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            while True:
                 done = receive(sock.recv(zmq.NOBLOCK))
                 if done is not None:
                     target, kind, payload = done
