@@ -75,6 +75,9 @@ MAX_FRAMES = 4
 """Frames read from one client message (a request is one frame after the routing id); the
 rest of a longer message is discarded unread into Python."""
 
+MAX_FRAMES_OUT = 64
+"""Most replies and pushes sent to one client in one message (each is one frame)."""
+
 HANDSHAKE_MS = 5_000
 """A connection that has not completed its ZMTP (or CURVE) handshake by then is closed."""
 
@@ -642,8 +645,12 @@ class ZmqTransport:
                 pending.closed = True
 
     def _flush(self, sock: zmq.Socket) -> None:
+        """Send what the outbox holds, one message per client connection with each reply or
+        push as one frame, in the order queued (``MAX_FRAMES_OUT`` frames at most): a send
+        costs a wake-up of ZeroMQ's I/O thread, a frame costs a copy (docs/protocol.md)."""
         outbox = self._outbox
         in_flight = self._in_flight
+        messages: dict[bytes, list[bytes]] = {}
         while outbox:
             peer, corr, message = outbox.popleft()
             if type(message) in ANSWERS:
@@ -658,16 +665,28 @@ class ZmqTransport:
                                      else message.error.code,
                                      "client %s request %d: %s: %s", peer.hex(), corr,
                                      message.error.code, message.error, level=logging.INFO)
-            try:
-                sock.send_multipart((peer, encode_reply(corr, message)), zmq.NOBLOCK)
-            except zmq.ZMQError as exc:
-                if exc.errno in (zmq.EHOSTUNREACH, zmq.EAGAIN):
-                    # The client vanished or stopped reading: drop the reply, keep serving.
-                    in_flight.pop(peer, None)
-                    self._sessions.pop(peer, None)
-                    self._on_peer_gone(peer)
-                else:
-                    raise
+            frames = messages.get(peer)
+            if frames is None:
+                messages[peer] = [peer, encode_reply(corr, message)]
+            else:
+                frames.append(encode_reply(corr, message))
+                if len(frames) > MAX_FRAMES_OUT:
+                    self._send_client(sock, messages.pop(peer))
+        for frames in messages.values():
+            self._send_client(sock, frames)
+
+    def _send_client(self, sock: zmq.Socket, frames: list[bytes]) -> None:
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            if exc.errno in (zmq.EHOSTUNREACH, zmq.EAGAIN):
+                # The client vanished or stopped reading: drop the replies, keep serving.
+                peer = frames[0]
+                self._in_flight.pop(peer, None)
+                self._sessions.pop(peer, None)
+                self._on_peer_gone(peer)
+            else:
+                raise
 
     def _receive_internal(self, sock: zmq.Socket) -> None:
         batch: list[tuple[str, Any]] = []

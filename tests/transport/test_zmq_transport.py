@@ -12,9 +12,10 @@ import msgpack
 import pytest
 
 from esnode.core.cluster_messages import PeerDisconnected
+from esnode.core.messages import Reply
 from esnode.core.types import Epoch
 from esnode.transport.internal_codec import InternalCodec
-from esnode.transport.zmq_transport import ZmqTransport
+from esnode.transport.zmq_transport import MAX_FRAMES_OUT, ZmqTransport
 from tests.conftest import free_port
 from tests.node.rawclient import RawClient
 
@@ -186,3 +187,34 @@ def test_messages_to_a_peer_go_out_on_the_senders_thread_in_order(pair):
         got[msg.term].append(int(msg.note))
     assert all(seq == list(range(count)) for seq in got.values())
     assert wakes  # the messages behind a queued one went through the poller
+
+
+def test_replies_queued_together_for_a_connection_go_out_as_one_message_in_order():
+    """Answers handed over together for one client connection leave as one message, a frame
+    per answer, in the order given (the clients read frame by frame); more than
+    ``MAX_FRAMES_OUT`` are split, and each connection gets only its own answers."""
+    got: queue.Queue = queue.Queue()
+    port = free_port()
+    t = ZmqTransport(("127.0.0.1", port))
+    t.start(lambda batch: [got.put(e) for e in batch], lambda peer: None)
+    clients = []
+    try:
+        clients += [RawClient(f"tcp://127.0.0.1:{port}") for _ in range(2)]
+        count = MAX_FRAMES_OUT + 6
+        for c in clients:
+            for _ in range(count):
+                c.send("ping")
+        envelopes = [got.get(timeout=10) for _ in range(2 * count)]
+        t.send_client([(e.peer, e.corr, Reply({"n": e.corr})) for e in envelopes])
+        for c in clients:
+            messages = []
+            while sum(len(m) for m in messages) < count:
+                assert c.sock.poll(10_000), "the answers did not arrive"
+                messages.append(c.sock.recv_multipart())
+            assert [len(m) for m in messages] == [MAX_FRAMES_OUT, count - MAX_FRAMES_OUT]
+            replies = [msgpack.unpackb(f) for m in messages for f in m]
+            assert replies == [[n, "ok", {"n": n}] for n in range(1, count + 1)]
+    finally:
+        for c in clients:
+            c.close()
+        t.stop()
