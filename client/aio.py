@@ -27,6 +27,8 @@ from esnode.client.errors import ClientClosed, EsError
 from esnode.client.settings import ConnectionSettings, settings_from
 from esnode.client.sync import (
     CLOSE_LINGER_MS,
+    MAX_REQUESTS_PER_MESSAGE,
+    OUTGOING_LIMIT,
     GONE_EVENTS,
     configure_socket,
     link_events,
@@ -97,7 +99,8 @@ class AsyncClient(Operations):
         self._switch_lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
-        self._look_for_replies = False  # a look at the socket is due this turn of the loop
+        self._outgoing: list[bytes] = []  # requests to send at the end of this turn
+        self._turn_due = False  # _end_turn is scheduled
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -158,7 +161,8 @@ class AsyncClient(Operations):
                 frame = self._core.unsubscribe(sub)
                 if frame is not None:
                     linger = CLOSE_LINGER_MS
-                    await self._send(frame)
+                    self._outgoing.append(frame)
+            self._send_outgoing()
         self._finish("the client was closed")
         self._close_socket(linger)
         self._ctx.term()
@@ -225,19 +229,39 @@ class AsyncClient(Operations):
             raise
 
     async def _send(self, frame: bytes) -> None:
-        """Send without blocking the loop; at the high-water mark, yield until there is room."""
-        sock = self._sock
-        while True:
+        """Queue ``frame`` for the end of this turn of the loop, when every request of the
+        turn goes out as one message (a send wakes ZeroMQ's I/O thread: one per turn, not one
+        per request); while the socket cannot take more, the caller waits."""
+        while len(self._outgoing) >= OUTGOING_LIMIT and self._sock is not None:
+            await asyncio.sleep(0.001)
+        self._outgoing.append(frame)
+        self._end_turn_soon()
+
+    def _end_turn_soon(self) -> None:
+        if not self._turn_due:
+            self._turn_due = True
+            self._loop.call_soon(self._end_turn)
+
+    def _end_turn(self) -> None:
+        """Send what the turn queued, then look for replies: a send can consume the socket's
+        edge-triggered readiness."""
+        self._turn_due = False
+        if self._send_outgoing():
+            self._loop.call_later(0.001, self._end_turn_soon)  # at the high-water mark
+        self._on_readable()
+
+    def _send_outgoing(self) -> bool:
+        """Send the queued requests, ``MAX_REQUESTS_PER_MESSAGE`` per message; whether some
+        are left (the socket would block)."""
+        out, sock = self._outgoing, self._sock
+        while out and sock is not None:
+            chunk = out[:MAX_REQUESTS_PER_MESSAGE]
             try:
-                sock.send(frame, zmq.NOBLOCK)
-                break
+                sock.send_multipart(chunk, zmq.NOBLOCK)
             except zmq.Again:
-                await asyncio.sleep(0.001)
-        # A send can consume the socket's edge-triggered readiness: look for replies before
-        # the loop waits again (once for all the sends of this turn: a look costs a syscall).
-        if not self._look_for_replies:
-            self._look_for_replies = True
-            self._loop.call_soon(self._on_readable)
+                return True
+            del out[:len(chunk)]
+        return False
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:
@@ -262,6 +286,7 @@ class AsyncClient(Operations):
         self._loop.add_reader(self._monitor.getsockopt(zmq.FD), self._on_monitor)
 
     def _close_socket(self, linger: int) -> None:
+        self._outgoing.clear()  # their calls failed with the connection (flows retry them)
         if self._sock is not None:
             if self._loop is not None and not self._loop.is_closed():
                 self._loop.remove_reader(self._sock.getsockopt(zmq.FD))
@@ -293,7 +318,6 @@ class AsyncClient(Operations):
         """Drain every reply the socket holds (its descriptor is edge-triggered: a
         non-blocking ``recv`` that finds nothing has processed the socket's commands, as
         ``getsockopt(EVENTS)`` would, so receiving until ``Again`` leaves nothing unseen)."""
-        self._look_for_replies = False
         sock = self._sock
         if sock is None:
             return

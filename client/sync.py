@@ -38,6 +38,11 @@ from esnode.core.types import RecordedEvent
 log = logging.getLogger("esnode.client")
 
 SEND_HWM = 100_000
+MAX_REQUESTS_PER_MESSAGE = 64
+"""Requests sent together go out as one message of up to this many frames (the node takes
+as many: docs/protocol.md); one send wakes ZeroMQ's I/O thread once, not once per request."""
+OUTGOING_LIMIT = 10_000
+"""Requests the asyncio client queues while the socket cannot take more; callers then wait."""
 CLOSE_LINGER_MS = 200
 """How long closing waits to flush unsubscribes to the node."""
 _GRACE = 5.0
@@ -418,7 +423,8 @@ class Client(Operations):
         node closing the connection."""
         pc = self._core
         commands = self._queue
-        backlog: deque[bytes] = deque()
+        pending: list[bytes] = []  # this round's requests
+        backlog: deque[list[bytes]] = deque()  # messages the socket could not take yet
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
@@ -426,17 +432,22 @@ class Client(Operations):
             poller.register(monitor, zmq.POLLIN)
         monotonic, noblock, again = time.monotonic, zmq.NOBLOCK, zmq.Again
         ok, error = core.OK, core.ERROR
-        send, recv = sock.send, sock.recv
+        send, recv = sock.send_multipart, sock.recv
+        out = pending.append
 
-        def out(frame: bytes) -> None:
-            if backlog:
-                backlog.append(frame)
-                return
-            try:
-                send(frame, noblock)
-            except again:
-                backlog.append(frame)
-                poller.modify(sock, zmq.POLLIN | zmq.POLLOUT)
+        def flush() -> None:
+            """Send this round's requests, ``MAX_REQUESTS_PER_MESSAGE`` per message."""
+            while pending:
+                chunk = pending[:MAX_REQUESTS_PER_MESSAGE]
+                del pending[:len(chunk)]
+                if backlog:
+                    backlog.append(chunk)
+                    continue
+                try:
+                    send(chunk, noblock)
+                except again:
+                    backlog.append(chunk)
+                    poller.modify(sock, zmq.POLLIN | zmq.POLLOUT)
 
         while True:
             deadline = pc.next_deadline()
@@ -463,18 +474,21 @@ class Client(Operations):
                         out(frame)
                     cmd.inbox.put((core.CLOSED, None))
                 elif kind is _Connect:
+                    flush()
                     return cmd
                 elif kind is _Close:
                     for sub in pc.subscriptions:
                         frame = pc.unsubscribe(sub)
                         if frame is not None:
                             out(frame)
+                    flush()
                     while backlog:
                         try:
                             send(backlog.popleft(), noblock)
                         except again:
                             break
                     return None
+            flush()
             if backlog and ready.get(sock, 0) & zmq.POLLOUT:
                 while backlog:
                     try:
@@ -507,6 +521,7 @@ class Client(Operations):
                 _deliver(failed)
                 if frame is not None:
                     out(frame)
+                    flush()
 
 
 def _deliver(done: list[tuple[Any, str, Any]]) -> None:

@@ -71,9 +71,9 @@ MAX_IN_FLIGHT = 1024
 """Requests one client connection may have unanswered; more are refused with ``too_busy``
 (never executed), which bounds what one client can queue inside the node."""
 
-MAX_FRAMES = 4
-"""Frames read from one client message (a request is one frame after the routing id); the
-rest of a longer message is discarded unread into Python."""
+MAX_REQUESTS_PER_MESSAGE = 64
+"""Requests one client message may carry (a frame each, after the routing id); a longer
+message is refused whole, its frames discarded unread into Python."""
 
 MAX_FRAMES_OUT = 64
 """Most replies and pushes sent to one client in one message (each is one frame)."""
@@ -496,34 +496,34 @@ class ZmqTransport:
         in_flight = self._in_flight
         fds: list[int] | None = [] if self._login is not None else None
         batch_fds: list[int] = []
-        for _ in range(MAX_BURST):
+        while len(batch) + len(errors) < MAX_BURST:
             try:
-                frames = recv_bounded(sock, MAX_FRAMES, fds)
+                frames = recv_bounded(sock, 1 + MAX_REQUESTS_PER_MESSAGE, fds)
             except zmq.Again:
                 break
-            peer = frames[0]
-            try:
-                if len(frames) != 2:
-                    raise DecodeError(f"a request is exactly one frame, got "
-                                      f"{len(frames) - 1 if len(frames) <= MAX_FRAMES else 'more'}")
-                corr, request = decode_request(frames[1], max_size)
-            except DecodeError as exc:
-                self.refusals.refuse(f"client:{peer.hex()}", "bad_request",
-                                     "client %s request %d: bad_request: %s", peer.hex(),
-                                     exc.corr or 0, exc)
-                errors.append((peer, exc.corr or 0, ErrorReply(exc)))
+            peer = frames[0]  # the routing id, then the requests
+            if len(frames) > 1 + MAX_REQUESTS_PER_MESSAGE:
+                self._refuse_frame(peer, errors, DecodeError(
+                    f"a message carries at most {MAX_REQUESTS_PER_MESSAGE} requests (a frame "
+                    "each), got more"))
                 continue
-            if type(request) is not Credit:  # every other request gets exactly one answer
-                n = in_flight.get(peer, 0)
-                if n >= MAX_IN_FLIGHT:  # counted (and logged, sparingly) when answered
-                    errors.append((peer, corr, ErrorReply(TooBusy(
-                        f"this connection already has {n} requests in flight (the limit); "
-                        "read their answers before sending more"))))
+            for body in frames[1:]:  # each frame is one request
+                try:
+                    corr, request = decode_request(body, max_size)
+                except DecodeError as exc:
+                    self._refuse_frame(peer, errors, exc)
                     continue
-                in_flight[peer] = n + 1
-            batch.append(ClientEnvelope(peer, corr, request))
-            if fds is not None:
-                batch_fds.append(fds[-1])
+                if type(request) is not Credit:  # every other request gets exactly one answer
+                    n = in_flight.get(peer, 0)
+                    if n >= MAX_IN_FLIGHT:  # counted (and logged, sparingly) when answered
+                        errors.append((peer, corr, ErrorReply(TooBusy(
+                            f"this connection already has {n} requests in flight (the limit); "
+                            "read their answers before sending more"))))
+                        continue
+                    in_flight[peer] = n + 1
+                batch.append(ClientEnvelope(peer, corr, request))
+                if fds is not None:
+                    batch_fds.append(fds[-1])
         if fds is not None:
             batch = self._logged_in(batch, batch_fds, errors)
         elif any(type(e.request) is Authenticate for e in batch):
@@ -534,6 +534,13 @@ class ZmqTransport:
         if errors:
             self._outbox.extend(errors)
         self._hand_over(batch)
+
+    def _refuse_frame(self, peer: bytes, errors: list[tuple[bytes, int, Any]],
+                      exc: DecodeError) -> None:
+        self.refusals.refuse(f"client:{peer.hex()}", "bad_request",
+                             "client %s request %d: bad_request: %s", peer.hex(),
+                             exc.corr or 0, exc)
+        errors.append((peer, exc.corr or 0, ErrorReply(exc)))
 
     def _hand_over(self, batch: list[ClientEnvelope]) -> None:
         """Give decoded (and, with logins, attributed) requests to the node."""

@@ -10,7 +10,8 @@ Knobs (set from the test thread):
 - ``silent``: ops that are never answered (to test timeouts);
 - ``unanswered``: ops that are carried out but never answered (an unknown outcome);
 - ``errors``: op -> list of ``EsError``s, answered (one per request) before normal service;
-- ``requests``: every decoded request, in arrival order.
+- ``requests``: every decoded request, in arrival order; ``message_sizes``: how many
+  requests each message carried.
 
 ``FakeCluster`` runs several fake nodes that share one store (as if replicated) and one cluster
 view: it names the leader (``elect``), and ``kill`` stops a node for good (its port closes:
@@ -60,6 +61,7 @@ class FakeNode:
         self.unanswered: set[str] = set()
         self.errors: dict[str, list[EsError]] = defaultdict(list)
         self.requests: list[object] = []
+        self.message_sizes: list[int] = []  # requests per message received, in order
         # the store: shared with ``shared`` (the nodes of a FakeCluster replicate perfectly)
         self.log: list[RecordedEvent] = shared.log if shared else []
         self.streams: dict[str, list[RecordedEvent]] = shared.streams if shared \
@@ -99,31 +101,36 @@ class FakeNode:
         while not self._stop.is_set():
             if not self._sock.poll(20):
                 continue
-            peer, frame = self._sock.recv_multipart()
-            try:
-                corr, request = decode_request(frame)
-            except DecodeError as exc:
-                if exc.corr is not None:
-                    self._send(peer, exc.corr, m.ErrorReply(exc))
-                continue
-            self.requests.append(request)
-            op = _OPS[type(request)]
-            if op in self.silent:
-                continue
-            if self.errors.get(op):
-                self._send(peer, corr, m.ErrorReply(self.errors[op].pop(0)))
-                continue
-            if self.cluster and op in _WRITES and self.state != "Leader":
-                leader = self.cluster.leader_node()
-                self._send(peer, corr, m.ErrorReply(NotLeader(leader.external if leader
-                                                              else None)))
-                continue
-            if op in self.unanswered:
-                peer = b""  # carried out, but the reply goes nowhere
-            try:
-                self._handle(peer, corr, request)
-            except EsError as exc:
-                self._send(peer, corr, m.ErrorReply(exc))
+            peer, *frames = self._sock.recv_multipart()
+            self.message_sizes.append(len(frames))
+            for frame in frames:  # each frame is one request (docs/protocol.md)
+                self._serve(peer, frame)
+
+    def _serve(self, peer: bytes, frame: bytes) -> None:
+        try:
+            corr, request = decode_request(frame)
+        except DecodeError as exc:
+            if exc.corr is not None:
+                self._send(peer, exc.corr, m.ErrorReply(exc))
+            return
+        self.requests.append(request)
+        op = _OPS[type(request)]
+        if op in self.silent:
+            return
+        if self.errors.get(op):
+            self._send(peer, corr, m.ErrorReply(self.errors[op].pop(0)))
+            return
+        if self.cluster and op in _WRITES and self.state != "Leader":
+            leader = self.cluster.leader_node()
+            self._send(peer, corr, m.ErrorReply(NotLeader(leader.external if leader
+                                                          else None)))
+            return
+        if op in self.unanswered:
+            peer = b""  # carried out, but the reply goes nowhere
+        try:
+            self._handle(peer, corr, request)
+        except EsError as exc:
+            self._send(peer, corr, m.ErrorReply(exc))
 
     def _send(self, peer: bytes, corr: int, message: object) -> None:
         if peer:

@@ -67,10 +67,25 @@ def test_bad_frame_gets_a_clear_error_and_node_keeps_serving(client, name):
     assert_serving(client)
 
 
-def test_too_many_frames_is_rejected(client):
-    client.send_raw(msgpack.packb([1, "ping", 5, {}]), b"extra", b"frames")
+def test_a_message_of_64_requests_is_served_and_one_of_65_refused_whole(client):
+    client.send_raw(*(msgpack.packb([1, "ping", corr, {}]) for corr in range(1, 65)))
+    replies = [client.recv() for _ in range(64)]
+    assert sorted(r[0] for r in replies) == list(range(1, 65))
+    assert all(r[1] == "ok" for r in replies)
+    client.send_raw(*(msgpack.packb([1, "ping", corr, {}]) for corr in range(1, 66)))
     reply = client.recv()
-    assert reply[1] == "error" and "one frame" in reply[2]["message"]
+    assert reply[:2] == [0, "error"] and "at most 64 requests" in reply[2]["message"]
+    client.corr = 1000  # a corr none of the 65 had
+    assert client.call("ping")[1] == "ok"  # the next answer: none of the 65 was served
+
+
+def test_each_frame_of_a_message_is_a_request_and_a_bad_one_fails_alone(client):
+    client.send_raw(msgpack.packb([1, "ping", 5, {}]), b"extra",
+                    msgpack.packb([1, "read_stream", 6, {"stream": "nowhere"}]))
+    replies = sorted((client.recv() for _ in range(3)), key=lambda r: r[0])
+    assert [r[:2] for r in replies] == [[0, "error"], [5, "ok"], [6, "error"]], replies
+    assert replies[0][2]["code"] == "bad_request"
+    assert replies[2][2]["code"] == "stream_not_found"
     assert_serving(client)
 
 
