@@ -7,9 +7,10 @@
 | ``event_ids`` | stream key + event id (36 ASCII bytes) | version, position (2 x 8 bytes BE) |
 | ``checkpoints`` | ``commit`` / ``vote`` / ``ids`` / ``scavenged`` | commit position / msgpack [term, candidate] / first position whose ids are not merged / first position above every scavenged record (8 bytes BE) |
 
-Event ids reach ``event_ids`` in sorted merges spread over commits (see ``_merge_step``); until
-then the log itself is their durable record and dicts hold them (rebuilt from the log tail on
-open). A Bloom filter
+Event ids and stream index entries reach ``event_ids`` and ``streams`` in sorted merges spread
+over commits (see ``_merge_step``); until then the log itself is their durable record and
+memory holds them (rebuilt from the log tail on open; readers combine both, see
+``_read_view``). A Bloom filter
 (``IdFilter``) over the ids in ``event_ids`` answers most lookups of fresh ids without touching
 the database (rebuilt from ``event_ids`` on open).
 
@@ -24,6 +25,7 @@ See docs/storage.md.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import hashlib
 import os
@@ -121,13 +123,44 @@ class _ReadGate:
                 self._cond.notify_all()
 
 
+class _Run:
+    """One stream's index entries of one generation, in memory until merged into ``streams``
+    (see ``LmdbEventStore._merge_step``). Only the writer appends (the position first, then
+    the version); readers on other threads bound what they look at by the position their
+    view started at, so an entry being added is never half seen."""
+
+    __slots__ = ("versions", "positions", "tomb")
+
+    def __init__(self) -> None:
+        self.versions: list[int] = []
+        self.positions: list[int] = []
+        self.tomb = -1  # the tombstone's position
+
+    def visible(self, limit: int) -> int:
+        """How many entries are at or before position ``limit``."""
+        return bisect.bisect_right(self.positions, limit, 0, len(self.versions))
+
+    def span(self, low: int, high: int, n: int) -> tuple[int, int]:
+        """Indexes of the versions in [low, high) among the first ``n`` entries."""
+        versions = self.versions
+        return bisect.bisect_left(versions, low, 0, n), bisect.bisect_left(versions, high, 0, n)
+
+
+Index = tuple[dict[str, _Run], dict[str, _Run]]
+"""The stream index entries not (surely) in ``streams``: (recent, merging) generations."""
+
+
 class _LmdbView:
-    """The ``View`` primitives over one LMDB transaction."""
+    """The ``View`` primitives over one LMDB transaction, and the stream index entries held in
+    memory (captured before the transaction began: what they lack, it has)."""
 
-    __slots__ = ("txn", "key", "log", "streams", "ids", "recent", "maybe")
+    __slots__ = ("txn", "key", "log", "streams", "ids", "recent", "maybe", "limit", "runs")
 
-    def __init__(self, store: LmdbEventStore, txn: lmdb.Transaction):
+    def __init__(self, store: LmdbEventStore, txn: lmdb.Transaction,
+                 overlay: tuple[int, Index]):
         self.txn = txn
+        self.limit, index = overlay
+        self.runs = (index[1], index[0])  # older generation first
         self.key = store._stream_key
         # only the writer thread calls find_event / any_known (ids not merged, or partly):
         self.recent = (store._recent_ids, store._merging_ids)
@@ -136,6 +169,19 @@ class _LmdbView:
         self.log, self.streams, self.ids = store._log, store._streams, store._ids
 
     def stream_last(self, stream: str) -> tuple[int, int, int]:
+        last, position, tomb = self._stored_last(stream)
+        limit = self.limit
+        for gen in self.runs:  # newer entries override
+            run = gen.get(stream)
+            if run is not None:
+                n = run.visible(limit)
+                if n:
+                    last, position = run.versions[n - 1], run.positions[n - 1]
+                if 0 <= run.tomb <= limit:
+                    tomb = run.tomb
+        return last, position, tomb
+
+    def _stored_last(self, stream: str) -> tuple[int, int, int]:
         key = self.key(stream)
         cursor = self.txn.cursor(db=self.streams)
         tomb_key = key + _TOMB_SUFFIX
@@ -157,6 +203,34 @@ class _LmdbView:
 
     def stream_values(self, stream: str, first: int, count: int
                       ) -> tuple[Sequence[int], list[bytes]]:
+        """Versions ``first`` .. ``first + count - 1`` (those that exist): the older ones
+        from ``streams``, those of the generations in memory from their runs."""
+        end, limit = first + count, self.limit
+        held: list[int] = []  # positions of the versions the runs hold, from ``low`` on
+        low = end
+        for gen in self.runs:
+            run = gen.get(stream)
+            if run is None:
+                continue
+            n = run.visible(limit)
+            if not n:
+                continue
+            if run.versions[0] < low:
+                low = max(first, run.versions[0])
+            i, j = run.span(first, end, n)
+            held += run.positions[i:j]
+        if low >= end:
+            return self._stored_values(stream, first, count)
+        if low > first:
+            positions, values = self._stored_values(stream, first, low - first)
+            positions = list(positions)
+        else:
+            positions, values = [], []
+        keys = [Q.pack(p) for p in held]
+        return positions + held, values + self._log_values(keys, tuple(held))
+
+    def _stored_values(self, stream: str, first: int, count: int
+                       ) -> tuple[Sequence[int], list[bytes]]:
         key = self.key(stream)
         cursor = self.txn.cursor(db=self.streams)
         if not cursor.set_range(key + Q.pack(first)):
@@ -205,6 +279,13 @@ class _LmdbView:
         return out
 
     def position_of(self, stream: str, version: int) -> int:
+        for gen in self.runs:
+            run = gen.get(stream)
+            if run is not None:
+                n = run.visible(self.limit)
+                i = bisect.bisect_left(run.versions, version, 0, n)
+                if i < n and run.versions[i] == version:
+                    return run.positions[i]
         return Q.unpack(self.txn.get(self.key(stream) + Q.pack(version), db=self.streams))[0]
 
     def find_event(self, event_id: str, stream: str) -> tuple[int, int] | None:
@@ -267,6 +348,10 @@ class LmdbEventStore(StoreBase):
         self._merge_queue: list[str] = []  # streams of _merging_ids not merged, last first
         self._merging_through = -1
         self._ids_through = -1
+        # The stream index entries of the same generations (``streams`` gets them in the
+        # same merge steps), and the position through which readers may use them.
+        self._index: Index = ({}, {})
+        self._indexed_through = -1
         self._id_filter = IdFilter()  # every id in ``event_ids`` (and maybe some removed ones)
         self._filter_from: bytes | None = None  # next ``event_ids`` key to add to the filter
         self._closed = False
@@ -285,6 +370,7 @@ class LmdbEventStore(StoreBase):
             self._ids_through = Q.unpack(merged)[0] - 1 if merged else -1
             if cursor.set_range(Q.pack(self._ids_through + 1)):
                 self._remember_ids(decode_records(cursor.iternext(keys=False)))
+            self._indexed_through = self._writer_position
             entries = txn.stat(self._ids)["entries"]
             self._id_filter = IdFilter(max(MIN_CAPACITY, 2 * entries))
             self._filter_from = b"" if entries else None  # filled by later commits
@@ -306,9 +392,12 @@ class LmdbEventStore(StoreBase):
     @contextmanager
     def _read_view(self) -> Iterator[_LmdbView]:
         with self._gate.reading():
+            # Before the transaction begins: an entry the writer adds from here on is past
+            # the limit, and one it merges and drops is in the snapshot.
+            overlay = (self._indexed_through, self._index)
             txn = self._env.begin()
             try:
-                yield _LmdbView(self, txn)
+                yield _LmdbView(self, txn, overlay)
             finally:
                 txn.abort()
 
@@ -344,19 +433,17 @@ class LmdbEventStore(StoreBase):
                 commit_position: int | None) -> None:
         if values is None:
             values = [encode_record(rec) for rec in records]
-        step, taken = self._merge_step(len(records))
-        log, streams = self._log, self._streams
-        key_of, pack = self._stream_key, Q.pack
+        step, index_step, taken = self._merge_step(len(records))
+        log, pack = self._log, Q.pack
 
         def work(txn: lmdb.Transaction) -> None:
             put = txn.put
             # one C loop per database (a put call per record costs about twice as much)
-            pkeys = [pack(rec[8]) for rec in records]  # positions
-            txn.cursor(db=log).putmulti(zip(pkeys, values), append=True)
-            txn.cursor(db=streams).putmulti([(key_of(rec[1]) + pack(rec[2]), pkey)  # stream,
-                                             for rec, pkey in zip(records, pkeys)])  # version
-            if step:
-                txn.cursor(db=self._ids).putmulti(step)  # one C loop, in key order
+            txn.cursor(db=log).putmulti(zip([pack(rec[8]) for rec in records], values),
+                                        append=True)  # keyed by position
+            if step:  # one C loop per index, in key order
+                txn.cursor(db=self._ids).putmulti(step)
+                txn.cursor(db=self._streams).putmulti(index_step)
             if taken and taken == len(self._merge_queue):  # the merge's last step
                 put(b"ids", pack(self._merging_through + 1), db=self._checkpoints)
             if commit_position is not None:
@@ -366,6 +453,7 @@ class LmdbEventStore(StoreBase):
         if taken:
             self._merged(taken)
         self._remember_ids(records)
+        self._indexed_through = records[-1].position  # readers may use their entries now
         if self._filter_from is not None:
             self._fill_filter(max(_FILTER_STEP, 8 * len(records)))
 
@@ -382,48 +470,63 @@ class LmdbEventStore(StoreBase):
         self._id_filter.add_all([key[-36:].decode() for key in keys[:count]])  # stream key + id
         self._filter_from = keys[count] if len(keys) > count else None
 
-    def _merge_step(self, new_records: int) -> tuple[list[tuple[bytes, bytes]], int]:
-        """The ``event_ids`` entries the next commit writes, and how many streams they cover.
+    def _merge_step(self, new_records: int
+                    ) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]], int]:
+        """The ``event_ids`` and ``streams`` entries the next commit writes, and how many
+        streams they cover.
 
-        Ids wait in memory until ``ids_merge_threshold`` of them are there; then they are
-        frozen as one generation and merged a few streams per commit, in key order (the
-        ``event_ids`` key starts with the stream key): every commit carries a small part
-        of the merge, and a sorted merge writes each touched B-tree page once per
-        generation, where a put per id at random places would dirty a page per id. The
-        ``ids`` checkpoint moves past the generation in its last step's transaction; a crash
-        before that only means merging some ids again after reopening."""
+        Ids and stream index entries wait in memory until ``ids_merge_threshold`` records
+        are there; then they are frozen as one generation and merged a few streams per
+        commit, in key order (both keys start with the stream key): every commit carries a
+        small part of the merge, and a sorted merge writes each touched B-tree page once per
+        generation, where a put per record at random places would dirty a page per record
+        (64 single-event appends to 64 streams: 64 leaf pages of each index, most of a
+        commit's bytes). The ``ids`` checkpoint moves past the generation in its last step's
+        transaction; a crash before that only means merging some entries again after
+        reopening (the log is their durable record until then)."""
         queue = self._merge_queue
         if not queue:
-            return [], 0
+            return [], [], 0
         quota = max(self.ids_merge_step, new_records + new_records // 4)
         if self._recent_count + new_records >= self.ids_merge_threshold:
             quota = self.ids_merge_threshold * 2  # the next generation is due: finish this one
-        key_of, pack2, merging = self._stream_key, QQ.pack, self._merging_ids
+        key_of, pack, pack2, merging = self._stream_key, Q.pack, QQ.pack, self._merging_ids
+        runs = self._index[1]
         add_to_filter = self._id_filter.add_all  # before the commit: a superset is safe
         step: list[tuple[bytes, bytes]] = []
+        index_step: list[tuple[bytes, bytes]] = []
         taken = 0
         for stream in reversed(queue):  # streams in key order, each stream's ids sorted:
             key, ids = key_of(stream), merging[stream]  # the step is in key order
             step.extend([(key + event_id.encode(), pack2(*ids[event_id]))
                          for event_id in sorted(ids)])  # (UTF-8 keeps code point order)
             add_to_filter(ids)
+            run = runs.get(stream)
+            if run is not None:
+                index_step.extend([(key + pack(version), pack(position))  # versions ascending
+                                   for version, position in zip(run.versions, run.positions)])
+                if run.tomb >= 0:
+                    index_step.append((key + _TOMB_SUFFIX, pack(run.tomb)))  # after them all
             taken += 1
             if len(step) >= quota:
                 break
-        return step, taken
+        return step, index_step, taken
 
     def _merged(self, taken: int) -> None:
         """After the commit that wrote the last ``taken`` streams of the merge queue."""
         queue = self._merge_queue
         del queue[-taken:]
-        if not queue:
+        if not queue:  # every entry of the generation is in the snapshots begun from now on
             self._merging_ids = {}
+            self._index = (self._index[0], {})
             self._ids_through = self._merging_through
 
     def _remember_ids(self, records: list[RecordedEvent]) -> None:
-        """Keep the ids of newly durable records; start a merge when enough are waiting."""
-        recent = self._recent_ids
+        """Keep the ids and stream index entries of newly durable records (readers use the
+        entries once ``_indexed_through`` says so); start a merge when enough are waiting."""
+        recent, runs = self._recent_ids, self._index[0]
         ids: dict[str, tuple[int, int]] = {}
+        run = _Run()
         stream = None
         for rec in records:
             if rec.stream != stream:
@@ -431,15 +534,28 @@ class LmdbEventStore(StoreBase):
                 ids = recent.get(stream)
                 if ids is None:
                     ids = recent[stream] = {}
-            ids[rec.event_id] = (rec.version, rec.position)
+                run = runs.get(stream)
+                if run is None:
+                    run = runs[stream] = _Run()
+            version, position = rec.version, rec.position
+            ids[rec.event_id] = (version, position)
+            if version == TOMBSTONE_VERSION:
+                run.tomb = position
+            else:  # the position first: a reader bounds by position, counts by version
+                run.positions.append(position)
+                run.versions.append(version)
         self._recent_count += len(records)
         if self._recent_count >= self.ids_merge_threshold and not self._merge_queue:
             key_of = self._stream_key
+            self._index = ({}, runs)
             self._merging_ids, self._recent_ids, self._recent_count = recent, {}, 0
             self._merge_queue = sorted(recent, key=key_of, reverse=True)
             self._merging_through = records[-1].position
 
     def _remove_after(self, position: int) -> None:
+        self._indexed_through = min(self._indexed_through, position)  # first: readers stop
+        # using entries of the records removed
+
         def work(txn: lmdb.Transaction) -> None:
             cursor = txn.cursor(db=self._log)
             if not cursor.set_range(Q.pack(position + 1)):
@@ -466,6 +582,18 @@ class LmdbEventStore(StoreBase):
         for stream, event_id, hit in kept:
             self._recent_ids.setdefault(stream, {})[event_id] = hit
         self._merging_ids, self._merge_queue = {}, []
+        kept_runs: dict[str, _Run] = {}
+        for generation in reversed(self._index):  # the older first: versions ascending
+            for stream, run in generation.items():
+                n = run.visible(position)
+                into = kept_runs.get(stream)
+                if into is None:
+                    into = kept_runs[stream] = _Run()
+                into.positions += run.positions[:n]
+                into.versions += run.versions[:n]
+                if 0 <= run.tomb <= position:
+                    into.tomb = run.tomb
+        self._index = (kept_runs, {})  # new runs: a reader keeps the ones it began with
         self._ids_through = min(self._ids_through, position)
 
     def rewrite(self, values: list[tuple[int, bytes]], checkpoint: bytes) -> None:

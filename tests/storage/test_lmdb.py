@@ -15,6 +15,8 @@ from esnode.core.types import (
     AppendRequest,
     AppendSuccess,
     StorageFull,
+    StreamDeleted,
+    StreamNotFound,
     Vote,
 )
 from esnode.storage import LmdbEventStore, open_store
@@ -285,3 +287,115 @@ def test_stream_pages_over_runs_and_scattered_records_read_like_memory(tmp_path,
                 start = total - 1 - first if backwards else first
                 assert (disk.read_stream("a", start, count, backwards)
                         == mem.read_stream("a", start, count, backwards)), (first, count)
+
+
+def test_stream_reads_on_other_threads_see_whole_streams_while_the_index_merges(
+        tmp_path, opened):
+    """Stream index entries wait in memory and reach ``streams`` in merges spread over
+    commits: readers on other threads, whenever they look, see each stream whole
+    (versions 0..last in order, each at its own position), forwards and backwards."""
+    store = _open(opened, tmp_path)
+    store.ids_merge_threshold, store.ids_merge_step = 40, 3
+    names = [f"s{i}" for i in range(6)]
+    stop, errors, reads = threading.Event(), [], [0]
+    written = dict.fromkeys(names, -1)  # last version of each stream, once its append returned
+
+    def reader():
+        try:
+            while not stop.is_set():
+                for name in names:
+                    at_least = written[name]  # nothing older may be missing
+                    try:
+                        forwards = store.read_stream(name, 0, 10_000).events
+                        backwards = store.read_stream(name, -1, 7, backwards=True).events
+                    except StreamNotFound:
+                        continue
+                    assert [e.version for e in forwards] == list(range(len(forwards)))
+                    assert all(e.stream == name for e in forwards)
+                    top = backwards[0].version  # read later: the stream may have grown
+                    assert top >= len(forwards) - 1
+                    assert [e.version for e in backwards] == list(
+                        range(top, top - len(backwards), -1))
+                    assert all(e.stream == name for e in backwards)
+                    assert len(forwards) - 1 >= at_least
+                    reads[0] += 1
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for i in range(600):
+            name = names[i % len(names)]
+            written[name] = append(store, name, ANY, events(1 + i % 3)).last_version
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not errors, errors[0]
+    assert reads[0] > 0
+    with store._env.begin() as txn:  # some of the index is merged, some still in memory
+        assert 0 < txn.stat(store._streams)["entries"] < store.writer_position + 1
+
+
+def test_stream_index_in_memory_survives_reopen_and_truncation(tmp_path, opened):
+    """What the in-memory generations held is found again after reopening (from the log)
+    and after a truncation (the entries of removed records are gone), like memory's."""
+    store = _open(opened, tmp_path)
+    mem = MemoryEventStore()
+    for s in (store, mem):
+        s.ids_merge_threshold, s.ids_merge_step = 25, 2
+    for i in range(50):
+        batch = events(1 + i % 4)
+        for s in (store, mem):
+            append(s, f"s{i % 7}", ANY, batch)
+    delete(store, "s6", ANY, tombstone=True)
+    delete(mem, "s6", ANY, tombstone=True)
+
+    def streams(s):
+        out = {}
+        for i in range(7):
+            try:
+                out[i] = (s.read_stream(f"s{i}", 0, 1000).events,
+                          s.read_stream(f"s{i}", -1, 3, backwards=True).events)
+            except StreamDeleted as exc:
+                out[i] = type(exc)
+        return out
+
+    assert streams(store) == streams(mem)
+    store.close()
+    store = _open(opened, tmp_path)
+    store.ids_merge_threshold, store.ids_merge_step = 25, 2
+    assert streams(store) == streams(mem)
+    store.truncate_after(60)
+    mem.truncate_after(60)
+    assert streams(store) == streams(mem)
+    for i in range(20):  # and it goes on: appends after the truncation, merges
+        batch = events(2)
+        for s in (store, mem):
+            append(s, f"s{i % 5}", ANY, batch)
+    assert streams(store) == streams(mem)
+    store.close()
+    assert streams(_open(opened, tmp_path)) == streams(mem)
+
+
+def test_a_view_keeps_seeing_the_entries_a_merge_moves_and_not_those_written_after_it(
+        tmp_path, opened):
+    """A view begun mid-merge still finds every entry of its snapshot after the merge has
+    moved them to ``streams`` and dropped the generation, and none of the later records."""
+    store = _open(opened, tmp_path)
+    store.ids_merge_threshold, store.ids_merge_step = 20, 1
+    for i in range(21):  # the 20th commit freezes a generation of 20 records
+        append(store, f"s{i % 3}", ANY, events(1))
+    assert store._merge_queue
+    with store._read_view() as view:
+        seen = {s: view.stream_last(s) for s in ("s0", "s1", "s2")}
+        for i in range(6):  # merges the whole generation and drops it
+            append(store, f"s{i % 3}", ANY, events(1))
+        assert not store._merge_queue and not store._index[1]
+        for s, (last, position, _) in seen.items():
+            assert view.stream_last(s) == (last, position, -1)
+            positions, values = view.stream_values(s, 0, last + 1)
+            assert len(positions) == len(values) == last + 1 == 7
+            assert [view.position_of(s, v) for v in range(last + 1)] == list(positions)
+    with store._read_view() as view:
+        assert [view.stream_last(s)[0] for s in ("s0", "s1", "s2")] == [8, 8, 8]
