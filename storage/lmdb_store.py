@@ -52,6 +52,7 @@ _NAMEKEY_CACHE_LIMIT = 100_000
 DEFAULT_MAP_SIZE = 1 << 30
 _NEARLY_FULL = 64 << 20
 _MIN_RUN = 8  # consecutive log records read with a cursor walk rather than getmulti
+_DIRECT_RUN = 16  # a stream's records in one commit whose index entries are written at once
 _FILTER_STEP = 512  # least ids of ``event_ids`` added to the filter per commit after opening
 
 
@@ -435,12 +436,15 @@ class LmdbEventStore(StoreBase):
             values = [encode_record(rec) for rec in records]
         step, index_step, taken = self._merge_step(len(records))
         log, pack = self._log, Q.pack
+        pkeys = [pack(rec[8]) for rec in records]  # positions
+        direct, waiting = self._index_plan(records, pkeys)
 
         def work(txn: lmdb.Transaction) -> None:
             put = txn.put
             # one C loop per database (a put call per record costs about twice as much)
-            txn.cursor(db=log).putmulti(zip([pack(rec[8]) for rec in records], values),
-                                        append=True)  # keyed by position
+            txn.cursor(db=log).putmulti(zip(pkeys, values), append=True)
+            if direct:
+                txn.cursor(db=self._streams).putmulti(direct)
             if step:  # one C loop per index, in key order
                 txn.cursor(db=self._ids).putmulti(step)
                 txn.cursor(db=self._streams).putmulti(index_step)
@@ -452,10 +456,37 @@ class LmdbEventStore(StoreBase):
         self._write_txn(work)
         if taken:
             self._merged(taken)
-        self._remember_ids(records)
+        self._remember_ids(records, waiting)
         self._indexed_through = records[-1].position  # readers may use their entries now
         if self._filter_from is not None:
             self._fill_filter(max(_FILTER_STEP, 8 * len(records)))
+
+    def _index_plan(self, records: list[RecordedEvent], pkeys: list[bytes]
+                    ) -> tuple[list[tuple[bytes, bytes]], list[RecordedEvent]]:
+        """The ``streams`` entries a commit writes itself, and the records whose entries wait
+        in memory for the merge. A run of at least ``_DIRECT_RUN`` records of one stream (a
+        batch append) fills index pages by itself: written now, unless the stream has
+        entries waiting (those must stay the newest of the stream); shorter runs wait."""
+        recent, merging = self._index
+        key_of, pack = self._stream_key, Q.pack
+        direct: list[tuple[bytes, bytes]] = []
+        waiting: list[RecordedEvent] = []
+        held: set[str] = set()  # streams whose entries wait, from this commit
+        start, n = 0, len(records)
+        while start < n:
+            stream = records[start][1]
+            end = start + 1
+            while end < n and records[end][1] == stream:
+                end += 1
+            if end - start >= _DIRECT_RUN and stream not in held and stream not in recent \
+                    and stream not in merging:
+                key = key_of(stream)
+                direct += [(key + pack(records[i][2]), pkeys[i]) for i in range(start, end)]
+            else:
+                held.add(stream)
+                waiting += records[start:end]
+            start = end
+        return direct, waiting
 
     def _fill_filter(self, count: int) -> None:
         """Add the next ``count`` ids of ``event_ids`` to the filter (after opening: a store
@@ -521,12 +552,13 @@ class LmdbEventStore(StoreBase):
             self._index = (self._index[0], {})
             self._ids_through = self._merging_through
 
-    def _remember_ids(self, records: list[RecordedEvent]) -> None:
-        """Keep the ids and stream index entries of newly durable records (readers use the
-        entries once ``_indexed_through`` says so); start a merge when enough are waiting."""
+    def _remember_ids(self, records: list[RecordedEvent],
+                      waiting: list[RecordedEvent] | None = None) -> None:
+        """Keep the ids of newly durable records, and the stream index entries of
+        ``waiting`` (by default all of them; readers use the entries once
+        ``_indexed_through`` says so); start a merge when enough are waiting."""
         recent, runs = self._recent_ids, self._index[0]
         ids: dict[str, tuple[int, int]] = {}
-        run = _Run()
         stream = None
         for rec in records:
             if rec.stream != stream:
@@ -534,11 +566,16 @@ class LmdbEventStore(StoreBase):
                 ids = recent.get(stream)
                 if ids is None:
                     ids = recent[stream] = {}
+            ids[rec.event_id] = (rec.version, rec.position)
+        run = _Run()
+        stream = None
+        for rec in records if waiting is None else waiting:
+            if rec.stream != stream:
+                stream = rec.stream
                 run = runs.get(stream)
                 if run is None:
                     run = runs[stream] = _Run()
             version, position = rec.version, rec.position
-            ids[rec.event_id] = (version, position)
             if version == TOMBSTONE_VERSION:
                 run.tomb = position
             else:  # the position first: a reader bounds by position, counts by version

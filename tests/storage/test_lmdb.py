@@ -327,7 +327,8 @@ def test_stream_reads_on_other_threads_see_whole_streams_while_the_index_merges(
     try:
         for i in range(600):
             name = names[i % len(names)]
-            written[name] = append(store, name, ANY, events(1 + i % 3)).last_version
+            batch = events(1 + i % 3 if i % 10 else 20)  # some written to streams at once
+            written[name] = append(store, name, ANY, batch).last_version
     finally:
         stop.set()
         thread.join(10)
@@ -344,8 +345,8 @@ def test_stream_index_in_memory_survives_reopen_and_truncation(tmp_path, opened)
     mem = MemoryEventStore()
     for s in (store, mem):
         s.ids_merge_threshold, s.ids_merge_step = 25, 2
-    for i in range(50):
-        batch = events(1 + i % 4)
+    for i in range(50):  # short appends wait in memory; batch appends of 20 are written at
+        batch = events(1 + i % 4 if i % 6 else 20)  # once, unless the stream has some waiting
         for s in (store, mem):
             append(s, f"s{i % 7}", ANY, batch)
     delete(store, "s6", ANY, tombstone=True)
@@ -366,11 +367,11 @@ def test_stream_index_in_memory_survives_reopen_and_truncation(tmp_path, opened)
     store = _open(opened, tmp_path)
     store.ids_merge_threshold, store.ids_merge_step = 25, 2
     assert streams(store) == streams(mem)
-    store.truncate_after(60)
-    mem.truncate_after(60)
+    store.truncate_after(150)
+    mem.truncate_after(150)
     assert streams(store) == streams(mem)
     for i in range(20):  # and it goes on: appends after the truncation, merges
-        batch = events(2)
+        batch = events(2 if i % 3 else 17)
         for s in (store, mem):
             append(s, f"s{i % 5}", ANY, batch)
     assert streams(store) == streams(mem)
