@@ -3,9 +3,13 @@ serving everyone else, and nothing is lost."""
 
 from __future__ import annotations
 
+import uuid
+
 import msgpack
 import pytest
 import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from esnode.actors.node import Factories, Node
 from esnode.transport.zmq_transport import ZmqTransport
@@ -130,3 +134,32 @@ def test_subscriber_that_never_reads_does_not_hurt_others(node, client):
         assert len(body["events"]) >= 200
     finally:
         lazy.close(linger=0)
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(sorted(set(BAD_FRAMES) - {"deep nesting"}) + ["ping", "append"]),
+                min_size=1, max_size=64))
+def test_any_mix_of_good_and_bad_requests_in_one_message_is_answered_one_by_one(client, kinds):
+    """A message of several frames: each good request is carried out and answered under its
+    own corr, each bad one gets its own error, and the node keeps serving."""
+    frames, good = [], {}
+    for i, kind in enumerate(kinds):
+        corr = 1000 + i
+        if kind == "ping":
+            frames.append(msgpack.packb([1, "ping", corr, {}]))
+        elif kind == "append":
+            frames.append(msgpack.packb([1, "append", corr, {"stream": f"mix-{uuid.uuid4()}",
+                                                             "events": [event()]}]))
+        else:
+            frames.append(BAD_FRAMES[kind])
+            continue
+        good[corr] = kind
+    client.send_raw(*frames)
+    replies = [client.recv() for _ in kinds]
+    answered = {r[0]: r for r in replies if r[0] in good}
+    assert sorted(answered) == sorted(good)
+    assert all(r[1] == "ok" for r in answered.values()), answered
+    errors = [r for r in replies if r[0] not in good]
+    assert len(errors) == len(kinds) - len(good) and all(r[1] == "error" for r in errors)
+    assert_serving(client)
