@@ -170,6 +170,11 @@ class _LmdbView:
         self.log, self.streams, self.ids = store._log, store._streams, store._ids
 
     def stream_last(self, stream: str) -> tuple[int, int, int]:
+        """The runs' newest entry when they have one: they hold a stream's newest versions
+        (a batch goes to ``streams`` at once only while the stream has none waiting). A
+        reader that captured its runs before a merge ended and a batch of the stream was
+        written, and began its snapshot after, sees the stream as of its runs: an earlier,
+        whole prefix of it (the writer's own views never race so)."""
         last, position, tomb = self._stored_last(stream)
         limit = self.limit
         for gen in self.runs:  # newer entries override
