@@ -27,7 +27,6 @@ from esnode.client.errors import ClientClosed, EsError
 from esnode.client.settings import ConnectionSettings, settings_from
 from esnode.client.sync import (
     CLOSE_LINGER_MS,
-    MAX_REQUESTS_PER_MESSAGE,
     OUTGOING_LIMIT,
     GONE_EVENTS,
     configure_socket,
@@ -39,6 +38,7 @@ from esnode.client.sync import (
 from esnode.core.filters import DEFAULT_CHECKPOINT_INTERVAL, EventFilter
 from esnode.core.messages import FROM_START
 from esnode.core.types import RecordedEvent
+from esnode.transport.codec import MAX_FRAMES_PER_MESSAGE
 
 log = logging.getLogger("esnode.client")
 
@@ -251,11 +251,11 @@ class AsyncClient(Operations):
         self._on_readable()
 
     def _send_outgoing(self) -> bool:
-        """Send the queued requests, ``MAX_REQUESTS_PER_MESSAGE`` per message; whether some
+        """Send the queued requests, ``MAX_FRAMES_PER_MESSAGE`` per message; whether some
         are left (the socket would block)."""
         out, sock = self._outgoing, self._sock
         while out and sock is not None:
-            chunk = out[:MAX_REQUESTS_PER_MESSAGE]
+            chunk = out[:MAX_FRAMES_PER_MESSAGE]
             try:
                 sock.send_multipart(chunk, zmq.NOBLOCK)
             except zmq.Again:

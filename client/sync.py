@@ -34,13 +34,11 @@ from esnode.client.settings import ConnectionSettings, settings_from
 from esnode.core.filters import DEFAULT_CHECKPOINT_INTERVAL, EventFilter
 from esnode.core.messages import FROM_START
 from esnode.core.types import RecordedEvent
+from esnode.transport.codec import MAX_FRAMES_PER_MESSAGE
 
 log = logging.getLogger("esnode.client")
 
 SEND_HWM = 100_000
-MAX_REQUESTS_PER_MESSAGE = 64
-"""Requests sent together go out as one message of up to this many frames (the node takes
-as many: docs/protocol.md); one send wakes ZeroMQ's I/O thread once, not once per request."""
 OUTGOING_LIMIT = 10_000
 """Requests the asyncio client queues while the socket cannot take more; callers then wait."""
 CLOSE_LINGER_MS = 200
@@ -436,9 +434,9 @@ class Client(Operations):
         out = pending.append
 
         def flush() -> None:
-            """Send this round's requests, ``MAX_REQUESTS_PER_MESSAGE`` per message."""
+            """Send this round's requests, ``MAX_FRAMES_PER_MESSAGE`` per message."""
             while pending:
-                chunk = pending[:MAX_REQUESTS_PER_MESSAGE]
+                chunk = pending[:MAX_FRAMES_PER_MESSAGE]
                 del pending[:len(chunk)]
                 if backlog:
                     backlog.append(chunk)

@@ -18,6 +18,10 @@ from esnode.core.types import BadRequest, EncodedEvents, EsError, EventData
 
 DEFAULT_MAX_MESSAGE_SIZE = 80 * 1024 * 1024
 """Largest frame accepted on the external socket (an append of up to 64 MiB plus framing)."""
+MAX_FRAMES_PER_MESSAGE = 64
+"""Requests (client to node) or replies and pushes (node to client) one message carries, a
+frame each (docs/protocol.md): a sender puts what it has in one message, because each message
+costs a wake-up of ZeroMQ's I/O thread."""
 CLUSTER_MAGIC = "esnode-cluster"
 """First item of every internal (cluster) message (``transport/internal_codec.py``): a frame
 starting with it on the external endpoint is refused as cluster traffic by name."""

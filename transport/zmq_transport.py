@@ -34,6 +34,7 @@ from esnode.core.types import BadRequest, EsError, NotAuthenticated, TooBusy
 from esnode.core.users import LoginThrottle, LoginThrottled
 from esnode.transport.codec import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    MAX_FRAMES_PER_MESSAGE,
     DecodeError,
     decode_request,
     encode_reply,
@@ -70,13 +71,6 @@ SEED_MESSAGES = ("Gossip",)
 MAX_IN_FLIGHT = 1024
 """Requests one client connection may have unanswered; more are refused with ``too_busy``
 (never executed), which bounds what one client can queue inside the node."""
-
-MAX_REQUESTS_PER_MESSAGE = 64
-"""Requests one client message may carry (a frame each, after the routing id); a longer
-message is refused whole, its frames discarded unread into Python."""
-
-MAX_FRAMES_OUT = 64
-"""Most replies and pushes sent to one client in one message (each is one frame)."""
 
 HANDSHAKE_MS = 5_000
 """A connection that has not completed its ZMTP (or CURVE) handshake by then is closed."""
@@ -498,13 +492,14 @@ class ZmqTransport:
         batch_fds: list[int] = []
         while len(batch) + len(errors) < MAX_BURST:
             try:
-                frames = recv_bounded(sock, 1 + MAX_REQUESTS_PER_MESSAGE, fds)
+                # (a longer message is refused whole, its frames discarded unread)
+                frames = recv_bounded(sock, 1 + MAX_FRAMES_PER_MESSAGE, fds)
             except zmq.Again:
                 break
             peer = frames[0]  # the routing id, then the requests
-            if len(frames) > 1 + MAX_REQUESTS_PER_MESSAGE:
+            if len(frames) > 1 + MAX_FRAMES_PER_MESSAGE:
                 self._refuse_frame(peer, errors, DecodeError(
-                    f"a message carries at most {MAX_REQUESTS_PER_MESSAGE} requests (a frame "
+                    f"a message carries at most {MAX_FRAMES_PER_MESSAGE} requests (a frame "
                     "each), got more"))
                 continue
             for body in frames[1:]:  # each frame is one request
@@ -653,7 +648,7 @@ class ZmqTransport:
 
     def _flush(self, sock: zmq.Socket) -> None:
         """Send what the outbox holds, one message per client connection with each reply or
-        push as one frame, in the order queued (``MAX_FRAMES_OUT`` frames at most): a send
+        push as one frame, in the order queued (``MAX_FRAMES_PER_MESSAGE`` frames at most): a send
         costs a wake-up of ZeroMQ's I/O thread, a frame costs a copy (docs/protocol.md)."""
         outbox = self._outbox
         in_flight = self._in_flight
@@ -677,7 +672,7 @@ class ZmqTransport:
                 messages[peer] = [peer, encode_reply(corr, message)]
             else:
                 frames.append(encode_reply(corr, message))
-                if len(frames) > MAX_FRAMES_OUT:
+                if len(frames) > MAX_FRAMES_PER_MESSAGE:
                     self._send_client(sock, messages.pop(peer))
         for frames in messages.values():
             self._send_client(sock, frames)

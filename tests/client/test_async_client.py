@@ -18,7 +18,7 @@ from esnode.client import (
     connect_async,
     new_event,
 )
-from esnode.client.sync import MAX_REQUESTS_PER_MESSAGE
+from esnode.transport.codec import MAX_FRAMES_PER_MESSAGE
 
 
 def unique() -> str:
@@ -64,7 +64,7 @@ def test_concurrent_appends_are_pipelined(endpoint):
 
 def test_requests_of_one_turn_of_the_loop_go_out_together(fake):
     """Requests started in the same turn of the event loop leave as one message of a frame
-    each (at most ``MAX_REQUESTS_PER_MESSAGE``), and every one is answered."""
+    each (at most ``MAX_FRAMES_PER_MESSAGE``), and every one is answered."""
     async def main():
         async with await connect_async(fake.endpoint, timeout=10) as c:
             before = len(fake.message_sizes)
@@ -74,7 +74,7 @@ def test_requests_of_one_turn_of_the_loop_go_out_together(fake):
             return fake.message_sizes[before:]
 
     sizes = asyncio.run(main())
-    assert sizes == [MAX_REQUESTS_PER_MESSAGE, 100 - MAX_REQUESTS_PER_MESSAGE]
+    assert sizes == [MAX_FRAMES_PER_MESSAGE, 100 - MAX_FRAMES_PER_MESSAGE]
 
 
 def test_subscription_catches_up_and_goes_live(endpoint):

@@ -15,7 +15,8 @@ from esnode.core.cluster_messages import PeerDisconnected
 from esnode.core.messages import Reply
 from esnode.core.types import Epoch
 from esnode.transport.internal_codec import InternalCodec
-from esnode.transport.zmq_transport import MAX_FRAMES_OUT, ZmqTransport
+from esnode.transport.codec import MAX_FRAMES_PER_MESSAGE
+from esnode.transport.zmq_transport import ZmqTransport
 from tests.conftest import free_port
 from tests.node.rawclient import RawClient
 
@@ -192,7 +193,7 @@ def test_messages_to_a_peer_go_out_on_the_senders_thread_in_order(pair):
 def test_replies_queued_together_for_a_connection_go_out_as_one_message_in_order():
     """Answers handed over together for one client connection leave as one message, a frame
     per answer, in the order given (the clients read frame by frame); more than
-    ``MAX_FRAMES_OUT`` are split, and each connection gets only its own answers."""
+    ``MAX_FRAMES_PER_MESSAGE`` are split, and each connection gets only its own answers."""
     got: queue.Queue = queue.Queue()
     port = free_port()
     t = ZmqTransport(("127.0.0.1", port))
@@ -200,7 +201,7 @@ def test_replies_queued_together_for_a_connection_go_out_as_one_message_in_order
     clients = []
     try:
         clients += [RawClient(f"tcp://127.0.0.1:{port}") for _ in range(2)]
-        count = MAX_FRAMES_OUT + 6
+        count = MAX_FRAMES_PER_MESSAGE + 6
         for c in clients:
             for _ in range(count):
                 c.send("ping")
@@ -211,7 +212,7 @@ def test_replies_queued_together_for_a_connection_go_out_as_one_message_in_order
             while sum(len(m) for m in messages) < count:
                 assert c.sock.poll(10_000), "the answers did not arrive"
                 messages.append(c.sock.recv_multipart())
-            assert [len(m) for m in messages] == [MAX_FRAMES_OUT, count - MAX_FRAMES_OUT]
+            assert [len(m) for m in messages] == [MAX_FRAMES_PER_MESSAGE, count - MAX_FRAMES_PER_MESSAGE]
             replies = [msgpack.unpackb(f) for m in messages for f in m]
             assert replies == [[n, "ok", {"n": n}] for n in range(1, count + 1)]
     finally:
