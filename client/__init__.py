@@ -11,6 +11,8 @@
 protocol implementation (``esnode.client._core``).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from esnode.client._calls import GroupEvent
 from esnode.client._core import (
     ClientStats,
@@ -20,12 +22,6 @@ from esnode.client._core import (
     Resubscribed,
     Resubscribing,
     Retrying,
-)
-from esnode.client.aio import (
-    AsyncClient,
-    AsyncPersistentSubscription,
-    AsyncSubscription,
-    connect_async,
 )
 from esnode.client.errors import (
     BadRequest,
@@ -74,6 +70,28 @@ from esnode.core.types import (
     StreamMetadata,
     StreamSlice,
 )
+
+if TYPE_CHECKING:
+    from esnode.client.aio import (
+        AsyncClient,
+        AsyncPersistentSubscription,
+        AsyncSubscription,
+        connect_async,
+    )
+
+_ASYNC_NAMES = frozenset(("AsyncClient", "AsyncPersistentSubscription", "AsyncSubscription",
+                          "connect_async"))
+
+
+def __getattr__(name: str) -> Any:
+    """The asyncio flavour is imported when first asked for: a threaded client's process then
+    carries neither asyncio nor its objects (every full garbage collection walks them)."""
+    if name in _ASYNC_NAMES:
+        from esnode.client import aio
+
+        return getattr(aio, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ALL_STREAM", "ANY", "FROM_END", "FROM_START", "NO_STREAM", "STREAM_EXISTS",

@@ -55,6 +55,16 @@ def _events(raw: list) -> list[RecordedEvent]:
     return [_new(RecordedEvent, e) for e in raw]
 
 
+def _as_lists(value: Any) -> Any:
+    """A user's own JSON-like value as it was set: replies are unpacked with arrays as tuples
+    (client/_protocol.py), users set lists."""
+    if type(value) is tuple:
+        return [_as_lists(v) for v in value]
+    if type(value) is dict:
+        return {k: _as_lists(v) for k, v in value.items()}
+    return value
+
+
 def _append_success(body: dict) -> AppendSuccess:
     return AppendSuccess(body["first_version"], body["last_version"], body["position"],
                          body.get("idempotent", False))
@@ -114,7 +124,7 @@ def delete(stream: str, expected_version: int = ANY, tombstone: bool = False,
 def get_metadata(stream: str, requires_leader: bool = False) -> Call:
     m.GetMetadata(stream)
     return Call("get_metadata", _leader({"stream": stream}, requires_leader),
-                lambda b: StreamMetadata(b["stream"], b["version"], b["metadata"]), False,
+                lambda b: StreamMetadata(b["stream"], b["version"], _as_lists(b["metadata"])), False,
                 f"metadata read of {stream!r}")
 
 

@@ -1,19 +1,21 @@
 """DNS discovery's one I/O step (``_core.Resolve``), for both flavours, with dnspython: every
-A record of a name, from a given name server (``dnsServer=host:port``) or the system's."""
+A record of a name, from a given name server (``dnsServer=host:port``) or the system's.
+
+dnspython is imported on the first lookup, not with the client: it is half of the objects the
+client library would otherwise add to a process (~11,000), which every full collection of the
+garbage collector walks (docs/performance.md), and most clients connect by seeds."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import dns.asyncresolver
-import dns.exception
-import dns.resolver
 from esnode.client._core import Resolve
 from esnode.client.errors import Unavailable
-from esnode.transport.discovery import addresses, make_resolver
 
 
 def _resolver(cls: type, effect: Resolve) -> Any:
+    from esnode.transport.discovery import make_resolver
+
     return make_resolver(cls, effect.server, effect.timeout)
 
 
@@ -24,6 +26,11 @@ def _failure(effect: Resolve, exc: Exception) -> Unavailable:
 
 
 def resolve(effect: Resolve) -> list[str]:
+    import dns.exception
+    import dns.resolver
+
+    from esnode.transport.discovery import addresses
+
     try:
         return addresses(_resolver(dns.resolver.Resolver, effect).resolve(effect.name, "A"))
     except (dns.exception.DNSException, OSError) as exc:
@@ -31,6 +38,11 @@ def resolve(effect: Resolve) -> list[str]:
 
 
 async def resolve_async(effect: Resolve) -> list[str]:
+    import dns.asyncresolver
+    import dns.exception
+
+    from esnode.transport.discovery import addresses
+
     try:
         answer = await _resolver(dns.asyncresolver.Resolver, effect).resolve(effect.name, "A")
     except (dns.exception.DNSException, OSError) as exc:

@@ -89,8 +89,8 @@ def error_from_body(body: dict) -> EsError:
             setattr(error, key, value)
     if cls is NotLeader:
         leader = body.get("leader")
-        error.leader = (leader[0], leader[1]) if isinstance(leader, list) and len(leader) == 2 \
-            else None
+        error.leader = (leader[0], leader[1]) \
+            if isinstance(leader, (list, tuple)) and len(leader) == 2 else None
     return error
 
 

@@ -77,9 +77,13 @@ def test_errors_are_typed(client):
 def test_metadata_round_trip(client):
     stream = unique()
     assert client.get_metadata(stream).version == -1
-    client.set_metadata(stream, {"$maxCount": 5, "owner": "billing"})
+    custom = {"owner": "billing", "tags": ["a", ["b"]], "acl": {"$r": ["ops"]}}
+    client.set_metadata(stream, {"$maxCount": 5, **custom})
     meta = client.get_metadata(stream)
-    assert meta.raw == {"$maxCount": 5, "owner": "billing"} and meta.max_count == 5
+    assert meta.raw == {"$maxCount": 5, **custom} and meta.max_count == 5
+    # replies are unpacked with arrays as tuples; the user's own arrays come back as lists
+    assert type(meta.raw["tags"]) is list and type(meta.raw["tags"][1]) is list
+    assert type(meta.raw["acl"]["$r"]) is list
 
 
 def test_cluster_info_and_ping(client):
