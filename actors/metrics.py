@@ -105,6 +105,8 @@ GAUGES = {
     "scavenge_percent": "Progress of the current or last scavenge.",
     "scavenge_records": "Records the current or last scavenge reclaimed.",
     "scavenge_bytes_reclaimed": "Bytes the current or last scavenge reclaimed.",
+    "gc_frozen_objects": "Objects of the node's start the garbage collector no longer walks "
+                         "(gc.freeze() by `esnode run`; 0 for a node inside another program).",
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import gc
 import os
 import threading
 import time
@@ -440,6 +441,7 @@ class Node:
             "scavenge_percent": round(progress.percent, 1) if progress else None,
             "scavenge_records": progress.scavenged if progress else None,
             "scavenge_bytes_reclaimed": progress.bytes_reclaimed if progress else None,
+            "gc_frozen_objects": gc.get_freeze_count(),
             "appends": _count(self.metrics.requests),
             "events_written": self.metrics.events._value.get(),
             "queues": queues, "members": members,

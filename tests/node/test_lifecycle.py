@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from tests.conftest import free_port, single_node_topology, start_leader, wait_f
 from tests.node.rawclient import RawClient, event
 
 
-def write_topology(tmp_path: Path, ext: int, internal: int) -> Path:
+def write_topology(tmp_path: Path, ext: int, internal: int, http: int = 0) -> Path:
     path = tmp_path / "topology.toml"
     path.write_text(f"""
 [cluster]
@@ -31,6 +33,7 @@ internal_host = "127.0.0.1"
 internal_port = {internal}
 external_host = "127.0.0.1"
 external_port = {ext}
+external_http_port = {http}
 """)
     return path
 
@@ -46,8 +49,8 @@ def serving(endpoint: str) -> bool:
 
 
 def test_esnode_run_serves_and_stops_on_sigterm(tmp_path):
-    ext = free_port()
-    config = write_topology(tmp_path, ext, free_port())
+    ext, http = free_port(), free_port()
+    config = write_topology(tmp_path, ext, free_port(), http)
     proc = subprocess.Popen([sys.executable, "-m", "esnode.cli", "run", "--config", str(config)],
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -58,6 +61,11 @@ def test_esnode_run_serves_and_stops_on_sigterm(tmp_path):
             assert c.call("append", {"stream": "s", "events": [event()]})[1] == "ok"
         finally:
             c.close()
+        # the node's process froze what its start made (full collections skip it)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5) \
+            .read().decode()
+        frozen = re.search(r"^esnode_gc_frozen_objects (\S+)$", metrics, re.M)
+        assert frozen and float(frozen.group(1)) > 10_000, frozen
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, err
