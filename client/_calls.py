@@ -124,8 +124,8 @@ def delete(stream: str, expected_version: int = ANY, tombstone: bool = False,
 def get_metadata(stream: str, requires_leader: bool = False) -> Call:
     m.GetMetadata(stream)
     return Call("get_metadata", _leader({"stream": stream}, requires_leader),
-                lambda b: StreamMetadata(b["stream"], b["version"], _as_lists(b["metadata"])), False,
-                f"metadata read of {stream!r}")
+                lambda b: StreamMetadata(b["stream"], b["version"], _as_lists(b["metadata"])),
+                False, f"metadata read of {stream!r}")
 
 
 def set_metadata(stream: str, metadata: dict, expected_version: int = ANY,
