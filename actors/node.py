@@ -7,8 +7,8 @@ uses the defaults. Nothing else in the code base constructs actors or sockets.
 from __future__ import annotations
 
 import collections
-import logging
 import gc
+import logging
 import os
 import threading
 import time
