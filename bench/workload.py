@@ -3,7 +3,7 @@
 Phases: a (one sequential client, single-event appends), b (C concurrent single-event appends,
 C = 32 and 64, asyncio tasks on one connection), c (100-event appends), d (read a 10,000-event
 stream in pages of 500; scan ``$all`` in pages of 1,000). Each phase reports throughput and
-client-side latency (encode + round trip + decode) p50/p99, and the CPU of its timed window:
+client-side latency (encode + round trip + decode) p50/p99/p99.9, and the CPU of its timed window:
 cores busy in the client and the machine, and the server's CPU per event when the benchmark
 started the server itself (``bench/cpu.py``).
 """
@@ -92,7 +92,8 @@ class PhaseResult:
     def summary(self) -> dict:
         row = {"phase": self.name, "ops_per_s": round(self.ops_per_s),
                "events_per_s": round(self.events_per_s),
-               "p50_ms": self.percentile_ms(0.50), "p99_ms": self.percentile_ms(0.99)}
+               "p50_ms": self.percentile_ms(0.50), "p99_ms": self.percentile_ms(0.99),
+               "p999_ms": self.percentile_ms(0.999)}
         return row | (self.cpu.summary(self.events) if self.cpu is not None else
                       dict.fromkeys(CPU_KEYS))
 
@@ -316,7 +317,7 @@ def median_summaries(runs: list[list[PhaseResult]]) -> list[dict]:
     for phase_runs in zip(*runs):
         rows = [r.summary() for r in phase_runs]
         merged = {"phase": rows[0]["phase"], "runs": len(rows)}
-        for key in ("ops_per_s", "events_per_s", "p50_ms", "p99_ms", *CPU_KEYS):
+        for key in ("ops_per_s", "events_per_s", "p50_ms", "p99_ms", "p999_ms", *CPU_KEYS):
             values = [r[key] for r in rows if r.get(key) is not None]
             merged[key] = statistics.median(values) if values else None
         merged["spread"] = (max(r["events_per_s"] for r in rows)

@@ -106,7 +106,7 @@ def _print(rows: list[dict], title: str, as_json: bool) -> None:
             typer.echo(json.dumps(row))
         return
     table = Table(title=title)
-    for col in ("phase", "appends or reads/s", "events/s", "p50 ms", "p99 ms", "spread",
+    for col in ("phase", "appends or reads/s", "events/s", "p50 ms", "p99 ms", "p99.9 ms", "spread",
                 "cores client/machine", "server µs CPU/event"):
         table.add_column(col, justify="right" if col != "phase" else "left")
     for r in rows:
@@ -115,6 +115,7 @@ def _print(rows: list[dict], title: str, as_json: bool) -> None:
         table.add_row(r["phase"], f"{r['ops_per_s']:,.0f}", f"{r['events_per_s']:,.0f}",
                       f"{r['p50_ms']:.3f}" if r["p50_ms"] is not None else "-",
                       f"{r['p99_ms']:.3f}" if r["p99_ms"] is not None else "-",
+                      f"{r['p999_ms']:.3f}" if r.get("p999_ms") is not None else "-",
                       f"{r['spread']:.0%}",
                       "-" if client is None else
                       f"{client:.2f}/{'-' if machine is None else f'{machine:.2f}'}",
