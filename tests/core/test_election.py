@@ -45,6 +45,22 @@ class TestWhenTheElectionTimerFires:
         assert [e.new for e in effects if isinstance(e, StateChanged)] == [VNodeState.PreLeader]
 
 
+def test_a_candidate_refused_in_its_own_term_campaigns_again_within_a_quarter_timeout():
+    """A split vote (both followers campaigned at once after the leader died) is retried at
+    a random point of the next quarter election timeout, not a full timeout later."""
+    core = node()
+    campaign(core)
+    core.step(VoteResponse(1, "n2", True, pre_vote=True), 5.0)  # a candidate of term 1
+    assert core.election.role is Role.CANDIDATE and core.election.next_wakeup >= 6.0
+    core.step(VoteResponse(1, "n2", False), 5.01)  # n2 voted for another candidate
+    assert core.election.next_wakeup <= 5.01 + 0.25
+    t, effects = 5.01, []
+    while not effects:
+        t += 0.01
+        effects = sent(core.tick(t), VoteRequest)
+    assert t <= 5.01 + 0.26 and all(m.pre_vote and m.term == 2 for _, m in effects)
+
+
 class TestWhenAVoteIsRequested:
     def test_granting_persists_the_vote_before_answering(self):
         core = node("n2")
